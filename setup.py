@@ -1,0 +1,28 @@
+"""twotower: a debiased two-tower retrieval trainer."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="twotower",
+    version="0.1.0",
+    description="Debiased two-tower retrieval trainer: Beam preprocessing, TFRS training, "
+    "TF Serving export",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["twotower*", "pipelines*", "trainer*", "serving*"]),
+    install_requires=[
+        "tensorflow==2.20.0",
+        "tf-keras==2.20.1",
+        "tensorflow-recommenders==0.7.7",
+        "scann==1.4.2",
+        "apache-beam==2.77.0",
+        "tensorflow-serving-api==2.20.0",
+        "numpy==2.4.6",
+        "pyarrow==25.0.1",
+        "google-crc32c==1.9.0",  # Beam's TFRecord sink needs a crc32c implementation
+        "pyyaml==6.0.4",
+        "tqdm==4.70.1",
+        "matplotlib==3.11.2",
+    ],
+    extras_require={"test": ["pytest==9.2.0", "ruff==0.17.6"]},
+    entry_points={"console_scripts": ["twotower=twotower.cli:main"]},
+)

@@ -1,0 +1,140 @@
+"""Reading a dataset directory: its manifest, vocabularies, catalog and TFRecord shards.
+
+The trainer depends on the dataset's files (manifest.json is the contract), never on
+the pipelines package's code.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import tensorflow as tf
+
+SCHEMA_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """What the trainer knows about a dataset directory.
+
+    Attributes:
+      directory: the dataset directory.
+      manifest: its parsed manifest.json.
+      item_ids: catalog item ids in index order.
+      item_clusters: each item's cluster name, in index order.
+      item_features: {feature: [tokens of item 0, tokens of item 1, ...]}.
+      vocabularies: {feature: tokens} for user_id and every `user.<name>` feature.
+    """
+
+    directory: str
+    manifest: dict[str, Any]
+    item_ids: list[str]
+    item_clusters: list[str]
+    item_features: dict[str, list[list[str]]]
+    vocabularies: dict[str, list[str]]
+
+    @property
+    def user_features(self) -> list[str]:
+        return list(self.manifest["user_features"])
+
+    def item_probabilities(self) -> dict[str, float]:
+        """Each trained-on item's share of the training clicks (item_frequency.tsv)."""
+        counts = {}
+        with open(os.path.join(self.directory, self.manifest["files"]["item_frequency"])) as f:
+            for line in f:
+                item, count = line.rstrip("\n").split("\t")
+                counts[item] = int(count)
+        total = sum(counts.values()) or 1
+        return {item: count / total for item, count in counts.items()}
+
+    def files(self, split: str) -> list[str]:
+        return [os.path.join(self.directory, f) for f in self.manifest["splits"][split]["files"]]
+
+
+def load_dataset(directory: str) -> Dataset:
+    """Loads a dataset directory written by `twotower preprocess`.
+
+    Raises:
+      FileNotFoundError: no manifest.json (the directory is missing or unfinished).
+      ValueError: a schema version this trainer does not read.
+    """
+    path = os.path.join(directory, "manifest.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no manifest; run `twotower preprocess` first")
+    with open(path) as f:
+        manifest = json.load(f)
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise ValueError(
+            f"{path}: schema_version {manifest.get('schema_version')!r}, expected {SCHEMA_VERSION}"
+        )
+    item_ids, clusters = [], []
+    features: dict[str, list[list[str]]] = {name: [] for name in manifest["item_features"]}
+    with open(os.path.join(directory, manifest["files"]["item_catalog"])) as f:
+        for line in f:
+            row = json.loads(line)
+            item_ids.append(row["item_id"])
+            clusters.append(row["cluster"])
+            for name in features:
+                features[name].append(row["features"].get(name, []))
+    vocabularies = {}
+    for name, relative in manifest["files"]["vocabularies"].items():
+        with open(os.path.join(directory, relative)) as f:
+            vocabularies[name] = [line.rstrip("\n") for line in f]
+    return Dataset(directory, manifest, item_ids, clusters, features, vocabularies)
+
+
+def _parse_spec(manifest: dict[str, Any]) -> dict[str, Any]:
+    spec = {}
+    for name, kind in manifest["feature_spec"].items():
+        dtype = tf.int64 if kind["dtype"] == "int64" else tf.string
+        if kind["shape"] == "scalar":
+            spec[name] = tf.io.FixedLenFeature([], dtype)
+        else:
+            spec[name] = tf.io.VarLenFeature(dtype)
+    return spec
+
+
+def parse_batch(serialized: tf.Tensor, manifest: dict[str, Any]) -> dict[str, tf.Tensor]:
+    """Parses a batch of serialized Examples; list features become dense `[batch, n]`
+    string tensors padded with "" (the towers' mask token)."""
+    parsed = tf.io.parse_example(serialized, _parse_spec(manifest))
+    return {
+        name: tf.sparse.to_dense(value, default_value="" if value.dtype == tf.string else 0)
+        if isinstance(value, tf.sparse.SparseTensor)
+        else value
+        for name, value in parsed.items()
+    }
+
+
+def make_dataset(
+    dataset: Dataset,
+    split: str,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    seed: int = 0,
+    shuffle_buffer: int = 10_000,
+    drop_remainder: bool = False,
+) -> tf.data.Dataset:
+    """A `tf.data` pipeline over one split: interleaved shards, shuffle, batch, parse.
+
+    Returns:
+      Batches of feature dicts (`[batch_size]` scalars, `[batch_size, n]` lists).
+    """
+    files = dataset.files(split)
+    if not files:
+        raise ValueError(f"{dataset.directory}: the manifest lists no {split} shards")
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    # Deterministic interleave keeps a seeded run repeatable.
+    ds = ds.interleave(
+        lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
+        cycle_length=min(len(files), 4),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    if shuffle:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.map(lambda s: parse_batch(s, dataset.manifest), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)

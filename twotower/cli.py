@@ -1,0 +1,257 @@
+"""The `twotower` command: one subcommand per stage, each a thin layer over a library call.
+
+Exit codes follow the cluster's retry rules: 0 success, 1 bad input or config
+(permanent: retrying will not help), 2 usage errors and features not available yet.
+"""
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from twotower import __version__
+from twotower.config import Config, ConfigError, describe_options, load_config
+
+EXIT_BAD_INPUT = 1
+EXIT_USAGE = 2
+
+_FORMATTER = argparse.RawDescriptionHelpFormatter
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, _FORMATTER):
+    """Shows every option's default and keeps the epilog's line breaks."""
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="YAML or JSON config file")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="override one config key, e.g. --set training.epochs=3 (repeatable)",
+    )
+
+
+def _add_beam_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Beam runner")
+    group.add_argument(
+        "--runner",
+        default="DirectRunner",
+        help="Beam runner (DataflowRunner, FlinkRunner, SparkRunner, ...)",
+    )
+    group.add_argument(
+        "--direct-running-mode",
+        default="multi_processing",
+        choices=("in_memory", "multi_threading", "multi_processing"),
+        help="DirectRunner execution mode",
+    )
+    group.add_argument(
+        "--direct-num-workers", type=int, default=2, help="DirectRunner parallel workers"
+    )
+    group.add_argument(
+        "--beam-arg",
+        dest="beam_args",
+        action="append",
+        default=[],
+        metavar="--OPTION=VALUE",
+        help="any other Beam pipeline option, e.g. --beam-arg=--project=p (repeatable)",
+    )
+
+
+def _beam_args(args: argparse.Namespace) -> list[str]:
+    flags = [f"--runner={args.runner}"]
+    if args.runner == "DirectRunner":
+        flags += [
+            f"--direct_running_mode={args.direct_running_mode}",
+            f"--direct_num_workers={args.direct_num_workers}",
+        ]
+    return flags + list(args.beam_args)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    return load_config(args.config, args.overrides)
+
+
+def _not_available(issue: str) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        print(f"twotower {args.command}: not available yet ({issue}).", file=sys.stderr)
+        return EXIT_USAGE
+
+    return handler
+
+
+def _preprocess(args: argparse.Namespace) -> int:
+    from pipelines.preprocess import preprocess  # noqa: PLC0415
+
+    manifest = preprocess(
+        _config(args), args.output, beam_args=_beam_args(args), overwrite=args.overwrite
+    )
+    print(
+        json.dumps(
+            {"splits": manifest["splits"], "reconciliation": manifest["reconciliation"]}, indent=2
+        )
+    )
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from trainer.train import train  # noqa: PLC0415
+
+    summary = train(_config(args), args.data, args.run_dir, verbose=args.verbose)
+    print(f"trained {summary['epochs']} epochs in {summary['train_seconds']} s -> {args.run_dir}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from trainer.evaluate import evaluate_run  # noqa: PLC0415
+    from twotower.report import format_table  # noqa: PLC0415
+
+    result = evaluate_run(args.run_dir, on=args.on)
+    rows = [{"method": name, **values} for name, values in result["methods"].items()]
+    columns = ["method"] + [f"{m}@{k}" for k in result["ks"] for m in ("hit_rate", "recall")]
+    print(format_table(rows, columns))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from trainer.export import export_run  # noqa: PLC0415
+
+    manifest = export_run(args.run_dir, version=args.version)
+    print(json.dumps(manifest["query_tower"], indent=2))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from twotower.demo import results_tables, run_demo  # noqa: PLC0415
+
+    results = run_demo(
+        _config(args), args.work_dir, beam_args=_beam_args(args), verbose=args.verbose
+    )
+    print(results_tables(results))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="twotower",
+        description="Debiased two-tower retrieval: preprocess logs with Beam, train with "
+        "TFRS, evaluate, export for TF Serving.",
+        epilog="`twotower COMMAND --help` lists a command's options and the config keys.",
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"twotower {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(
+        name: str, help: str, handler: Callable[[argparse.Namespace], int], config: bool = True
+    ) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name,
+            help=help,
+            description=help,
+            formatter_class=_Formatter,
+            epilog=describe_options() if config else None,
+        )
+        if config:
+            _add_config_options(sub)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    command(
+        "simulate",
+        "simulate a logged multi-stage recommender with known truth",
+        _not_available("the simulator issue"),
+        config=False,
+    )
+
+    sub = command("preprocess", "request logs -> dataset directory (Beam)", _preprocess)
+    sub.add_argument("--output", required=True, metavar="DIR", help="dataset directory to write")
+    sub.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    _add_beam_options(sub)
+
+    sub = command("train", "dataset directory -> run directory (two-tower model)", _train)
+    sub.add_argument("--data", required=True, metavar="DIR", help="dataset directory")
+    sub.add_argument("--run-dir", required=True, metavar="DIR", help="run directory to write")
+    sub.add_argument(
+        "--verbose",
+        type=int,
+        default=1,
+        choices=(0, 1, 2),
+        help="Keras verbosity: 1 progress bar, 2 one line per epoch",
+    )
+
+    sub = command(
+        "evaluate",
+        "retrieval metrics of a trained run over the whole catalog",
+        _evaluate,
+        config=False,
+    )
+    sub.add_argument("run_dir", metavar="RUN_DIR", help="a finished training run")
+    sub.add_argument(
+        "--on",
+        metavar="DATASET",
+        default=None,
+        help="dataset directory to evaluate on (default: the run's own)",
+    )
+
+    sub = command(
+        "export", "trained run -> query tower SavedModel + item embeddings", _export, config=False
+    )
+    sub.add_argument("run_dir", metavar="RUN_DIR", help="a finished training run")
+    sub.add_argument(
+        "--version", type=int, default=0, help="version folder to write (0 = one above the newest)"
+    )
+
+    sub = command(
+        "serve",
+        "retrieval service over an export directory",
+        _not_available("the serving issue"),
+        config=False,
+    )
+    sub.add_argument("export_dir", metavar="EXPORT_DIR", help="an export directory")
+
+    sub = command(
+        "bench",
+        "benchmarks that print a table and save JSON",
+        _not_available("each benchmark comes with its issue"),
+        config=False,
+    )
+    sub.add_argument(
+        "name",
+        choices=("pipeline", "uma2", "negatives", "distributed", "serving"),
+        help="which benchmark",
+    )
+
+    sub = command(
+        "demo", "MovieLens-100K end to end: preprocess, train, evaluate, export, retrieve", _demo
+    )
+    sub.add_argument(
+        "--work-dir",
+        default="work/demo",
+        metavar="DIR",
+        help="where the dataset, run and results go",
+    )
+    sub.add_argument(
+        "--verbose",
+        type=int,
+        default=2,
+        choices=(0, 1, 2),
+        help="Keras verbosity: 1 progress bar, 2 one line per epoch",
+    )
+    _add_beam_options(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except ConfigError as e:
+        print(f"twotower {args.command}: config error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (FileNotFoundError, FileExistsError, ValueError) as e:
+        print(f"twotower {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT

@@ -1,0 +1,250 @@
+"""One typed configuration for every stage, loaded once at the entry point.
+
+Each section is a dataclass; a field's `metadata` holds its help text and its valid
+range (`min`, `max`) or `choices`. `load_config` reads YAML or JSON, applies
+`--set section.key=value` overrides and validates everything, naming the key at fault.
+"""
+
+import dataclasses
+import json
+import os
+import typing
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key."""
+
+
+def _field(default: Any, help: str, **checks: Any) -> Any:
+    if isinstance(default, list):
+        return dataclasses.field(
+            default_factory=lambda: list(default), metadata={"help": help, **checks}
+        )
+    return dataclasses.field(default=default, metadata={"help": help, **checks})
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the data comes from and how examples are made from it."""
+
+    source: str = _field(
+        "movielens-100k",
+        "input: movielens-100k (built in), simulator (a `twotower simulate` folder) or logs",
+        choices=("movielens-100k", "simulator", "logs"),
+    )
+    input: str = _field("", "logs: request-log file or glob; simulator: its folder")
+    catalog: str = _field("", "logs: item catalog file (JSONL)")
+    min_click_rating: float = _field(4.0, "movielens-100k: a rating >= this is a click", min=0)
+    history_length: int = _field(20, "clicked items before the request kept as history", min=0)
+    num_a: int = _field(1, "Space A negatives (exposed, not clicked) kept per positive", min=0)
+    num_b: int = _field(4, "Space B negatives (recalled, not exposed) kept per positive", min=0)
+    split: str = _field(
+        "leave-last-click-out",
+        "eval split: leave-last-click-out (each user's last click) or time (eval_from)",
+        choices=("leave-last-click-out", "time"),
+    )
+    eval_from: int = _field(0, "time split: first eval timestamp (0 = the source's own)", min=0)
+    num_shards: int = _field(4, "TFRecord shards per split", min=1)
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Tower architecture."""
+
+    embedding_dim: int = _field(32, "size of every id and feature embedding", min=1)
+    hidden_units: list[int] = _field([128], "MLP hidden layer sizes of each tower")
+    output_dim: int = _field(32, "size of the user and item embeddings", min=1)
+    similarity: str = _field("dot", "score of a user and an item", choices=("dot", "cosine"))
+
+
+@dataclasses.dataclass
+class NegativesConfig:
+    """Where negatives come from and how the loss corrects for them."""
+
+    loss: str = _field("softmax", "loss over the candidates", choices=("softmax",))
+    temperature: float = _field(0.1, "logits are divided by this (cosine similarity)", min=1e-6)
+    remove_accidental_hits: bool = _field(True, "mask in-batch negatives equal to the positive")
+    logq_correction: bool = _field(
+        True, "subtract log(item click share) from in-batch logits (sampling-bias correction)"
+    )
+
+
+@dataclasses.dataclass
+class TrainingConfig:
+    """Optimisation."""
+
+    batch_size: int = _field(512, "global batch size", min=1)
+    epochs: int = _field(8, "passes over the training split", min=1)
+    learning_rate: float = _field(0.1, "optimizer learning rate", min=0)
+    optimizer: str = _field("adagrad", "optimizer", choices=("adagrad", "adam", "sgd"))
+    seed: int = _field(42, "random seed (weights, shuffling, sampling)", min=0)
+    shuffle_buffer: int = _field(20_000, "examples in the shuffle buffer", min=1)
+
+
+@dataclasses.dataclass
+class EvaluationConfig:
+    """Offline retrieval evaluation."""
+
+    ks: list[int] = _field([10, 50, 100], "cut-offs K of the metrics")
+    exclude_train_clicks: bool = _field(True, "never recommend an item the user clicked in train")
+
+
+@dataclasses.dataclass
+class ExportConfig:
+    """What `export` writes."""
+
+    version: int = _field(0, "query tower version folder (0 = one above the newest)", min=0)
+    top_k: int = _field(10, "items returned per user by the demo retrieval", min=1)
+
+
+@dataclasses.dataclass
+class Config:
+    """The whole configuration, one section per stage."""
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    negatives: NegativesConfig = dataclasses.field(default_factory=NegativesConfig)
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+CONFIG_FILE = "config.yaml"
+
+
+def _check_value(key: str, value: Any, hint: Any, meta: dict[str, Any]) -> Any:
+    """Returns `value` converted to `hint`, or raises ConfigError naming `key`."""
+    origin = typing.get_origin(hint)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        (item_hint,) = typing.get_args(hint)
+        return [_check_value(f"{key}[{i}]", v, item_hint, meta) for i, v in enumerate(value)]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    elif hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    elif hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        value = float(value)
+    elif hint is str and not isinstance(value, str):
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if "choices" in meta and value not in meta["choices"]:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(meta['choices'])}")
+    if "min" in meta and value < meta["min"]:
+        raise ConfigError(f"{key}: {value!r} is below the minimum {meta['min']}")
+    if "max" in meta and value > meta["max"]:
+        raise ConfigError(f"{key}: {value!r} is above the maximum {meta['max']}")
+    return value
+
+
+def _build(cls: type, values: Any, prefix: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        key = f"{prefix}{unknown[0]}"
+        raise ConfigError(f"{key}: unknown key (known: {', '.join(sorted(fields))})")
+    kwargs = {}
+    for name, value in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _check_value(f"{prefix}{name}", value, hint, fields[name].metadata)
+    config = cls(**kwargs)
+    for name, f in fields.items():
+        if name not in values and not dataclasses.is_dataclass(hints[name]):
+            _check_value(f"{prefix}{name}", getattr(config, name), hints[name], f.metadata)
+    return config
+
+
+def _apply_override(values: dict[str, Any], override: str) -> None:
+    key, sep, raw = override.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"--set {override!r}: expected section.key=value")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {e}") from e
+    *sections, leaf = key.split(".")
+    node = values
+    for section in sections:
+        node = node.setdefault(section, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {section} is not a section")
+    node[leaf] = value
+
+
+def load_config(path: str | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Loads, overrides and validates a configuration.
+
+    Args:
+      path: a YAML or JSON file, or None for the defaults.
+      overrides: `section.key=value` strings; values are parsed as YAML scalars/lists.
+
+    Returns:
+      The validated Config.
+
+    Raises:
+      ConfigError: an unreadable file, an unknown key, a wrong type or an out-of-range value.
+    """
+    values: dict[str, Any] = {}
+    if path:
+        try:
+            with open(path) as f:
+                loaded = yaml.safe_load(f)  # JSON is a subset of YAML.
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read config file: {e.strerror}") from e
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML or JSON: {e}") from e
+        values = loaded or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: expected a mapping of sections, got {values!r}")
+    for override in overrides:
+        _apply_override(values, override)
+    return _build(Config, values, "")
+
+
+def save_config(config: Config, directory: str) -> str:
+    """Writes the resolved config into `directory` so the run can be reproduced from it."""
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, CONFIG_FILE)
+    with open(path, "w") as f:
+        yaml.safe_dump(config.to_dict(), f, sort_keys=False)
+    return path
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """Validates a plain dict (e.g. a manifest's copy) into a Config."""
+    return _build(Config, json.loads(json.dumps(values)), "")
+
+
+def describe_options() -> str:
+    """Every config key with its default and help, for `--help` epilogs."""
+    lines = ["config keys (set with --set section.key=value; defaults shown):"]
+    for section in dataclasses.fields(Config):
+        cls = typing.get_type_hints(Config)[section.name]
+        lines.append(f"  {section.name}:")
+        for f in dataclasses.fields(cls):
+            default = (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            )
+            extra = ""
+            if "choices" in f.metadata:
+                extra = f" [{'|'.join(f.metadata['choices'])}]"
+            lines.append(
+                f"    {section.name}.{f.name}={json.dumps(default)}  {f.metadata['help']}{extra}"
+            )
+    return "\n".join(lines)
