@@ -1,0 +1,23 @@
+import numpy as np
+
+from trainer.evaluate import top_k
+
+
+def test_top_k_orders_and_excludes():
+    scores = np.array([[0.1, 0.9, 0.5, 0.7], [0.4, 0.3, 0.2, 0.1]])
+    ranked = top_k(lambda rows: scores[rows], 2, 2, [np.array([1]), np.array([], dtype=int)])
+    # user 0: item 1 (0.9) is excluded -> 3 (0.7), 2 (0.5); user 1: 0 (0.4), 1 (0.3)
+    np.testing.assert_array_equal(ranked, [[3, 2], [0, 1]])
+
+
+def test_top_k_chunks_give_the_same_answer(monkeypatch):
+    import trainer.evaluate as evaluate
+
+    rng = np.random.default_rng(0)
+    scores = rng.random((7, 20))
+    excluded = [rng.choice(20, 3, replace=False) for _ in range(7)]
+    whole = top_k(lambda rows: scores[rows], 7, 5, excluded)
+    monkeypatch.setattr(evaluate, "_CHUNK", 2)
+    np.testing.assert_array_equal(top_k(lambda rows: scores[rows], 7, 5, excluded), whole)
+    for row, items in enumerate(excluded):
+        assert not set(whole[row]) & set(items)

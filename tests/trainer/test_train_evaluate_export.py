@@ -1,0 +1,95 @@
+"""The trainer's stages on the tiny dataset, through their library entry points."""
+
+import json
+import os
+import pathlib
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from serving.retriever import Retriever
+from trainer.dataset import load_dataset, make_dataset
+from trainer.evaluate import evaluate_run
+from trainer.export import export_run
+from trainer.train import load_run, train
+from twotower.config import load_config
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_dataset, tmp_path_factory):
+    config = load_config(
+        overrides=[
+            "training.epochs=3",
+            "training.batch_size=16",
+            "model.hidden_units=[16]",
+            "model.output_dim=8",
+            "model.embedding_dim=8",
+            "evaluation.ks=[1, 5]",
+        ]
+    )
+    path = str(tmp_path_factory.mktemp("run") / "run")
+    train(config, tiny_dataset, path, verbose=0)
+    return path
+
+
+def test_dataset_batches_follow_the_manifest(tiny_dataset):
+    dataset = load_dataset(tiny_dataset)
+    batch = next(iter(make_dataset(dataset, "train", 8)))
+    assert batch["user_id"].shape == (8,)
+    assert batch["history"].dtype == tf.string and batch["history"].shape.rank == 2
+    assert batch["user.segment"].shape[0] == 8
+    assert batch["timestamp"].dtype == tf.int64
+
+
+def test_run_directory_holds_config_history_and_throughput(run_dir):
+    assert os.path.exists(os.path.join(run_dir, "config.yaml"))
+    run = json.loads(pathlib.Path(os.path.join(run_dir, "run.json")).read_text())
+    assert len(run["history"]["loss"]) == 3
+    assert all(v > 0 for v in run["history"]["examples_per_second"])
+    assert os.listdir(os.path.join(run_dir, "logs"))
+
+
+def test_reloaded_run_scores_like_the_trained_one(run_dir):
+    _, dataset, first = load_run(run_dir)
+    _, _, second = load_run(run_dir)
+    ids = tf.constant(dataset.item_ids)
+    np.testing.assert_allclose(
+        first.candidate_embeddings(ids).numpy(), second.candidate_embeddings(ids).numpy()
+    )
+
+
+def test_evaluate_writes_metrics_for_model_and_references(run_dir):
+    result = evaluate_run(run_dir)
+    assert set(result["methods"]) == {"two_tower", "most_popular", "random"}
+    assert result["ks"] == [1, 5]
+    assert result["num_users"] == 12  # every tiny user holds out one click
+    for values in result["methods"].values():
+        assert 0.0 <= values["hit_rate@1"] <= values["hit_rate@5"] <= 1.0
+    assert json.loads(pathlib.Path(os.path.join(run_dir, "metrics.json")).read_text()) == result
+
+
+def test_export_versions_and_retriever_agree_with_the_model(run_dir):
+    first = export_run(run_dir)
+    second = export_run(run_dir)
+    assert first["query_tower"]["latest"] == 1 and second["query_tower"]["versions"] == [1, 2]
+    with pytest.raises(FileExistsError):
+        export_run(run_dir, version=2)
+    export_dir = os.path.join(run_dir, "export")
+    retriever = Retriever(export_dir)
+    assert retriever.version == 2
+    user = {"user_id": "u1", "history": ["i1", "i4"], "user.segment": "s1"}
+    _, _, model = load_run(run_dir)
+    expected = model.query_embeddings(
+        {
+            "user_id": tf.constant(["u1"]),
+            "history": tf.constant([["i1", "i4"]]),
+            "user.segment": tf.constant([["s1"]]),
+        }
+    ).numpy()
+    np.testing.assert_allclose(retriever.embed([user]), expected, rtol=1e-5)
+    top = retriever.retrieve(user, k=3, exclude=["i1"])
+    assert len(top) == 3 and "i1" not in [item for item, _ in top]
+    scores = [score for _, score in top]
+    assert scores == sorted(scores, reverse=True)
+    assert retriever.item_embeddings.shape == (30, 8)

@@ -1,0 +1,68 @@
+import subprocess
+import sys
+
+import pytest
+
+from twotower import cli
+
+COMMANDS = ["simulate", "preprocess", "train", "evaluate", "export", "serve", "bench", "demo"]
+
+
+def test_top_level_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    for command in COMMANDS:
+        assert command in out
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as done:
+        cli.main([command, "--help"])
+    assert done.value.code == 0
+    assert "usage: twotower " + command in capsys.readouterr().out
+
+
+def test_train_help_shows_options_defaults_and_config_keys(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "--run-dir DIR" in out
+    assert "(default: 1)" in out  # --verbose
+    assert "training.batch_size=512" in out
+
+
+def test_unavailable_command_exits_2(capsys):
+    assert cli.main(["serve", "/nowhere"]) == 2
+    assert "not available yet" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("training:\n  batch_size: -1\n", "training.batch_size"),
+        ("trainig:\n  epochs: 1\n", "trainig"),
+    ],
+)
+def test_bad_config_exits_1_naming_the_key(tmp_path, capsys, text, key):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    code = cli.main(["train", "--config", str(path), "--data", "d", "--run-dir", "r"])
+    assert code == 1
+    assert f"config error: {key}" in capsys.readouterr().err
+
+
+def test_missing_dataset_exits_1(tmp_path, capsys):
+    code = cli.main(["train", "--data", str(tmp_path / "none"), "--run-dir", str(tmp_path / "r")])
+    assert code == 1
+    assert "no manifest" in capsys.readouterr().err
+
+
+def test_console_script_entry_point():
+    done = subprocess.run(
+        [sys.executable, "-m", "twotower", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0
+    assert done.stdout.startswith("twotower ")
