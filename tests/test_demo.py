@@ -28,8 +28,9 @@ def test_demo_learns_better_than_the_references(demo):
     assert results["metrics"]["num_items"] == 1682
     assert results["metrics"]["num_users"] > 900  # users with at least one click
     # Leave-last-click-out on MovieLens-100K: the two-tower model must clearly beat random
-    # (about 0.06 at K=100) and most-popular (about 0.27); 3 epochs reach about 0.4.
-    assert methods["two_tower"]["hit_rate@100"] > 0.3
+    # (about 0.06 at K=100) and most-popular (about 0.27); 3 epochs reach about 0.5
+    # (seeds 1-3 at 5 epochs: 0.53-0.54).
+    assert methods["two_tower"]["hit_rate@100"] > 0.4
     assert methods["two_tower"]["hit_rate@100"] > methods["most_popular"]["hit_rate@100"]
     assert methods["random"]["hit_rate@100"] < 0.1
 

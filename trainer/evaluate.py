@@ -1,13 +1,19 @@
 """`twotower evaluate`: exact retrieval over the whole catalog and its metrics.
 
-Every eval user is one query (features of their first eval example); their relevant
-items are all their eval clicks. Items the user clicked in the training split are
-removed from the candidates unless `exclude_train_clicks` is off. The trained model is
-compared with two reference recommenders scored the same way: most-popular (training
-clicks per item) and random.
+Two query sets, each scored by the trained model and by two reference recommenders
+(most-popular by training clicks, and random):
+- "logged": every eval user is one query (features of their first eval example); the
+  relevant items are their logged eval clicks.
+- "random_exposure" (simulator data only): the simulator's test users, shown items
+  uniformly at random; the relevant items are what they clicked there, and their true
+  top-K gives `true_top_k_overlap@K`. Their query is their user features and their last
+  training clicks.
+Items a user clicked in the training split are never recommended unless
+`evaluation.exclude_train_clicks` is off. Definitions: docs/metrics.md.
 """
 
 import collections
+import dataclasses
 import json
 import os
 from collections.abc import Callable
@@ -18,11 +24,22 @@ import tensorflow as tf
 
 from trainer import metrics
 from trainer.dataset import Dataset, load_dataset, make_dataset
+from trainer.ground_truth import load_ground_truth
 from trainer.model import TwoTowerModel
 from trainer.train import load_run
 
 METRICS_FILE = "metrics.json"
 _CHUNK = 1024
+
+
+@dataclasses.dataclass
+class QuerySet:
+    """Users to retrieve for, their query features and what counts as relevant."""
+
+    users: list[str]
+    features: dict[str, np.ndarray]
+    relevant: list[set[str]]
+    true_top: list[list[str]] | None = None
 
 
 def item_embeddings(
@@ -36,17 +53,29 @@ def item_embeddings(
     return np.concatenate(parts).astype(np.float32)
 
 
-def _user_clicks(dataset: Dataset, split: str) -> dict[str, list[str]]:
-    clicks: dict[str, list[str]] = collections.defaultdict(list)
-    for batch in make_dataset(dataset, split, 4096):
-        for user, item in zip(batch["user_id"].numpy(), batch["item_id"].numpy(), strict=True):
-            clicks[user.decode()].append(item.decode())
-    return clicks
+def train_click_history(dataset: Dataset) -> dict[str, list[tuple[int, str]]]:
+    """Each user's training clicks as (timestamp, item), oldest first."""
+    clicks: dict[str, list[tuple[int, str]]] = collections.defaultdict(list)
+    for batch in make_dataset(dataset, "train", 4096):
+        rows = zip(
+            batch["user_id"].numpy(),
+            batch["timestamp"].numpy(),
+            batch["item_id"].numpy(),
+            strict=True,
+        )
+        for user, timestamp, item in rows:
+            clicks[user.decode()].append((int(timestamp), item.decode()))
+    return {user: sorted(history) for user, history in clicks.items()}
 
 
-def eval_queries(dataset: Dataset) -> tuple[list[str], dict[str, np.ndarray], list[set[str]]]:
-    """(user ids, their query features, their eval clicks), one row per eval user."""
-    first: dict[str, tuple[int, dict[str, np.ndarray]]] = {}
+def _pad(rows: list[list[bytes]]) -> np.ndarray:
+    width = max(1, max(len(r) for r in rows))
+    return np.array([list(r) + [b""] * (width - len(r)) for r in rows], dtype=object)
+
+
+def eval_queries(dataset: Dataset) -> QuerySet:
+    """One query per eval user: the features of their first eval example."""
+    first: dict[str, tuple[int, dict[str, Any]]] = {}
     relevant: dict[str, set[str]] = collections.defaultdict(set)
     for batch in make_dataset(dataset, "eval", 4096):
         numpy = {k: v.numpy() for k, v in batch.items()}
@@ -58,14 +87,39 @@ def eval_queries(dataset: Dataset) -> tuple[list[str], dict[str, np.ndarray], li
                 first[user] = (timestamp, {k: v[row] for k, v in numpy.items()})
     users = sorted(first)
     features = {}
-    for name in first[users[0]][1]:
+    for name in first[users[0]][1] if users else []:
         rows = [first[u][1][name] for u in users]
-        if not isinstance(rows[0], np.ndarray):
+        if isinstance(rows[0], np.ndarray):  # token lists: drop padding, re-pad to the widest
+            features[name] = _pad([[t for t in r if t] for r in rows])
+        else:
             features[name] = np.array(rows)
-        else:  # ragged token lists: re-pad to the widest row
-            width = max(len(r) for r in rows)
-            features[name] = np.array([list(r) + [b""] * (width - len(r)) for r in rows])
-    return users, features, [relevant[u] for u in users]
+    return QuerySet(users, features, [relevant[u] for u in users])
+
+
+def random_exposure_queries(
+    ground_truth_dir: str, history: dict[str, list[tuple[int, str]]], history_length: int
+) -> QuerySet:
+    """Queries of the simulator's random-exposure users (see module docstring)."""
+    truth = load_ground_truth(ground_truth_dir)
+    users = [row["user_id"] for row in truth.random_exposure]
+    features = {
+        "user_id": np.array([u.encode() for u in users], dtype=object),
+        "history": _pad(
+            [[item.encode() for _, item in history.get(u, [])[-history_length:]] for u in users]
+            if history_length
+            else [[] for _ in users]
+        ),
+    }
+    for name in truth.user_feature_names:
+        features[f"user.{name}"] = _pad(
+            [[t.encode() for t in truth.user_features.get(u, {}).get(name, [])] for u in users]
+        )
+    return QuerySet(
+        users,
+        features,
+        [set(row["clicked"]) for row in truth.random_exposure],
+        [truth.true_top_k.get(u, []) for u in users],
+    )
 
 
 def top_k(
@@ -94,48 +148,118 @@ def top_k(
     return np.concatenate(ranked)
 
 
-def evaluate_run(run_dir: str, *, on: str | None = None, write: bool = True) -> dict[str, Any]:
-    """Evaluates a trained run on the eval split of its dataset, or of dataset `on`
-    (which must describe the same catalog).
-
-    Returns:
-      {"num_users", "num_items", "ks", "methods": {method: {"hit_rate@10": ...}}};
-      also written to `run_dir/metrics.json` when `write`.
-    """
-    config, dataset, model = load_run(run_dir)
-    if on is not None:
-        dataset = load_dataset(on)
-    ks = sorted(config.evaluation.ks)
-    index = {item: i for i, item in enumerate(dataset.item_ids)}
-    users, features, relevant_ids = eval_queries(dataset)
-    relevant = [np.array([index[i] for i in r if i in index]) for r in relevant_ids]
-    train_clicks = _user_clicks(dataset, "train")
+def _score_query_set(
+    model: TwoTowerModel,
+    items: np.ndarray,
+    queries: QuerySet,
+    index: dict[str, int],
+    history: dict[str, list[tuple[int, str]]],
+    popularity: np.ndarray,
+    ks: list[int],
+    exclude: bool,
+    seed: int,
+) -> dict[str, Any]:
+    empty = _pad([[] for _ in queries.users])
+    inputs = {
+        name: tf.constant(queries.features.get(name, empty).tolist(), dtype=tf.string)
+        for name in model.query_tower.feature_names
+    }
+    embedded = model.query_embeddings(inputs).numpy()
     excluded = [
-        np.array([index[i] for i in train_clicks.get(u, [])], dtype=np.int64)
-        if config.evaluation.exclude_train_clicks
-        else np.array([], dtype=np.int64)
-        for u in users
+        np.array(
+            [index[i] for _, i in history.get(u, []) if i in index] if exclude else [],
+            dtype=np.int64,
+        )
+        for u in queries.users
     ]
-    items = item_embeddings(model, dataset.item_ids)
-    queries = model.query_embeddings({k: tf.constant(v) for k, v in features.items()}).numpy()
-    popularity = np.zeros(len(dataset.item_ids))
-    for user_items in train_clicks.values():
-        np.add.at(popularity, [index[i] for i in user_items], 1)
-    rng = np.random.default_rng(config.training.seed)
-    random_scores = rng.random((len(users), len(items)))
+    relevant = [
+        np.array([index[i] for i in r if i in index], dtype=np.int64) for r in queries.relevant
+    ]
+    true_top = None
+    if queries.true_top is not None:
+        true_top = np.array([[index[i] for i in row[: max(ks)]] for row in queries.true_top])
+    random_scores = np.random.default_rng(seed).random((len(queries.users), len(items)))
     scorers = {
-        "two_tower": lambda rows: queries[rows] @ items.T,
+        "two_tower": lambda rows: embedded[rows] @ items.T,
         "most_popular": lambda rows: np.broadcast_to(
             popularity, (rows.stop - rows.start, len(items))
         ),
         "random": lambda rows: random_scores[rows],
     }
-    methods = {}
+    methods, rankings = {}, {}
     for name, scorer in scorers.items():
-        ranked = top_k(scorer, len(users), max(ks), excluded)
-        methods[name] = metrics.evaluate_rankings(ranked, relevant, ks, train_popularity=popularity)
-    result = {"num_users": len(users), "num_items": len(items), "ks": ks, "methods": methods}
+        rankings[name] = top_k(scorer, len(queries.users), max(ks), excluded)
+        methods[name] = metrics.evaluate_rankings(
+            rankings[name], relevant, ks, true_top=true_top, train_popularity=popularity
+        )
+    return {"num_users": len(queries.users), "methods": methods, "rankings": rankings}
+
+
+def evaluate_run(
+    run_dir: str,
+    *,
+    on: str | None = None,
+    ground_truth: str | None = None,
+    write: bool = True,
+    plots: bool = True,
+) -> dict[str, Any]:
+    """Evaluates a trained run.
+
+    Args:
+      run_dir: a finished training run.
+      on: a dataset directory to evaluate on instead of the run's own (same catalog).
+      ground_truth: a simulator folder with random_exposure.jsonl and true_top_k.jsonl;
+        by default the dataset's own simulator input, if it came from one.
+      write: write `metrics.json` (and plots) into `run_dir`.
+      plots: draw the PNGs (see trainer/plots.py).
+
+    Returns:
+      {"num_items", "ks", "num_users", "methods": {method: {metric@K: value}}} for the
+      logged eval clicks, plus "random_exposure": {"num_users", "methods"} on simulator data.
+    """
+    config, dataset, model = load_run(run_dir)
+    evaluated = load_dataset(on) if on else dataset
+    ks = sorted(config.evaluation.ks)
+    index = {item: i for i, item in enumerate(dataset.item_ids)}
+    history = train_click_history(evaluated)
+    popularity = np.zeros(len(dataset.item_ids))
+    for clicks in history.values():
+        np.add.at(popularity, [index[i] for _, i in clicks if i in index], 1)
+    items = item_embeddings(model, dataset.item_ids)
+    score = lambda queries: _score_query_set(  # noqa: E731
+        model,
+        items,
+        queries,
+        index,
+        history,
+        popularity,
+        ks,
+        config.evaluation.exclude_train_clicks,
+        config.training.seed,
+    )
+    logged = score(eval_queries(evaluated))
+    result: dict[str, Any] = {
+        "num_items": len(items),
+        "ks": ks,
+        "num_users": logged["num_users"],
+        "methods": logged["methods"],
+    }
+    rankings = {"logged": logged.pop("rankings")}
+    truth_dir = ground_truth or (
+        evaluated.manifest["options"]["input"]
+        if evaluated.manifest["source"] == "simulator"
+        else None
+    )
+    if truth_dir:
+        queries = random_exposure_queries(truth_dir, history, config.data.history_length)
+        exposure = score(queries)
+        rankings["random_exposure"] = exposure.pop("rankings")
+        result["random_exposure"] = exposure
     if write:
         with open(os.path.join(run_dir, METRICS_FILE), "w") as f:
             json.dump(result, f, indent=2)
+        if plots:
+            from trainer.plots import plot_evaluation  # noqa: PLC0415  (matplotlib is slow)
+
+            result["plots"] = plot_evaluation(result, rankings, popularity, run_dir)
     return result

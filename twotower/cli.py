@@ -82,6 +82,57 @@ def _not_available(issue: str) -> Callable[[argparse.Namespace], int]:
     return handler
 
 
+_SIMULATOR_HELP = {
+    "num_users": "users in the world",
+    "num_items": "items in the corpus",
+    "num_clusters": "item clusters (categories)",
+    "dim": "latent dimension of true preferences",
+    "days": "logged days, eval period included",
+    "eval_days": "last days that form the next (eval) period",
+    "requests_per_user_per_day": "mean requests per user per day (Poisson)",
+    "popularity_skew": "Zipf exponent of the legacy system's popularity prior",
+    "recall_size": "items the legacy recall stage returns per request",
+    "expose_size": "items the legacy ranker exposes per request",
+    "random_exposure_users": "test users given a random-exposure request",
+    "random_exposure_size": "items shown uniformly at random to each of them",
+    "true_top_k": "length of each test user's true top-K list",
+    "seed": "random seed (same seed, same bytes)",
+    "start_timestamp": "first logged second",
+}
+
+
+def _add_simulator_options(parser: argparse.ArgumentParser) -> None:
+    import dataclasses  # noqa: PLC0415
+
+    from pipelines.simulator_world import SimulatorConfig  # noqa: PLC0415  (numpy only)
+
+    group = parser.add_argument_group("world")
+    for field in dataclasses.fields(SimulatorConfig):
+        kind = {"int": int, "float": float}[str(field.type)]
+        group.add_argument(
+            f"--{field.name.replace('_', '-')}",
+            type=kind,
+            default=field.default,
+            help=_SIMULATOR_HELP[field.name],
+        )
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    import dataclasses  # noqa: PLC0415
+
+    from pipelines.simulator import SimulatorConfig, simulate  # noqa: PLC0415
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(SimulatorConfig)}
+    config = SimulatorConfig(**values)
+    try:
+        config.validate()
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    summary = simulate(config, args.output, progress=True)
+    print(json.dumps(summary["counts"], indent=2))
+    return 0
+
+
 def _preprocess(args: argparse.Namespace) -> int:
     from pipelines.preprocess import preprocess  # noqa: PLC0415
 
@@ -108,10 +159,22 @@ def _evaluate(args: argparse.Namespace) -> int:
     from trainer.evaluate import evaluate_run  # noqa: PLC0415
     from twotower.report import format_table  # noqa: PLC0415
 
-    result = evaluate_run(args.run_dir, on=args.on)
-    rows = [{"method": name, **values} for name, values in result["methods"].items()]
-    columns = ["method"] + [f"{m}@{k}" for k in result["ks"] for m in ("hit_rate", "recall")]
-    print(format_table(rows, columns))
+    result = evaluate_run(args.run_dir, on=args.on, ground_truth=args.ground_truth)
+    sets = {"logged eval clicks": result}
+    if "random_exposure" in result:
+        sets["random exposure"] = result["random_exposure"]
+    for title, part in sets.items():
+        rows = [{"method": name, **values} for name, values in part["methods"].items()]
+        last = result["ks"][-1]
+        columns = ["method", *(f"hit_rate@{k}" for k in result["ks"])]
+        columns += [f"recall@{last}", f"ndcg@{last}"]
+        if title == "random exposure":
+            columns.append(f"true_top_k_overlap@{last}")
+        columns += [f"aggregate_diversity@{last}", f"popularity_index@{last}"]
+        print(f"{title}: {part['num_users']} users, {result['num_items']} items")
+        print(format_table(rows, columns))
+        print()
+    print(f"saved {args.run_dir}/metrics.json and plots: {', '.join(result.get('plots', []))}")
     return 0
 
 
@@ -159,12 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         return sub
 
-    command(
+    sub = command(
         "simulate",
         "simulate a logged multi-stage recommender with known truth",
-        _not_available("the simulator issue"),
+        _simulate,
         config=False,
     )
+    sub.add_argument("--output", required=True, metavar="DIR", help="folder to write")
+    _add_simulator_options(sub)
 
     sub = command("preprocess", "request logs -> dataset directory (Beam)", _preprocess)
     sub.add_argument("--output", required=True, metavar="DIR", help="dataset directory to write")
@@ -194,6 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DATASET",
         default=None,
         help="dataset directory to evaluate on (default: the run's own)",
+    )
+    sub.add_argument(
+        "--ground-truth",
+        metavar="DIR",
+        default=None,
+        help="simulator folder with random_exposure.jsonl and true_top_k.jsonl "
+        "(default: the dataset's own simulator input, if any)",
     )
 
     sub = command(

@@ -35,9 +35,29 @@ class DataConfig:
         "input: movielens-100k (built in), simulator (a `twotower simulate` folder) or logs",
         choices=("movielens-100k", "simulator", "logs"),
     )
-    input: str = _field("", "logs: request-log file or glob; simulator: its folder")
-    catalog: str = _field("", "logs: item catalog file (JSONL)")
+    input: str = _field(
+        "", "logs: request-log files (globs, comma-separated, .gz ok); simulator: its folder"
+    )
+    catalog: str = _field("", "logs: item catalog file(s), same formats as the logs")
+    users: str = _field("", "optional user table {user_id, features}; fills missing user_features")
+    format: str = _field(
+        "auto",
+        "input format of logs, catalog and users: auto (by extension), jsonl, csv or parquet",
+        choices=("auto", "jsonl", "csv", "parquet"),
+    )
+    max_bad_fraction: float = _field(
+        0.01, "fail (exit 1) when more than this share of rows is dead-lettered", min=0, max=1
+    )
     min_click_rating: float = _field(4.0, "movielens-100k: a rating >= this is a click", min=0)
+    recall_size: int = _field(
+        50, "movielens-100k: items the logged legacy recall adds beyond the exposed ones", min=0
+    )
+    recall_popularity_weight: float = _field(
+        0.5,
+        "movielens-100k: legacy recall score = w*popularity + (1-w)*co-occurrence",
+        min=0,
+        max=1,
+    )
     history_length: int = _field(20, "clicked items before the request kept as history", min=0)
     num_a: int = _field(1, "Space A negatives (exposed, not clicked) kept per positive", min=0)
     num_b: int = _field(4, "Space B negatives (recalled, not exposed) kept per positive", min=0)
@@ -47,6 +67,10 @@ class DataConfig:
         choices=("leave-last-click-out", "time"),
     )
     eval_from: int = _field(0, "time split: first eval timestamp (0 = the source's own)", min=0)
+    eval_days: int = _field(
+        0, "time split without eval_from: the last N UTC days of the logs are eval", min=0
+    )
+    num_oov_buckets: int = _field(1, "out-of-vocabulary buckets per vocabulary", min=1)
     num_shards: int = _field(4, "TFRecord shards per split", min=1)
 
 
@@ -78,7 +102,7 @@ class TrainingConfig:
 
     batch_size: int = _field(512, "global batch size", min=1)
     epochs: int = _field(8, "passes over the training split", min=1)
-    learning_rate: float = _field(0.1, "optimizer learning rate", min=0)
+    learning_rate: float = _field(0.05, "optimizer learning rate", min=0)
     optimizer: str = _field("adagrad", "optimizer", choices=("adagrad", "adam", "sgd"))
     seed: int = _field(42, "random seed (weights, shuffling, sampling)", min=0)
     shuffle_buffer: int = _field(20_000, "examples in the shuffle buffer", min=1)

@@ -23,11 +23,11 @@ from twotower.report import format_table
 def _demo_users(dataset_dir: str, count: int) -> list[dict[str, Any]]:
     from trainer.dataset import load_dataset  # noqa: PLC0415
 
-    users, features, _ = eval_queries(load_dataset(dataset_dir))
+    queries = eval_queries(load_dataset(dataset_dir))
     chosen = []
-    for row in range(min(count, len(users))):
+    for row in range(min(count, len(queries.users))):
         user = {}
-        for name, values in features.items():
+        for name, values in queries.features.items():
             value = values[row]
             if isinstance(value, bytes):
                 user[name] = value.decode()
