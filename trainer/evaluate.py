@@ -256,10 +256,10 @@ def evaluate_run(
         rankings["random_exposure"] = exposure.pop("rankings")
         result["random_exposure"] = exposure
     if write:
-        with open(os.path.join(run_dir, METRICS_FILE), "w") as f:
-            json.dump(result, f, indent=2)
         if plots:
             from trainer.plots import plot_evaluation  # noqa: PLC0415  (matplotlib is slow)
 
             result["plots"] = plot_evaluation(result, rankings, popularity, run_dir)
+        with open(os.path.join(run_dir, METRICS_FILE), "w") as f:
+            json.dump(result, f, indent=2)
     return result
