@@ -172,8 +172,10 @@ def _score_query_set(
         )
         for u in queries.users
     ]
+    # An excluded item can never be retrieved, so it cannot count as relevant either.
     relevant = [
-        np.array([index[i] for i in r if i in index], dtype=np.int64) for r in queries.relevant
+        np.setdiff1d(np.array([index[i] for i in r if i in index], dtype=np.int64), skip)
+        for r, skip in zip(queries.relevant, excluded, strict=True)
     ]
     true_top = None
     if queries.true_top is not None:
