@@ -1,137 +1,269 @@
-"""The two-tower retrieval model: two towers and TFRS's Retrieval task."""
+"""The two-tower retrieval model: two towers, negative sources and a loss over them."""
 
+from collections.abc import Sequence
 from typing import Any
 
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from trainer.dataset import Dataset
-from trainer.towers import USER_FEATURE_PREFIX, CandidateTower, QueryTower
-from twotower.config import Config
+from trainer import losses
+from trainer.negatives.candidates import Batch, Candidates
+from trainer.negatives.source import NegativeSource
+from trainer.propensity import PropensityHead, ipw_weights
+from trainer.towers import CandidateTower, QueryTower
+
+LOSSES = ("softmax", "bce", "tfrs")
+_EPSILON = 1e-12
+
+
+def _masked_bce(logits: tf.Tensor, label: float, mask: tf.Tensor | None = None) -> tf.Tensor:
+    values = tf.nn.sigmoid_cross_entropy_with_logits(tf.fill(tf.shape(logits), label), logits)
+    return tf.reduce_sum(values if mask is None else values * tf.cast(mask, values.dtype))
 
 
 @tf.keras.utils.register_keras_serializable(package="twotower")
 class TwoTowerModel(tfrs.Model):
-    """In-batch softmax over (user, clicked item) pairs, TFRS's `Retrieval` task.
+    """Query and candidate towers trained against any set of negative sources.
 
-    With `similarity="cosine"` both embeddings are L2-normalised and the logits are
-    divided by `temperature`; with "dot" the raw inner product is the logit.
+    Losses:
+      "tfrs": TFRS's `Retrieval` task (in-batch softmax, optional static logQ through
+        its `candidate_sampling_probability`); the baseline, no other sources.
+      "softmax": sampled softmax of the positive against every source's negatives, each
+        corrected by its source's rule (logQ over the mixture proposal, IPW, none).
+      "bce": binary cross-entropy, each negative group weighted by its λ (UMA²).
+    With `propensity`, UMA²'s two heads learn p1 = P(recalled) and p2 = P(exposed |
+    recalled) and Space A / B negatives get IPW weights 1/(p1·p2) and 1/p1.
     """
 
     def __init__(
         self,
         query_tower: QueryTower,
         candidate_tower: CandidateTower,
+        sources: Sequence[NegativeSource] = (),
+        loss: str = "tfrs",
         similarity: str = "dot",
         temperature: float = 1.0,
         remove_accidental_hits: bool = True,
         item_probabilities: dict[str, float] | None = None,
+        lambdas: dict[str, float] | None = None,
+        propensity: bool = False,
+        propensity_units: Sequence[int] = (64,),
+        max_weight: float = 20.0,
+        self_normalize: bool = False,
+        mimic_weight: float = 0.0,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
         if similarity not in ("dot", "cosine"):
             raise ValueError(f"similarity must be 'dot' or 'cosine', got {similarity!r}")
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        if loss == "tfrs" and sources:
+            raise ValueError("loss='tfrs' is TFRS's in-batch task; it takes no other sources")
         self.query_tower = query_tower
         self.candidate_tower = candidate_tower
+        self.sources = list(sources)
+        self._loss = loss
         self._similarity = similarity
-        self._temperature = temperature
+        self._temperature = temperature if similarity == "cosine" else 1.0
+        self._config_temperature = temperature
         self._remove_accidental_hits = remove_accidental_hits
-        # logQ correction with the training-set click frequency of each item: in-batch
-        # negatives are drawn in proportion to it, which otherwise pushes popular items down.
         self._item_probabilities = dict(item_probabilities) if item_probabilities else None
+        self._lambdas = dict(lambdas or {})
+        self._propensity_units = list(propensity_units)
+        self._max_weight = max_weight
+        self._self_normalize = self_normalize
+        self._mimic_weight = mimic_weight
+        self._item_ids = tf.constant(candidate_tower.get_config()["item_ids"])
         self._probability_table = None
         if self._item_probabilities:
-            smallest = min(self._item_probabilities.values())
             self._probability_table = tf.lookup.StaticHashTable(
                 tf.lookup.KeyValueTensorInitializer(
                     list(self._item_probabilities),
                     list(self._item_probabilities.values()),
                     value_dtype=tf.float32,
                 ),
-                default_value=smallest,
+                default_value=min(self._item_probabilities.values()),
             )
         self.task = tfrs.tasks.Retrieval(
-            temperature=temperature if similarity == "cosine" else None,
+            temperature=self._temperature if similarity == "cosine" else None,
             remove_accidental_hits=remove_accidental_hits,
         )
+        self.recall_head = (
+            PropensityHead(propensity_units, name="entire_to_recall") if (propensity) else None
+        )
+        self.exposure_head = (
+            PropensityHead(propensity_units, name="recall_to_exposure") if (propensity) else None
+        )
+        self._trackers: dict[str, tf.keras.metrics.Mean] = {}
+
+    def _track(self, name: str, value: tf.Tensor) -> None:
+        if name not in self._trackers:
+            self._trackers[name] = tf.keras.metrics.Mean(name=name)
+        self._trackers[name].update_state(value)
+
+    @property
+    def metrics(self) -> list[tf.keras.metrics.Metric]:
+        return super().metrics + list(self._trackers.values())
 
     def _normalise(self, embeddings: tf.Tensor) -> tf.Tensor:
-        return (
-            tf.math.l2_normalize(embeddings, axis=-1)
-            if self._similarity == "cosine"
-            else embeddings
-        )
+        if self._similarity == "cosine":
+            return tf.math.l2_normalize(embeddings, axis=-1)
+        return embeddings
 
     def query_embeddings(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
         """`[batch_size, dim]` user embeddings, in the space items are scored in."""
         return self._normalise(self.query_tower(features))
 
     def candidate_embeddings(self, item_ids: tf.Tensor) -> tf.Tensor:
-        """`[num_items, dim]` item embeddings for `[num_items]` item ids."""
+        """`[..., dim]` item embeddings for item ids of any shape `[...]`."""
         return self._normalise(self.candidate_tower(item_ids))
 
-    def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+    def _tfrs_loss(self, query: tf.Tensor, positive: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
+        probability = None
+        if self._probability_table is not None:
+            probability = self._probability_table.lookup(ids)
         return self.task(
-            self.query_embeddings(features),
-            self.candidate_embeddings(features["item_id"]),
-            candidate_ids=features["item_id"],
-            candidate_sampling_probability=(
-                self._probability_table.lookup(features["item_id"])
-                if self._probability_table is not None
-                else None
-            ),
+            query,
+            positive,
+            candidate_ids=ids,
+            candidate_sampling_probability=probability,
             compute_metrics=False,
         )
 
+    def _apply_corrections(self, batch: Batch, candidates: list[Candidates]) -> tf.Tensor | None:
+        """Sets each corrected source's log_q to the mixture proposal; returns the positive's."""
+        corrected = [s for s in self.sources if s.corrected]
+        if not corrected:
+            return None
+
+        def log_q(ids: tf.Tensor) -> tf.Tensor:
+            counts = tf.add_n([s.expected_count(ids, batch) for s in corrected])
+            return tf.math.log(counts + _EPSILON)
+
+        for source, candidate in zip(self.sources, candidates, strict=True):
+            if source.corrected:
+                candidate.log_q = log_q(candidate.ids)
+        return log_q(batch.positive_ids)
+
+    def _propensity_loss(self, batch: Batch, groups: dict[str, Candidates]) -> tf.Tensor:
+        """Trains both heads and sets the IPW weights of the Space A and B negatives."""
+        users = batch.query[:, tf.newaxis, :]
+        mask = {
+            g: losses.candidate_mask(batch.positive_ids, c, self._remove_accidental_hits)
+            for g, c in groups.items()
+        }
+        p1 = {g: self.recall_head(users, c.embeddings) for g, c in groups.items()}
+        p2 = {g: self.exposure_head(users, c.embeddings) for g, c in groups.items() if g in "AB"}
+        # Entire->Recall: clicked, A and B were recalled; C was not.
+        loss_er = _masked_bce(self.recall_head(batch.query, batch.positive), 1.0)
+        for group, logits in p1.items():
+            loss_er += _masked_bce(logits, 0.0 if group == "C" else 1.0, mask[group])
+        # Recall->Exposure: clicked and A were exposed; B was recalled but not exposed.
+        loss_re = _masked_bce(self.exposure_head(batch.query, batch.positive), 1.0)
+        for group, logits in p2.items():
+            loss_re += _masked_bce(logits, 1.0 if group == "A" else 0.0, mask[group])
+        for group in ("A", "B"):
+            if group not in groups:
+                continue
+            weights = ipw_weights(
+                tf.sigmoid(p1[group]),
+                tf.sigmoid(p2[group]) if group == "A" else None,
+                self._max_weight,
+                mask[group],
+                self._self_normalize,
+            )
+            groups[group].weight = weights
+            valid = tf.boolean_mask(weights, mask[group])
+            self._track(f"ipw_{group}_mean", tf.reduce_mean(valid))
+            self._track(f"ipw_{group}_max", tf.reduce_max(tf.concat([valid, [0.0]], 0)))
+            tf.summary.histogram(f"ipw/{group}", valid, step=self._train_counter)
+        self._track("loss_er", loss_er)
+        self._track("loss_re", loss_re)
+        return self._lambdas.get("ER", 1.0) * loss_er + self._lambdas.get("RE", 1.0) * loss_re
+
+    def _mimic_loss(self, features: dict[str, tf.Tensor], batch: Batch) -> tf.Tensor:
+        """DAT's adaptive-mimic loss: augmented vectors chase the other side's embedding."""
+        user_vector = self.query_tower.augmented_vector(features)
+        item_vector = self.candidate_tower.augmented_vector(batch.positive_ids)
+        loss = tf.reduce_sum(tf.square(user_vector - tf.stop_gradient(batch.positive)))
+        loss += tf.reduce_sum(tf.square(item_vector - tf.stop_gradient(batch.query)))
+        self._track("loss_mimic", loss)
+        return self._mimic_weight * loss
+
+    def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        ids = features["item_id"]
+        query = self.query_embeddings(features)
+        positive = self.candidate_embeddings(ids)
+        if self._loss == "tfrs":
+            return self._tfrs_loss(query, positive, ids)
+        batch = Batch(
+            features, query, ids, positive, self.candidate_embeddings, self._item_ids, training
+        )
+        candidates = [source.sample(batch) for source in self.sources]
+        positive_log_q = self._apply_corrections(batch, candidates)
+        total = tf.constant(0.0)
+        if self.recall_head is not None:
+            groups = {c.group: c for c in candidates if c.group in ("A", "B", "C")}
+            total += self._propensity_loss(batch, groups)
+        if self._loss == "softmax":
+            main = tf.reduce_sum(
+                losses.softmax_loss(
+                    query,
+                    positive,
+                    ids,
+                    positive_log_q,
+                    candidates,
+                    self._temperature,
+                    self._remove_accidental_hits,
+                )
+            )
+        else:
+            terms = losses.bce_loss(
+                query,
+                positive,
+                ids,
+                candidates,
+                self._lambdas,
+                self._temperature,
+                self._remove_accidental_hits,
+            )
+            for name, term in terms.items():
+                self._track(f"loss_{name}", tf.reduce_sum(term))
+            main = tf.add_n([tf.reduce_sum(t) for t in terms.values()])
+        self._track("loss_main", main)
+        total += main
+        if self._mimic_weight and self.query_tower.augmented_vector(features) is not None:
+            total += self._mimic_loss(features, batch)
+        if training:
+            for source in self.sources:
+                source.update(batch)
+        return total
+
     def get_config(self) -> dict[str, Any]:
+        serialize = tf.keras.utils.serialize_keras_object
         return {
-            "query_tower": tf.keras.utils.serialize_keras_object(self.query_tower),
-            "candidate_tower": tf.keras.utils.serialize_keras_object(self.candidate_tower),
+            "query_tower": serialize(self.query_tower),
+            "candidate_tower": serialize(self.candidate_tower),
+            "sources": [serialize(s) for s in self.sources],
+            "loss": self._loss,
             "similarity": self._similarity,
-            "temperature": self._temperature,
+            "temperature": self._config_temperature,
             "remove_accidental_hits": self._remove_accidental_hits,
             "item_probabilities": self._item_probabilities,
+            "lambdas": self._lambdas,
+            "propensity": self.recall_head is not None,
+            "propensity_units": self._propensity_units,
+            "max_weight": self._max_weight,
+            "self_normalize": self._self_normalize,
+            "mimic_weight": self._mimic_weight,
         }
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "TwoTowerModel":
         config = dict(config)
+        deserialize = tf.keras.utils.deserialize_keras_object
         for name in ("query_tower", "candidate_tower"):
-            config[name] = tf.keras.utils.deserialize_keras_object(config[name])
+            config[name] = deserialize(config[name])
+        config["sources"] = [deserialize(s) for s in config.get("sources", [])]
         return cls(**config)
-
-
-def build_model(config: Config, dataset: Dataset) -> TwoTowerModel:
-    """The model that `config` describes, sized by `dataset`'s vocabularies and catalog."""
-    model = config.model
-    query = QueryTower(
-        user_vocabulary=dataset.vocabularies.get("user_id", []),
-        item_ids=dataset.item_ids,
-        user_feature_vocabularies={
-            name: dataset.vocabularies.get(USER_FEATURE_PREFIX + name, [])
-            for name in dataset.user_features
-        },
-        embedding_dim=model.embedding_dim,
-        hidden_units=model.hidden_units,
-        output_dim=model.output_dim,
-        name="query_tower",
-    )
-    candidate = CandidateTower(
-        item_ids=dataset.item_ids,
-        item_clusters=dataset.item_clusters,
-        item_features=dataset.item_features,
-        embedding_dim=model.embedding_dim,
-        hidden_units=model.hidden_units,
-        output_dim=model.output_dim,
-        name="candidate_tower",
-    )
-    return TwoTowerModel(
-        query,
-        candidate,
-        similarity=model.similarity,
-        temperature=config.negatives.temperature,
-        remove_accidental_hits=config.negatives.remove_accidental_hits,
-        item_probabilities=dataset.item_probabilities()
-        if config.negatives.logq_correction
-        else None,
-    )

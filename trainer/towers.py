@@ -26,10 +26,12 @@ class QueryTower(tf.keras.Model):
         embedding_dim: int,
         hidden_units: Sequence[int],
         output_dim: int,
+        augmented: bool = False,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self._args = {
+            "augmented": augmented,
             "user_vocabulary": list(user_vocabulary),
             "item_ids": list(item_ids),
             "user_feature_vocabularies": {k: list(v) for k, v in user_feature_vocabularies.items()},
@@ -43,7 +45,16 @@ class QueryTower(tf.keras.Model):
             name: TokenBagEmbedding(vocabulary, embedding_dim, name=f"user_{name}")
             for name, vocabulary in sorted(user_feature_vocabularies.items())
         }
+        # DAT (Yu et al. 2021): a per-user augmented vector fed to the MLP, trained to mimic
+        # the embeddings of the items the user clicked (the model adds that loss).
+        self._augmented = (
+            TokenBagEmbedding(user_vocabulary, output_dim, name="augmented") if augmented else None
+        )
         self._mlp = mlp(hidden_units, output_dim, name="query_mlp")
+
+    def augmented_vector(self, features: dict[str, tf.Tensor]) -> tf.Tensor | None:
+        """`[batch_size, output_dim]` DAT augmented vectors, or None for a plain tower."""
+        return None if self._augmented is None else self._augmented(features["user_id"])
 
     @property
     def feature_names(self) -> list[str]:
@@ -54,6 +65,8 @@ class QueryTower(tf.keras.Model):
         parts += [
             layer(features[USER_FEATURE_PREFIX + name]) for name, layer in self._features.items()
         ]
+        if self._augmented is not None:
+            parts.append(self._augmented(features["user_id"]))
         return self._mlp(tf.concat(parts, axis=1))
 
     def get_config(self) -> dict[str, Any]:
@@ -76,6 +89,7 @@ class CandidateTower(tf.keras.Model):
         embedding_dim: int,
         hidden_units: Sequence[int],
         output_dim: int,
+        augmented: bool = False,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -84,6 +98,7 @@ class CandidateTower(tf.keras.Model):
                 f"item_clusters has {len(item_clusters)} entries, item_ids {len(item_ids)}"
             )
         self._args = {
+            "augmented": augmented,
             "item_ids": list(item_ids),
             "item_clusters": list(item_clusters),
             "item_features": {k: [list(t) for t in v] for k, v in item_features.items()},
@@ -104,16 +119,29 @@ class CandidateTower(tf.keras.Model):
             ).to_tensor(PAD)
             vocabulary = sorted({t for row in tokens for t in row})
             self._features[name] = TokenBagEmbedding(vocabulary, embedding_dim, name=f"item_{name}")
+        self._augmented = (
+            TokenBagEmbedding(item_ids, output_dim, name="augmented") if augmented else None
+        )
         self._mlp = mlp(hidden_units, output_dim, name="candidate_mlp")
 
+    def augmented_vector(self, item_ids: tf.Tensor) -> tf.Tensor | None:
+        """`[batch_size, output_dim]` DAT augmented item vectors, or None."""
+        return None if self._augmented is None else self._augmented(item_ids)
+
     def call(self, item_ids: tf.Tensor) -> tf.Tensor:
+        """Args: item_ids of any shape `[...]`. Returns `[..., output_dim]`."""
+        shape = tf.shape(item_ids)
+        item_ids = tf.reshape(item_ids, [-1])
         index = self._item_index(item_ids)
         parts = [self._item_id(item_ids), self._cluster(tf.gather(self._cluster_table, index))]
         parts += [
             layer(tf.gather(self._feature_tables[name], index))
             for name, layer in self._features.items()
         ]
-        return self._mlp(tf.concat(parts, axis=1))
+        if self._augmented is not None:
+            parts.append(self._augmented(item_ids))
+        embeddings = self._mlp(tf.concat(parts, axis=1))
+        return tf.reshape(embeddings, tf.concat([shape, [self._args["output_dim"]]], axis=0))
 
     def get_config(self) -> dict[str, Any]:
         return dict(self._args)

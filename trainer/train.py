@@ -16,9 +16,10 @@ from typing import Any
 
 import tensorflow as tf
 
+from trainer.build import build_model
 from trainer.callbacks import Throughput
 from trainer.dataset import load_dataset, make_dataset
-from trainer.model import TwoTowerModel, build_model
+from trainer.model import TwoTowerModel
 from twotower.config import Config, TrainingConfig, load_config, save_config
 
 RUN_FILE = "run.json"

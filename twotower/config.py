@@ -71,29 +71,95 @@ class DataConfig:
         0, "time split without eval_from: the last N UTC days of the logs are eval", min=0
     )
     num_oov_buckets: int = _field(1, "out-of-vocabulary buckets per vocabulary", min=1)
-    num_shards: int = _field(4, "TFRecord shards per split", min=1)
+    num_shards: int = _field(
+        4, "TFRecord shards per split (0: the runner decides, saving a shuffle)", min=0
+    )
 
 
 @dataclasses.dataclass
 class ModelConfig:
     """Tower architecture."""
 
+    tower: str = _field(
+        "youtube_dnn",
+        "youtube_dnn (MLP towers) or dat (Dual Augmented Two-tower: per-user and per-item "
+        "augmented vectors that mimic the other tower)",
+        choices=("youtube_dnn", "dat"),
+    )
     embedding_dim: int = _field(32, "size of every id and feature embedding", min=1)
     hidden_units: list[int] = _field([128], "MLP hidden layer sizes of each tower")
     output_dim: int = _field(32, "size of the user and item embeddings", min=1)
     similarity: str = _field("dot", "score of a user and an item", choices=("dot", "cosine"))
+    mimic_weight: float = _field(0.5, "dat: weight of the adaptive-mimic loss", min=0)
 
 
 @dataclasses.dataclass
 class NegativesConfig:
-    """Where negatives come from and how the loss corrects for them."""
+    """Where negatives come from and how the loss corrects for them (docs/negatives.md)."""
 
-    loss: str = _field("softmax", "loss over the candidates", choices=("softmax",))
-    temperature: float = _field(0.1, "logits are divided by this (cosine similarity)", min=1e-6)
-    remove_accidental_hits: bool = _field(True, "mask in-batch negatives equal to the positive")
-    logq_correction: bool = _field(
-        True, "subtract log(item click share) from in-batch logits (sampling-bias correction)"
+    loss: str = _field(
+        "softmax",
+        "softmax (sampled softmax over all sources), bce (binary cross-entropy, UMA²) or "
+        "tfrs (TFRS's own Retrieval task: in-batch softmax only, the baseline)",
+        choices=("softmax", "bce", "tfrs"),
     )
+    temperature: float = _field(0.1, "logits are divided by this (cosine similarity)", min=1e-6)
+    remove_accidental_hits: bool = _field(True, "mask negatives equal to the row's positive")
+    in_batch: bool = _field(True, "other rows' clicked items are negatives")
+    in_batch_correction: str = _field(
+        "static",
+        "logQ correction of in-batch negatives: none, static (training click share) or "
+        "streaming (Yi et al. 2019 frequency estimation)",
+        choices=("none", "static", "streaming"),
+    )
+    frequency_alpha: float = _field(0.01, "streaming estimation learning rate", min=0, max=1)
+    frequency_buckets: int = _field(1_000_003, "streaming estimation hash buckets", min=1)
+    corpus: int = _field(
+        0, "uniform corpus negatives per batch, shared (Mixed Negative Sampling)", min=0
+    )
+    queue_size: int = _field(0, "CLRec FIFO queue of earlier items; 0 = off", min=0)
+    queue_mode: str = _field(
+        "embeddings",
+        "queue holds embeddings (no gradient) or ids (re-encoded each step)",
+        choices=("embeddings", "ids"),
+    )
+    intentions: int = _field(0, "Multi-CLRec intention queues H; 0 = off", min=0)
+    cluster: int = _field(0, "same-cluster hard negatives per positive", min=0)
+    cluster_random: int = _field(0, "random out-of-batch negatives mixed with them", min=0)
+    cluster_source: str = _field(
+        "catalog",
+        "clusters from the catalog or k-means of item embeddings",
+        choices=("catalog", "kmeans"),
+    )
+    kmeans_clusters: int = _field(0, "k-means clusters; 0 = as many as catalog clusters", min=0)
+    kmeans_every_steps: int = _field(200, "recompute k-means clusters every N steps", min=1)
+    space_a: int = _field(0, "UMA² Space A (exposed, not clicked) negatives per positive", min=0)
+    space_b: int = _field(0, "UMA² Space B (recalled, not exposed) negatives per positive", min=0)
+    space_c: int = _field(
+        0, "UMA² Space C (uniform from the catalog) negatives per positive", min=0
+    )
+
+
+@dataclasses.dataclass
+class Uma2Config:
+    """UMA²: sampling strategy presets and the negative samples debias network."""
+
+    strategy: str = _field(
+        "none",
+        "preset that sets loss=bce and the space counts: SS-A, SS-AB, SS-ABC-random "
+        "(space_c only), SS-ABC-fixed (A:B:C = 1:4:20), UMA2 (fixed + NSDN weights); "
+        "none = use negatives.* as given",
+        choices=("none", "SS-A", "SS-AB", "SS-ABC-random", "SS-ABC-fixed", "UMA2"),
+    )
+    propensity: bool = _field(False, "train the two propensity heads and weight A/B by IPW")
+    lambda_a: float = _field(1.0, "weight of the Space A loss", min=0)
+    lambda_b: float = _field(1.0, "weight of the Space B loss", min=0)
+    lambda_c: float = _field(1.0, "weight of the Space C loss", min=0)
+    lambda_er: float = _field(1.0, "weight of the Entire->Recall propensity loss", min=0)
+    lambda_re: float = _field(1.0, "weight of the Recall->Exposure propensity loss", min=0)
+    max_weight: float = _field(20.0, "IPW weights are clipped to [1, max_weight]", min=1)
+    self_normalize: bool = _field(False, "divide IPW weights by their batch mean")
+    head_units: list[int] = _field([64], "hidden layer sizes of each propensity head")
 
 
 @dataclasses.dataclass
@@ -131,6 +197,7 @@ class Config:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     negatives: NegativesConfig = dataclasses.field(default_factory=NegativesConfig)
+    uma2: Uma2Config = dataclasses.field(default_factory=Uma2Config)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)

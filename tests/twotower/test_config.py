@@ -86,5 +86,5 @@ def test_describe_options_lists_every_key_with_default():
     text = describe_options()
     assert "training.batch_size=512" in text
     assert 'data.source="movielens-100k"' in text
-    for section in ("data", "model", "negatives", "training", "evaluation", "export"):
+    for section in ("data", "model", "negatives", "uma2", "training", "evaluation", "export"):
         assert f"  {section}:" in text

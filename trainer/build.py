@@ -1,0 +1,138 @@
+"""Builds the model a config describes: towers sized by the dataset, negative sources."""
+
+import dataclasses
+
+from trainer.dataset import Dataset
+from trainer.model import TwoTowerModel
+from trainer.negatives.corpus import CorpusNegatives
+from trainer.negatives.in_batch import InBatchNegatives
+from trainer.negatives.logged import LoggedNegatives
+from trainer.negatives.source import NegativeSource
+from trainer.towers import USER_FEATURE_PREFIX, CandidateTower, QueryTower
+from twotower.config import Config, NegativesConfig
+
+# UMA² Table 1 rows. A and B counts are what preprocessing kept per positive
+# (data.num_a, data.num_b; 1 and 4 by default), C completes the paper's 1:4:20.
+SPACE_C_PER_A = 20
+
+
+def resolve_negatives(config: Config) -> tuple[NegativesConfig, bool]:
+    """The negatives config after the UMA² strategy preset, and whether NSDN is on."""
+    strategy = config.uma2.strategy
+    negatives = config.negatives
+    if strategy == "none":
+        return negatives, config.uma2.propensity
+    a, b = config.data.num_a, config.data.num_b
+    counts = {
+        "SS-A": (a, 0, 0),
+        "SS-AB": (a, b, 0),
+        "SS-ABC-random": (0, 0, a + b + SPACE_C_PER_A * a),
+        "SS-ABC-fixed": (a, b, SPACE_C_PER_A * a),
+        "UMA2": (a, b, SPACE_C_PER_A * a),
+    }[strategy]
+    resolved = dataclasses.replace(
+        negatives,
+        loss="bce",
+        in_batch=False,
+        corpus=0,
+        queue_size=0,
+        intentions=0,
+        cluster=0,
+        cluster_random=0,
+        space_a=counts[0],
+        space_b=counts[1],
+        space_c=counts[2],
+    )
+    return resolved, strategy == "UMA2" or config.uma2.propensity
+
+
+def build_sources(
+    negatives: NegativesConfig, dataset: Dataset, batch_size: int
+) -> list[NegativeSource]:
+    """The negative sources `negatives` asks for, in a fixed order."""
+    sources: list[NegativeSource] = []
+    if negatives.loss == "tfrs":
+        return sources
+    if negatives.in_batch:
+        sources.append(
+            InBatchNegatives(
+                correction=negatives.in_batch_correction,
+                item_probabilities=dataset.item_probabilities()
+                if negatives.in_batch_correction == "static"
+                else None,
+                frequency_buckets=negatives.frequency_buckets,
+                frequency_alpha=negatives.frequency_alpha,
+                name="in_batch",
+            )
+        )
+    if negatives.corpus:
+        sources.append(
+            CorpusNegatives(
+                negatives.corpus,
+                corrected=negatives.in_batch and negatives.in_batch_correction != "none",
+                name="corpus",
+            )
+        )
+    for group, count in (("A", negatives.space_a), ("B", negatives.space_b)):
+        if count:
+            sources.append(LoggedNegatives(group, count, name=f"space_{group.lower()}"))
+    if negatives.space_c:
+        sources.append(CorpusNegatives(negatives.space_c, per_row=True, group="C", name="space_c"))
+    if negatives.queue_size or negatives.intentions or negatives.cluster:
+        from trainer.negatives.advanced import advanced_sources  # noqa: PLC0415
+
+        sources += advanced_sources(negatives, dataset, batch_size)
+    return sources
+
+
+def build_model(config: Config, dataset: Dataset) -> TwoTowerModel:
+    """The model that `config` describes, sized by `dataset`'s vocabularies and catalog."""
+    model = config.model
+    negatives, propensity = resolve_negatives(config)
+    towers = {
+        "embedding_dim": model.embedding_dim,
+        "hidden_units": model.hidden_units,
+        "output_dim": model.output_dim,
+        "augmented": model.tower == "dat",
+    }
+    query = QueryTower(
+        user_vocabulary=dataset.vocabularies.get("user_id", []),
+        item_ids=dataset.item_ids,
+        user_feature_vocabularies={
+            name: dataset.vocabularies.get(USER_FEATURE_PREFIX + name, [])
+            for name in dataset.user_features
+        },
+        name="query_tower",
+        **towers,
+    )
+    candidate = CandidateTower(
+        item_ids=dataset.item_ids,
+        item_clusters=dataset.item_clusters,
+        item_features=dataset.item_features,
+        name="candidate_tower",
+        **towers,
+    )
+    tfrs_logq = negatives.loss == "tfrs" and negatives.in_batch_correction == "static"
+    uma2 = config.uma2
+    return TwoTowerModel(
+        query,
+        candidate,
+        sources=build_sources(negatives, dataset, config.training.batch_size),
+        loss=negatives.loss,
+        similarity=model.similarity,
+        temperature=negatives.temperature,
+        remove_accidental_hits=negatives.remove_accidental_hits,
+        item_probabilities=dataset.item_probabilities() if tfrs_logq else None,
+        lambdas={
+            "A": uma2.lambda_a,
+            "B": uma2.lambda_b,
+            "C": uma2.lambda_c,
+            "ER": uma2.lambda_er,
+            "RE": uma2.lambda_re,
+        },
+        propensity=propensity,
+        propensity_units=uma2.head_units,
+        max_weight=uma2.max_weight,
+        self_normalize=uma2.self_normalize,
+        mimic_weight=model.mimic_weight if model.tower == "dat" else 0.0,
+    )

@@ -1,0 +1,88 @@
+"""InBatchNegatives: the other rows' positives, with a logQ correction."""
+
+from typing import Any
+
+import tensorflow as tf
+
+from trainer.negatives.candidates import Batch, Candidates
+from trainer.negatives.source import NegativeSource
+
+CORRECTIONS = ("none", "static", "streaming")
+
+
+@tf.keras.utils.register_keras_serializable(package="twotower")
+class InBatchNegatives(NegativeSource):
+    """Every other row's clicked item is a negative (YouTube, RecSys 2019).
+
+    In-batch items are drawn in proportion to their click frequency, so without a
+    correction popular items are over-punished. `correction`:
+      "none": none (plain in-batch softmax);
+      "static": expected count = batch_size × the item's share of training clicks
+        (`item_probabilities`, from the dataset's item_frequency.tsv);
+      "streaming": the streaming frequency estimate of Yi et al. (Algorithm 2), 1/B_j,
+        updated every training step.
+    """
+
+    def __init__(
+        self,
+        correction: str = "static",
+        item_probabilities: dict[str, float] | None = None,
+        frequency_buckets: int = 1_000_003,
+        frequency_alpha: float = 0.01,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        if correction not in CORRECTIONS:
+            raise ValueError(f"correction must be one of {CORRECTIONS}, got {correction!r}")
+        if correction == "static" and not item_probabilities:
+            raise ValueError("correction='static' needs item_probabilities")
+        self._correction = correction
+        self._item_probabilities = dict(item_probabilities or {})
+        self._frequency_buckets = frequency_buckets
+        self._frequency_alpha = frequency_alpha
+        self.corrected = correction != "none"
+        self._table = None
+        self._estimator = None
+        if correction == "static":
+            keys = list(self._item_probabilities)
+            values = [self._item_probabilities[k] for k in keys]
+            self._table = tf.lookup.StaticHashTable(
+                tf.lookup.KeyValueTensorInitializer(keys, values, value_dtype=tf.float32),
+                default_value=min(values),  # an item never clicked: as rare as the rarest
+            )
+        elif correction == "streaming":
+            from trainer.negatives.frequency_estimator import (  # noqa: PLC0415
+                StreamingFrequencyEstimator,
+            )
+
+            self._estimator = StreamingFrequencyEstimator(
+                num_buckets=frequency_buckets, alpha=frequency_alpha, name="frequency"
+            )
+
+    def sample(self, batch: Batch) -> Candidates:
+        return Candidates(
+            name=self.name,
+            group="other",
+            ids=batch.positive_ids,
+            embeddings=batch.positive,
+            exclude_diagonal=True,
+        )
+
+    def expected_count(self, ids: tf.Tensor, batch: Batch) -> tf.Tensor:
+        if self._table is not None:
+            size = tf.cast(tf.shape(batch.positive_ids)[0], tf.float32)
+            return self._table.lookup(ids) * size
+        return self._estimator.probability(ids)
+
+    def update(self, batch: Batch) -> None:
+        if self._estimator is not None:
+            self._estimator.update(batch.positive_ids)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "correction": self._correction,
+            "item_probabilities": self._item_probabilities,
+            "frequency_buckets": self._frequency_buckets,
+            "frequency_alpha": self._frequency_alpha,
+        }

@@ -1,0 +1,32 @@
+"""LoggedNegatives: UMA²'s Space A and Space B negatives, taken from the example."""
+
+from typing import Any
+
+import tensorflow as tf
+
+from trainer.negatives.candidates import Batch, Candidates
+from trainer.negatives.source import NegativeSource
+
+FEATURES = {"A": "space_a", "B": "space_b"}
+
+
+@tf.keras.utils.register_keras_serializable(package="twotower")
+class LoggedNegatives(NegativeSource):
+    """The request's exposed-not-clicked (group "A") or recalled-not-exposed (group "B")
+    items, as the preprocessing pipeline kept them per positive (up to `count`)."""
+
+    def __init__(self, group: str, count: int, **kwargs: Any):
+        super().__init__(count=count, **kwargs)
+        if group not in FEATURES:
+            raise ValueError(f"group must be 'A' or 'B', got {group!r}")
+        self._group = group
+
+    def sample(self, batch: Batch) -> Candidates:
+        ids = batch.features[FEATURES[self._group]][:, : self._count]
+        # Pad to `count` columns so every step has the same shape.
+        ids = tf.pad(ids, [[0, 0], [0, self._count - tf.shape(ids)[1]]], constant_values="")
+        ids = tf.ensure_shape(ids, [None, self._count])
+        return Candidates(name=self.name, group=self._group, ids=ids, embeddings=batch.encode(ids))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "group": self._group}
