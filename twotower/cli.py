@@ -186,6 +186,17 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    datasets = [d for d in args.datasets.split(",") if d]
+    if args.name == "uma2":
+        from trainer.bench_uma2 import benchmark_uma2  # noqa: PLC0415
+
+        benchmark_uma2(args.output, datasets=datasets, seeds=seeds, epochs=args.epochs)
+        return 0
+    return _not_available("this benchmark comes with its issue")(args)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from twotower.demo import results_tables, run_demo  # noqa: PLC0415
 
@@ -286,14 +297,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command(
         "bench",
-        "benchmarks that print a table and save JSON",
-        _not_available("each benchmark comes with its issue"),
+        "benchmarks that print a table and save JSON (and a PNG)",
+        _bench,
         config=False,
     )
     sub.add_argument(
         "name",
         choices=("pipeline", "uma2", "negatives", "distributed", "serving"),
         help="which benchmark",
+    )
+    sub.add_argument(
+        "--output", default="work/bench", metavar="DIR", help="where datasets, runs and results go"
+    )
+    sub.add_argument("--seeds", default="1,2,3", help="training benchmarks: comma-separated seeds")
+    sub.add_argument("--epochs", type=int, default=5, help="training benchmarks: epochs per run")
+    sub.add_argument(
+        "--datasets",
+        default="simulator,movielens",
+        help="training benchmarks: comma-separated, from simulator and movielens",
     )
 
     sub = command(

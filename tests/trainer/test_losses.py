@@ -1,0 +1,86 @@
+import numpy as np
+import tensorflow as tf
+
+from trainer.losses import bce_loss, candidate_mask, softmax_loss
+from trainer.negatives.candidates import Candidates
+
+QUERY = tf.constant([[1.0, 0.0], [0.0, 2.0]])
+POSITIVE = tf.constant([[2.0, 0.0], [0.0, 1.0]])  # positive scores: 2 and 2
+POSITIVE_IDS = tf.constant(["p", "q"])
+
+
+def _shared(ids, embeddings, **kwargs):
+    return Candidates(
+        "s",
+        kwargs.pop("group", "other"),
+        tf.constant(ids),
+        tf.constant(embeddings, tf.float32),
+        **kwargs,
+    )
+
+
+def test_softmax_with_shared_negatives_and_log_q():
+    negatives = _shared(
+        ["n1", "n2"], [[1.0, 0.0], [0.0, 1.0]], log_q=tf.constant(np.log([2.0, 0.5]), tf.float32)
+    )
+    loss = softmax_loss(QUERY, POSITIVE, POSITIVE_IDS, tf.constant([0.0, 0.0]), [negatives])
+    # row 0: logits [2, 1 - log 2, 0 - log 0.5]; row 1: [2, 0 - log 2, 2 - log 0.5]
+    rows = [[2, 1 - np.log(2), np.log(2)], [2, -np.log(2), 2 + np.log(2)]]
+    expected = [np.log(np.exp(r).sum()) - 2 for r in rows]
+    np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-6)
+
+
+def test_softmax_masks_padding_accidental_hits_and_the_diagonal():
+    in_batch = _shared(["p", "q"], [[2.0, 0.0], [0.0, 1.0]], exclude_diagonal=True)
+    per_row = Candidates(
+        "r",
+        "other",
+        tf.constant([["q", ""], ["q", "z"]]),
+        tf.constant([[[0, 1], [5, 5]], [[0, 1], [0, 3]]], tf.float32),
+    )
+    loss = softmax_loss(QUERY, POSITIVE, POSITIVE_IDS, None, [in_batch, per_row])
+    # row 0: positive 2; in-batch "q" scores 0; per-row "q" scores 0, "" is padding.
+    # row 1: positive 2; in-batch "p" scores 0; per-row "q" is its own positive (masked),
+    #        "z" scores 6.
+    expected = [np.log(np.exp(2) + 2) - 2, np.log(np.exp(2) + 1 + np.exp(6)) - 2]
+    np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-6)
+
+
+def test_softmax_weight_adds_log_weight_and_temperature_divides():
+    negatives = _shared(["n1"], [[1.0, 1.0]], weight=tf.constant([3.0]))
+    loss = softmax_loss(QUERY, POSITIVE, POSITIVE_IDS, None, [negatives], temperature=0.5)
+    # row 0: positive 2/0.5 = 4, negative 1/0.5 + log 3; row 1: 4 and 4 + log 3
+    expected = [np.log(np.exp(4) + 3 * np.exp(2)) - 4, np.log(np.exp(4) + 3 * np.exp(4)) - 4]
+    np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-6)
+
+
+def test_bce_terms_weights_and_lambdas():
+    a = Candidates(
+        "a",
+        "A",
+        tf.constant([["n1"], ["p"]]),
+        tf.constant([[[1.0, 0]], [[0, 0]]]),
+        weight=tf.constant([[2.0], [5.0]]),
+    )
+    c = _shared(["n2"], [[0.0, 0.0]], group="C")
+    terms = bce_loss(QUERY, POSITIVE, tf.constant(["p", "q"]), [a, c], {"A": 0.5, "C": 3.0})
+    softplus = lambda x: np.log1p(np.exp(x))  # noqa: E731
+    # positive: -log σ(2) per row = softplus(-2)
+    np.testing.assert_allclose(terms["positive"].numpy(), [softplus(-2)] * 2, rtol=1e-6)
+    # A: row 0 negative score 1, weight 2, λ 0.5; row 1 "p" is no accidental hit for "q"
+    # (score 0, weight 5): 0.5 * [2 softplus(1), 5 softplus(0)]
+    np.testing.assert_allclose(terms["A"].numpy(), [softplus(1), 2.5 * np.log(2)], rtol=1e-6)
+    # C: score 0 for both rows, λ 3
+    np.testing.assert_allclose(terms["C"].numpy(), [3 * np.log(2)] * 2, rtol=1e-6)
+
+
+def test_candidate_mask_combines_valid_and_accidental_hits():
+    candidates = Candidates(
+        "x",
+        "other",
+        tf.constant(["p", "n", "q"]),
+        tf.zeros([3, 2]),
+        valid=tf.constant([True, True, False]),
+    )
+    mask = candidate_mask(POSITIVE_IDS, candidates, remove_accidental_hits=True)
+    np.testing.assert_array_equal(mask.numpy(), [[False, True, False], [True, True, False]])

@@ -1,0 +1,143 @@
+"""Shared harness of the training benchmarks: configs × seeds on prepared datasets.
+
+Each cell trains a run, evaluates it over the whole catalog, and keeps the metrics; the
+summary is the mean and standard deviation over seeds. Results are printed as a table,
+saved as JSON and drawn as a PNG by the caller.
+"""
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from trainer.evaluate import evaluate_run
+from trainer.train import train
+from twotower.config import load_config
+
+IN_MEMORY_BEAM = ("--runner=DirectRunner", "--direct_running_mode=in_memory")
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchDataset:
+    """A prepared dataset and which of its query sets to report."""
+
+    name: str
+    directory: str
+    query_sets: tuple[str, ...]  # "logged" and/or "random_exposure"
+    overrides: tuple[str, ...] = ()
+
+
+def prepare_datasets(
+    work_dir: str, names: Sequence[str], log: Callable[[str], Any] = print
+) -> list[BenchDataset]:
+    """Builds (once; reused when present) the benchmark datasets under `work_dir`.
+
+    "simulator": the default simulated world, time split (logged + random exposure).
+    "movielens": MovieLens-100K, leave-last-click-out (logged only).
+    """
+    from pipelines.preprocess import preprocess  # noqa: PLC0415
+    from pipelines.simulator import SimulatorConfig, simulate  # noqa: PLC0415
+
+    prepared = []
+    for name in names:
+        directory = os.path.join(work_dir, name, "dataset")
+        if name == "simulator":
+            world = os.path.join(work_dir, name, "world")
+            overrides = ["data.source=simulator", f"data.input={world}", "data.split=time"]
+            if not os.path.exists(os.path.join(directory, "manifest.json")):
+                log(f"simulating the default world -> {world}")
+                simulate(SimulatorConfig(), world)
+            query_sets = ("random_exposure", "logged")
+        elif name == "movielens":
+            overrides = ["data.source=movielens-100k"]
+            query_sets = ("logged",)
+        else:
+            raise ValueError(f"unknown benchmark dataset {name!r}: simulator or movielens")
+        if not os.path.exists(os.path.join(directory, "manifest.json")):
+            log(f"preprocessing {name} -> {directory}")
+            preprocess(
+                load_config(overrides=overrides),
+                directory,
+                beam_args=IN_MEMORY_BEAM,
+                overwrite=True,
+            )
+        prepared.append(BenchDataset(name, directory, query_sets))
+    return prepared
+
+
+def run_cell(
+    dataset: BenchDataset, overrides: Sequence[str], seed: int, run_dir: str
+) -> dict[str, Any]:
+    """Trains and evaluates one (config, seed); returns metrics per query set + speed."""
+    config = load_config(overrides=[*dataset.overrides, *overrides, f"training.seed={seed}"])
+    start = time.perf_counter()
+    run = train(config, dataset.directory, run_dir, verbose=0)
+    seconds = time.perf_counter() - start
+    result = evaluate_run(run_dir, write=False, plots=False)
+    sets = {"logged": result["methods"]["two_tower"]}
+    if "random_exposure" in result:
+        sets["random_exposure"] = result["random_exposure"]["methods"]["two_tower"]
+    return {
+        "metrics": {name: sets[name] for name in dataset.query_sets if name in sets},
+        "examples_per_second": float(np.mean(run["history"]["examples_per_second"])),
+        "train_seconds": seconds,
+    }
+
+
+def summarize(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and standard deviation over seeds of every metric and of the speed."""
+    summary: dict[str, Any] = {}
+    for query_set in cells[0]["metrics"]:
+        summary[query_set] = {}
+        for metric in cells[0]["metrics"][query_set]:
+            values = [c["metrics"][query_set][metric] for c in cells]
+            summary[query_set][metric] = {
+                "mean": float(np.mean(values)),
+                "std": float(np.std(values)),
+            }
+    speed = [c["examples_per_second"] for c in cells]
+    summary["examples_per_second"] = {"mean": float(np.mean(speed)), "std": float(np.std(speed))}
+    return summary
+
+
+def run_grid(
+    datasets: Sequence[BenchDataset],
+    variants: dict[str, Sequence[str]],
+    seeds: Sequence[int],
+    work_dir: str,
+    log: Callable[[str], Any] = print,
+) -> dict[str, Any]:
+    """Every variant × dataset × seed; returns {dataset: {variant: {"seeds", "summary"}}}."""
+    results: dict[str, Any] = {}
+    for dataset in datasets:
+        results[dataset.name] = {}
+        for variant, overrides in variants.items():
+            cells = []
+            for seed in seeds:
+                run_dir = os.path.join(work_dir, "runs", dataset.name, variant, str(seed))
+                cells.append(run_cell(dataset, overrides, seed, run_dir))
+                log(
+                    f"{dataset.name:10s} {variant:28s} seed {seed}: "
+                    f"{cells[-1]['train_seconds']:.0f} s"
+                )
+            results[dataset.name][variant] = {
+                "overrides": list(overrides),
+                "seeds": cells,
+                "summary": summarize(cells),
+            }
+    return results
+
+
+def save_json(results: dict[str, Any], path: str) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2)
+
+
+def cell_text(summary: dict[str, Any], query_set: str, metric: str) -> str:
+    value = summary[query_set][metric]
+    return f"{value['mean']:.4f}±{value['std']:.4f}"

@@ -1,0 +1,116 @@
+"""`twotower bench uma2`: UMA²'s Table 1 rows × towers × seeds, on the simulator and
+MovieLens-100K (docs/uma2.md has the measured numbers)."""
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from trainer import bench_runner
+from twotower.report import format_table
+
+STRATEGIES = ("SS-A", "SS-AB", "SS-ABC-random", "SS-ABC-fixed", "UMA2")
+TOWERS = ("youtube_dnn", "dat")
+METRICS = ("hit_rate", "recall", "precision")
+KS = (100, 200)
+
+
+def variants(
+    epochs: int, strategies: Sequence[str] = STRATEGIES, towers: Sequence[str] = TOWERS
+) -> dict[str, list[str]]:
+    return {
+        f"{strategy}/{tower}": [
+            f"uma2.strategy={strategy}",
+            f"model.tower={tower}",
+            f"training.epochs={epochs}",
+            "evaluation.ks=[100,200]",
+        ]
+        for tower in towers
+        for strategy in strategies
+    }
+
+
+def tables(results: dict[str, Any]) -> str:
+    parts = []
+    for dataset, by_variant in results.items():
+        for query_set in next(iter(by_variant.values()))["summary"]:
+            if query_set == "examples_per_second":
+                continue
+            columns = ["variant", *(f"{m}@{k}" for k in KS for m in METRICS)]
+            rows = [
+                {
+                    "variant": variant,
+                    **{
+                        f"{m}@{k}": bench_runner.cell_text(cell["summary"], query_set, f"{m}@{k}")
+                        for k in KS
+                        for m in METRICS
+                    },
+                }
+                for variant, cell in by_variant.items()
+            ]
+            parts += [
+                f"{dataset} / {query_set} (mean±std over seeds)",
+                format_table(rows, columns),
+                "",
+            ]
+    return "\n".join(parts)
+
+
+def plot(results: dict[str, Any], path: str) -> None:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    panels = [
+        (d, q)
+        for d, by in results.items()
+        for q in next(iter(by.values()))["summary"]
+        if q != "examples_per_second"
+    ]
+    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for axis, (dataset, query_set) in zip(axes[0], panels, strict=True):
+        by_variant = results[dataset]
+        towers = sorted({v.split("/")[1] for v in by_variant})
+        strategies = [v.split("/")[0] for v in by_variant if v.endswith(towers[0])]
+        x = np.arange(len(strategies))
+        for i, tower in enumerate(towers):
+            stats = [
+                by_variant[f"{s}/{tower}"]["summary"][query_set]["recall@100"] for s in strategies
+            ]
+            axis.bar(
+                x + (i - 0.5 * (len(towers) - 1)) * 0.38,
+                [s["mean"] for s in stats],
+                0.38,
+                yerr=[s["std"] for s in stats],
+                capsize=3,
+                label=tower,
+            )
+        axis.set_xticks(x, strategies, rotation=20)
+        axis.set(title=f"Recall@100, {dataset} / {query_set}", ylabel="Recall@100")
+        axis.legend()
+        axis.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def benchmark_uma2(
+    output_dir: str,
+    *,
+    datasets: Sequence[str] = ("simulator", "movielens"),
+    seeds: Sequence[int] = (1, 2, 3),
+    epochs: int = 5,
+    strategies: Sequence[str] = STRATEGIES,
+    towers: Sequence[str] = TOWERS,
+    log: Callable[[str], Any] = print,
+) -> dict[str, Any]:
+    """Runs the grid; writes uma2.json and uma2.png into `output_dir`; returns the results."""
+    prepared = bench_runner.prepare_datasets(os.path.join(output_dir, "data"), datasets, log)
+    results = bench_runner.run_grid(
+        prepared, variants(epochs, strategies, towers), seeds, os.path.join(output_dir, "uma2"), log
+    )
+    bench_runner.save_json(results, os.path.join(output_dir, "uma2.json"))
+    plot(results, os.path.join(output_dir, "uma2.png"))
+    log(tables(results))
+    return results
