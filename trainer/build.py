@@ -2,11 +2,17 @@
 
 import dataclasses
 
+import numpy as np
+import tensorflow as tf
+
 from trainer.dataset import Dataset
 from trainer.model import TwoTowerModel
+from trainer.negatives.cluster import ClusterNegatives
 from trainer.negatives.corpus import CorpusNegatives
 from trainer.negatives.in_batch import InBatchNegatives
+from trainer.negatives.intention_queue import IntentionQueueNegatives
 from trainer.negatives.logged import LoggedNegatives
+from trainer.negatives.queue import QueueNegatives
 from trainer.negatives.source import NegativeSource
 from trainer.towers import USER_FEATURE_PREFIX, CandidateTower, QueryTower
 from twotower.config import Config, NegativesConfig
@@ -47,9 +53,14 @@ def resolve_negatives(config: Config) -> tuple[NegativesConfig, bool]:
 
 
 def build_sources(
-    negatives: NegativesConfig, dataset: Dataset, batch_size: int
+    negatives: NegativesConfig,
+    dataset: Dataset,
+    candidate: CandidateTower,
+    batch_size: int,
+    seed: int = 0,
 ) -> list[NegativeSource]:
     """The negative sources `negatives` asks for, in a fixed order."""
+    dim = candidate.get_config()["output_dim"]
     sources: list[NegativeSource] = []
     if negatives.loss == "tfrs":
         return sources
@@ -78,10 +89,39 @@ def build_sources(
             sources.append(LoggedNegatives(group, count, name=f"space_{group.lower()}"))
     if negatives.space_c:
         sources.append(CorpusNegatives(negatives.space_c, per_row=True, group="C", name="space_c"))
-    if negatives.queue_size or negatives.intentions or negatives.cluster:
-        from trainer.negatives.advanced import advanced_sources  # noqa: PLC0415
-
-        sources += advanced_sources(negatives, dataset, batch_size)
+    queue_size = negatives.queue_size or 10 * batch_size  # CLRec's default: 10× the batch
+    if negatives.queue_size:
+        sources.append(QueueNegatives(queue_size, dim, negatives.queue_mode, name="queue"))
+    if negatives.intentions:
+        intentions = IntentionQueueNegatives(
+            negatives.intentions,
+            max(1, queue_size // negatives.intentions),
+            dim,
+            candidate.get_config()["embedding_dim"],
+            seed=seed,
+            name="intention_queues",
+        )
+        intentions.category_embedding = candidate.category_embedding
+        sources.append(intentions)
+    if negatives.cluster or negatives.cluster_random:
+        catalog_clusters = sorted(set(dataset.item_clusters))
+        num_clusters = (
+            negatives.kmeans_clusters or len(catalog_clusters)
+            if negatives.cluster_source == "kmeans"
+            else len(catalog_clusters)
+        )
+        cluster = ClusterNegatives(
+            negatives.cluster,
+            negatives.cluster_random,
+            len(dataset.item_ids),
+            num_clusters,
+            seed=seed,
+            name="cluster",
+        )
+        if negatives.cluster_source == "catalog":
+            index = {name: i for i, name in enumerate(catalog_clusters)}
+            cluster.pool.assign(np.array([index[c] for c in dataset.item_clusters]))
+        sources.append(cluster)
     return sources
 
 
@@ -117,7 +157,9 @@ def build_model(config: Config, dataset: Dataset) -> TwoTowerModel:
     return TwoTowerModel(
         query,
         candidate,
-        sources=build_sources(negatives, dataset, config.training.batch_size),
+        sources=build_sources(
+            negatives, dataset, candidate, config.training.batch_size, config.training.seed
+        ),
         loss=negatives.loss,
         similarity=model.similarity,
         temperature=negatives.temperature,
@@ -136,3 +178,33 @@ def build_model(config: Config, dataset: Dataset) -> TwoTowerModel:
         self_normalize=uma2.self_normalize,
         mimic_weight=model.mimic_weight if model.tower == "dat" else 0.0,
     )
+
+
+def training_callbacks(config: Config, model: TwoTowerModel) -> list:
+    """Callbacks the negative sources need during `fit` (k-means refresh of clusters)."""
+    from trainer.negatives.cluster import ClusterNegatives  # noqa: PLC0415
+    from trainer.negatives.kmeans import KMeansRefresh  # noqa: PLC0415
+
+    callbacks = []
+    for source in model.sources:
+        if isinstance(source, ClusterNegatives) and config.negatives.cluster_source == "kmeans":
+            ids = model.candidate_tower.get_config()["item_ids"]
+
+            def embed_items(ids: list[str] = ids) -> np.ndarray:
+                return np.concatenate(
+                    [
+                        model.candidate_embeddings(tf.constant(ids[i : i + 4096])).numpy()
+                        for i in range(0, len(ids), 4096)
+                    ]
+                )
+
+            callbacks.append(
+                KMeansRefresh(
+                    source.pool,
+                    embed_items,
+                    config.negatives.kmeans_every_steps,
+                    seed=config.training.seed,
+                    refresh_at_start=True,
+                )
+            )
+    return callbacks

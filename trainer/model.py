@@ -198,7 +198,14 @@ class TwoTowerModel(tfrs.Model):
         if self._loss == "tfrs":
             return self._tfrs_loss(query, positive, ids)
         batch = Batch(
-            features, query, ids, positive, self.candidate_embeddings, self._item_ids, training
+            features,
+            query,
+            ids,
+            positive,
+            self.candidate_embeddings,
+            self._item_ids,
+            self.candidate_tower.item_index,
+            training,
         )
         candidates = [source.sample(batch) for source in self.sources]
         positive_log_q = self._apply_corrections(batch, candidates)

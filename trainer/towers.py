@@ -124,6 +124,14 @@ class CandidateTower(tf.keras.Model):
         )
         self._mlp = mlp(hidden_units, output_dim, name="candidate_mlp")
 
+    def item_index(self, item_ids: tf.Tensor) -> tf.Tensor:
+        """Catalog index of each item id; -1 for an id not in the catalog."""
+        return self._item_index(item_ids) - 1
+
+    def category_embedding(self, item_ids: tf.Tensor) -> tf.Tensor:
+        """`[batch_size, embedding_dim]` embedding of each item's cluster (category)."""
+        return self._cluster(tf.gather(self._cluster_table, self._item_index(item_ids)))
+
     def augmented_vector(self, item_ids: tf.Tensor) -> tf.Tensor | None:
         """`[batch_size, output_dim]` DAT augmented item vectors, or None."""
         return None if self._augmented is None else self._augmented(item_ids)

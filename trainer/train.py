@@ -16,7 +16,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from trainer.build import build_model
+from trainer.build import build_model, training_callbacks
 from trainer.callbacks import Throughput
 from trainer.dataset import load_dataset, make_dataset
 from trainer.model import TwoTowerModel
@@ -62,8 +62,10 @@ def train(config: Config, dataset_dir: str, run_dir: str, *, verbose: int = 1) -
         shuffle_buffer=config.training.shuffle_buffer,
     )
     callbacks = [
+        *training_callbacks(config, model),
         Throughput(config.training.batch_size),
-        tf.keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), update_freq="epoch"),
+        # Per-step summaries (every 50 steps) carry the IPW weight histograms.
+        tf.keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), update_freq=50),
     ]
     start = time.perf_counter()
     history = model.fit(data, epochs=config.training.epochs, callbacks=callbacks, verbose=verbose)

@@ -17,6 +17,7 @@ class Batch:
       positive: `[batch_size, dim]` their embeddings.
       encode: item ids of any shape `[...]` -> embeddings `[..., dim]` (the candidate tower).
       item_ids: `[num_items]` every catalog item id, in catalog index order.
+      item_index: item ids -> catalog indices (-1 for an unknown id).
       training: whether this is a training step (sources update their state only then).
     """
 
@@ -26,6 +27,7 @@ class Batch:
     positive: tf.Tensor
     encode: Callable[[tf.Tensor], tf.Tensor]
     item_ids: tf.Tensor
+    item_index: Callable[[tf.Tensor], tf.Tensor]
     training: bool
 
 

@@ -1,0 +1,84 @@
+"""The negative-sampling state under a two-replica MirroredStrategy (two logical CPUs).
+
+Logical devices must be set before TensorFlow starts, so this runs in a subprocess.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+SCRIPT = r"""
+import json
+import twotower  # noqa: F401
+import numpy as np
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from trainer.negatives.cluster_pool import ClusterPool
+from trainer.negatives.frequency_estimator import StreamingFrequencyEstimator
+from trainer.negatives.item_queue import ItemQueue
+
+strategy = tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
+with strategy.scope():
+    estimator = StreamingFrequencyEstimator(num_buckets=101)
+    queue = ItemQueue(4, dim=2, num_queues=2)
+    ids_queue = ItemQueue(4, mode="ids")
+    pool = ClusterPool(num_items=6, num_clusters=2, max_pool_size=4)
+pool.assign(np.array([0, 1, 0, 1, 0, 1]))  # cross-replica context, e.g. from a callback
+
+
+def per_replica(context):
+    replica = context.replica_id_in_sync_group
+    return tf.constant([["a"], ["b"]])[replica], tf.constant([[[1.0, 1.0]], [[2.0, 2.0]]])[replica]
+
+
+ids, embeddings = strategy.experimental_distribute_values_from_function(per_replica)
+
+
+@tf.function
+def train_step(ids, embeddings):
+    def step_fn(ids, embeddings):
+        estimator.update(ids)
+        queue.enqueue(embeddings, queue_index=tf.constant([1]))
+        ids_queue.enqueue(ids)
+        return pool.sample(tf.constant([0, 1]), 3, 1, seed=tf.constant([1, 2]))
+
+    return strategy.run(step_fn, args=(ids, embeddings))
+
+
+draws = train_step(ids, embeddings)
+copies = lambda variable: [v.numpy().tolist() for v in variable.values]
+buckets = estimator.bucket(tf.constant(["a", "b"]))
+print(json.dumps({
+    "draws": [d.numpy().tolist() for d in strategy.experimental_local_results(draws)],
+    "step": copies(estimator.step),
+    "last_step": [tf.gather(v, buckets).numpy().tolist() for v in estimator._last_step.values],
+    "queue": copies(queue._values),
+    "count": copies(queue.count),
+    "ids": [[s.decode() for s in v.numpy()] for v in ids_queue._values.values],
+    "cluster_of": copies(pool._cluster_of),
+}))
+"""
+
+
+def test_first_replica_update_is_kept_on_every_replica():
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    env = {**os.environ, "PYTHONPATH": root, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT], cwd=root, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    # Replica 0 saw "a" / [1, 1], replica 1 saw "b" / [2, 2]: both copies keep replica 0's.
+    assert out["step"] == [1, 1]
+    assert out["last_step"] == [[0, -1], [0, -1]]
+    queue_1 = [[0.0, 0.0]] * 4 + [[1.0, 1.0]] + [[0.0, 0.0]] * 3  # queue 1 starts at row 4
+    assert out["queue"] == [queue_1, queue_1]
+    assert out["count"] == [[0, 1], [0, 1]]
+    assert out["ids"] == [["a", "", "", ""], ["a", "", "", ""]]
+    assert out["cluster_of"] == [[0, 1, 0, 1, 0, 1]] * 2
+    # Item 0's pool is {0, 2, 4}, item 1's {1, 3, 5}: cluster draws skip the positive.
+    for replica_draws in out["draws"]:
+        assert set(replica_draws[0][:3]) <= {2, 4} and set(replica_draws[1][:3]) <= {3, 5}

@@ -1,0 +1,66 @@
+"""ClusterNegatives: out-of-batch hard negatives from the positive's cluster."""
+
+from typing import Any
+
+import tensorflow as tf
+
+from trainer.negatives.candidates import Batch, Candidates
+from trainer.negatives.cluster_pool import ClusterPool
+from trainer.negatives.source import NegativeSource
+
+
+@tf.keras.utils.register_keras_serializable(package="twotower")
+class ClusterNegatives(NegativeSource):
+    """Per positive, `cluster` items of its cluster mixed with `random` catalog items
+    (the paper's ratios 1:15 and 1:31 random:cluster). Clusters come from the catalog, or
+    from k-means of the item embeddings refreshed every N steps (a KMeansRefresh callback
+    the trainer adds). Uncorrected: hard negatives are meant to be over-sampled."""
+
+    def __init__(
+        self,
+        cluster: int,
+        random: int,
+        num_items: int,
+        num_clusters: int,
+        max_pool_size: int = 4096,
+        seed: int = 0,
+        **kwargs: Any,
+    ):
+        super().__init__(count=cluster + random, **kwargs)
+        self._cluster = cluster
+        self._random = random
+        self._seed = seed
+        self.pool = ClusterPool(num_items, num_clusters, max_pool_size, seed=seed, name="pool")
+        self._step = tf.Variable(
+            0,
+            dtype=tf.int64,
+            trainable=False,
+            name="step",
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+        )
+
+    def sample(self, batch: Batch) -> Candidates:
+        positives = batch.item_index(batch.positive_ids)
+        indices = self.pool.sample(
+            tf.maximum(positives, 0),
+            self._cluster,
+            self._random,
+            seed=tf.stack([tf.cast(self._seed, tf.int64), self._step]),
+        )
+        ids = tf.gather(batch.item_ids, indices)
+        return Candidates(self.name, "other", ids, batch.encode(ids))
+
+    def update(self, batch: Batch) -> None:
+        self._step.assign_add(1)
+
+    def get_config(self) -> dict[str, Any]:
+        config = {
+            **super().get_config(),
+            "cluster": self._cluster,
+            "random": self._random,
+            "num_items": self.pool.num_items,
+            "num_clusters": self.pool.num_clusters,
+            "seed": self._seed,
+        }
+        config.pop("count")
+        return config

@@ -1,0 +1,60 @@
+"""QueueNegatives: CLRec's FIFO queue of items from earlier batches."""
+
+from typing import Any
+
+import tensorflow as tf
+
+from trainer.negatives.candidates import Batch, Candidates
+from trainer.negatives.item_queue import ItemQueue
+from trainer.negatives.source import NegativeSource
+
+
+def gather_across_replicas(values: tf.Tensor) -> tf.Tensor:
+    """The global batch's rows under several replicas (so every replica enqueues the same
+    items and holds the same queue); the local batch otherwise."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return values
+    return context.all_gather(values, axis=0)
+
+
+@tf.keras.utils.register_keras_serializable(package="twotower")
+class QueueNegatives(NegativeSource):
+    """The last `size` clicked items of earlier batches (Zhou et al., KDD 2021).
+
+    No logQ correction: the contrastive loss over the queue is itself the inverse
+    propensity estimator (CLRec). `mode`:
+      "embeddings": cached item embeddings, no gradient to the negatives (cheapest);
+      "ids": cached item ids re-encoded every step, gradients flow (the reference code).
+    The ids are always cached too, to mask accidental hits.
+    """
+
+    def __init__(self, size: int, dim: int, mode: str = "embeddings", **kwargs: Any):
+        super().__init__(count=size, **kwargs)
+        self._dim = dim
+        self._mode = mode
+        self._ids = ItemQueue(size, mode="ids", name="ids")
+        self._embeddings = (
+            ItemQueue(size, dim, mode="embeddings", name="embeddings")
+            if mode == "embeddings"
+            else None
+        )
+
+    def sample(self, batch: Batch) -> Candidates:
+        ids, valid = self._ids.contents(0)
+        if self._embeddings is not None:
+            embeddings = self._embeddings.contents(0)[0]
+        else:
+            embeddings = batch.encode(ids)
+        return Candidates(self.name, "other", ids, embeddings, valid=valid)
+
+    def update(self, batch: Batch) -> None:
+        self._ids.enqueue(gather_across_replicas(batch.positive_ids))
+        if self._embeddings is not None:
+            positive = tf.stop_gradient(batch.positive)
+            self._embeddings.enqueue(gather_across_replicas(positive))
+
+    def get_config(self) -> dict[str, Any]:
+        config = {**super().get_config(), "size": self._count, "dim": self._dim, "mode": self._mode}
+        config.pop("count")
+        return config
