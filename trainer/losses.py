@@ -21,6 +21,12 @@ def candidate_logits(query: tf.Tensor, candidates: Candidates, temperature: floa
     return scores / temperature
 
 
+def _fingerprint(ids: tf.Tensor) -> tf.Tensor:
+    # Comparing [batch, n] strings dominated the step time with a 10×-batch queue; 62-bit
+    # hashes compare as integers (a collision would only mask one negative).
+    return tf.strings.to_hash_bucket_fast(ids, 2**62)
+
+
 def candidate_mask(
     positive_ids: tf.Tensor, candidates: Candidates, remove_accidental_hits: bool
 ) -> tf.Tensor:
@@ -29,7 +35,8 @@ def candidate_mask(
     ids = candidates.ids if not candidates.shared else tf.expand_dims(candidates.ids, 0)
     mask = tf.not_equal(ids, "")
     if remove_accidental_hits:
-        mask = tf.logical_and(mask, tf.not_equal(ids, tf.expand_dims(positive_ids, 1)))
+        same = tf.equal(_fingerprint(ids), tf.expand_dims(_fingerprint(positive_ids), 1))
+        mask = tf.logical_and(mask, tf.logical_not(same))
     if candidates.valid is not None:
         valid = candidates.valid if not candidates.shared else candidates.valid[tf.newaxis]
         mask = tf.logical_and(mask, valid)

@@ -194,6 +194,11 @@ def _bench(args: argparse.Namespace) -> int:
 
         benchmark_uma2(args.output, datasets=datasets, seeds=seeds, epochs=args.epochs)
         return 0
+    if args.name == "negatives":
+        from trainer.bench_negatives import benchmark_negatives  # noqa: PLC0415
+
+        benchmark_negatives(args.output, datasets=datasets, seeds=seeds, epochs=args.epochs)
+        return 0
     return _not_available("this benchmark comes with its issue")(args)
 
 

@@ -85,3 +85,36 @@ def test_config_round_trip_and_weights_give_identical_scores(tmp_path):
     )
     np.testing.assert_allclose(clone_scores, scores, rtol=1e-6)
     assert clone.get_config()["similarity"] == "dot"
+
+
+def test_mixed_negatives_share_the_mixture_proposal():
+    from trainer.negatives.candidates import Batch
+    from trainer.negatives.corpus import CorpusNegatives
+    from trainer.negatives.in_batch import InBatchNegatives
+
+    sources = [
+        InBatchNegatives("static", {"i1": 0.5, "i3": 0.25}),
+        CorpusNegatives(6, corrected=True),
+    ]
+    model = _model(sources=sources, loss="softmax")
+    ids = BATCH["item_id"]  # i1, i3, i1
+    batch = Batch(
+        BATCH,
+        model.query_embeddings(BATCH),
+        ids,
+        model.candidate_embeddings(ids),
+        model.candidate_embeddings,
+        tf.constant(["i1", "i2", "i3"]),
+        model.candidate_tower.item_index,
+        True,
+    )
+    candidates = [s.sample(batch) for s in sources]
+    positive_log_q = model._apply_corrections(batch, candidates)
+    # expected count = 3 rows × click share + 6 uniform draws / 3 items
+    # i1: 3·0.5 + 2 = 3.5; i3: 3·0.25 + 2 = 2.75; i2 (never clicked -> 0.25): 2.75
+    np.testing.assert_allclose(positive_log_q.numpy(), np.log([3.5, 2.75, 3.5]), rtol=1e-5)
+    corpus_ids = candidates[1].ids.numpy().astype(str)
+    expected = np.log([{"i1": 3.5, "i2": 2.75, "i3": 2.75}[i] for i in corpus_ids])
+    np.testing.assert_allclose(candidates[1].log_q.numpy(), expected, rtol=1e-5)
+    loss = model.compute_loss(BATCH, training=True)
+    assert np.isfinite(loss.numpy())

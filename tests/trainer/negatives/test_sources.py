@@ -1,0 +1,132 @@
+"""Each negative source's candidates, masks and corrections on tiny inputs."""
+
+import numpy as np
+import tensorflow as tf
+
+from trainer.negatives.candidates import Batch
+from trainer.negatives.cluster import ClusterNegatives
+from trainer.negatives.corpus import CorpusNegatives
+from trainer.negatives.in_batch import InBatchNegatives
+from trainer.negatives.intention_queue import IntentionQueueNegatives
+from trainer.negatives.logged import LoggedNegatives
+from trainer.negatives.queue import QueueNegatives
+
+ITEMS = ["a", "b", "c", "d", "e", "f"]
+CODES = {item: float(i) for i, item in enumerate(ITEMS)}
+
+
+def _encode(ids):
+    """A fixed 'tower': item k -> [k, 1]; unknown or padding -> [-1, 1]."""
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(ITEMS, list(CODES.values())), default_value=-1.0
+    )
+    code = table.lookup(ids)
+    return tf.stack([code, tf.ones_like(code)], axis=-1)
+
+
+def _batch(positive_ids, features=None):
+    ids = tf.constant(positive_ids)
+    index = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(ITEMS, list(range(len(ITEMS))), value_dtype=tf.int32),
+        default_value=-1,
+    )
+    return Batch(
+        features or {},
+        tf.ones([len(positive_ids), 2]),
+        ids,
+        _encode(ids),
+        _encode,
+        tf.constant(ITEMS),
+        index.lookup,
+        True,
+    )
+
+
+def test_in_batch_static_expected_count_is_batch_size_times_click_share():
+    source = InBatchNegatives("static", {"a": 0.5, "b": 0.1})
+    batch = _batch(["a", "b", "a", "z"])
+    candidates = source.sample(batch)
+    assert candidates.exclude_diagonal and candidates.shared
+    # 4 rows × share; "z" was never clicked: as rare as the rarest (0.1)
+    np.testing.assert_allclose(
+        source.expected_count(candidates.ids, batch).numpy(), [2.0, 0.4, 2.0, 0.4], rtol=1e-6
+    )
+
+
+def test_in_batch_streaming_counts_steps():
+    source = InBatchNegatives("streaming", frequency_buckets=101, frequency_alpha=0.5)
+    for _ in range(4):  # "a" every step, "b" every other step
+        source.update(_batch(["a"]))
+        source.update(_batch(["a", "b"]))
+    probability = source.expected_count(tf.constant(["a", "b"]), _batch(["a"])).numpy()
+    # "a": a gap of one step -> 1; "b": a gap of two steps -> 1/2
+    np.testing.assert_allclose(probability, [1.0, 0.5], rtol=1e-6)
+
+
+def test_corpus_negatives_shared_and_per_row():
+    tf.random.set_seed(0)
+    batch = _batch(["a", "b"])
+    shared = CorpusNegatives(5, corrected=True).sample(batch)
+    assert shared.ids.shape == (5,) and shared.embeddings.shape == (5, 2)
+    per_row = CorpusNegatives(3, per_row=True, group="C").sample(batch)
+    assert per_row.ids.shape == (2, 3) and per_row.group == "C"
+    expected = CorpusNegatives(5).expected_count(tf.constant(["a"]), batch).numpy()
+    np.testing.assert_allclose(expected, [5 / 6])  # 5 draws over 6 items
+
+
+def test_logged_negatives_take_and_pad_the_space():
+    features = {"space_b": tf.constant([["c", "d", "e"], ["f", "", ""]])}
+    candidates = LoggedNegatives("B", 4).sample(_batch(["a", "b"], features))
+    np.testing.assert_array_equal(
+        candidates.ids.numpy().astype(str), [["c", "d", "e", ""], ["f", "", "", ""]]
+    )
+    np.testing.assert_allclose(candidates.embeddings.numpy()[0, :, 0], [2, 3, 4, -1])
+
+
+def test_queue_returns_earlier_batches_only():
+    source = QueueNegatives(size=3, dim=2)
+    first = source.sample(_batch(["a", "b"]))
+    assert not first.valid.numpy().any()  # empty before any step
+    source.update(_batch(["a", "b"]))
+    source.update(_batch(["c", "d"]))
+    candidates = source.sample(_batch(["e"]))
+    # size 3, oldest first: "a" was overwritten by "d"
+    np.testing.assert_array_equal(candidates.ids.numpy().astype(str), ["b", "c", "d"])
+    np.testing.assert_allclose(candidates.embeddings.numpy()[:, 0], [1, 2, 3])
+    assert candidates.log_q is None and source.corrected is False
+
+
+def test_queue_ids_mode_reencodes():
+    source = QueueNegatives(size=2, dim=2, mode="ids")
+    source.update(_batch(["e", "f"]))
+    candidates = source.sample(_batch(["a"]))
+    np.testing.assert_allclose(candidates.embeddings.numpy(), [[4, 1], [5, 1]])
+
+
+def test_intention_queues_route_by_category():
+    source = IntentionQueueNegatives(intentions=2, size=4, dim=2, category_dim=2, seed=0)
+    # Category embedding: items a, b, c point one way, d, e, f the other.
+    source.category_embedding = lambda ids: tf.where(
+        tf.reshape(tf.strings.regex_full_match(ids, "[abc]"), [-1, 1]),
+        tf.constant([[1.0, 0.0]]),
+        tf.constant([[-1.0, 0.0]]),
+    )
+    source.update(_batch(["a", "d", "b", "e"]))
+    candidates = source.sample(_batch(["c", "f"]))
+    rows = [
+        set(r[v].astype(str))
+        for r, v in zip(candidates.ids.numpy(), candidates.valid.numpy(), strict=True)
+    ]
+    assert rows == [{"a", "b"}, {"d", "e"}]  # each row sees its positive's intention queue
+
+
+def test_cluster_negatives_come_from_the_positives_cluster():
+    source = ClusterNegatives(cluster=6, random=2, num_items=6, num_clusters=2, seed=1)
+    source.pool.assign(np.array([0, 0, 0, 1, 1, 1]))
+    candidates = source.sample(_batch(["a", "e"]))
+    ids = candidates.ids.numpy().astype(str)
+    assert ids.shape == (2, 8)
+    assert set(ids[0, :6]) <= {"b", "c"} and set(ids[1, :6]) <= {"d", "f"}
+    first = ids.copy()
+    source.update(_batch(["a"]))  # next step, new draws; same step, same draws
+    assert not np.array_equal(source.sample(_batch(["a", "e"])).ids.numpy().astype(str), first)

@@ -1,0 +1,150 @@
+"""`twotower bench negatives`: each negative source against the TFRS baseline, on the
+simulator (random-exposure set) and MovieLens-100K; docs/negatives.md has the numbers."""
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from trainer import bench_runner
+from twotower.report import format_table
+
+KS = (10, 50, 100)
+CLREC = [
+    "model.similarity=cosine",
+    "negatives.temperature=0.07",
+    "negatives.in_batch_correction=none",
+]
+
+
+def variants(epochs: int, batch_size: int = 512) -> dict[str, list[str]]:
+    """Name -> config overrides; every variant has the same towers and optimiser."""
+    queue = f"negatives.queue_size={10 * batch_size}"
+    grid = {
+        "tfrs_retrieval": ["negatives.loss=tfrs", "negatives.in_batch_correction=none"],
+        "in_batch_logq_streaming": ["negatives.in_batch_correction=streaming"],
+        "in_batch_logq_static": [],
+        "mixed_streaming+corpus": [
+            "negatives.in_batch_correction=streaming",
+            f"negatives.corpus={batch_size}",
+        ],
+        "clrec_queue_embeddings": [*CLREC, queue],
+        "clrec_queue_ids": [*CLREC, queue, "negatives.queue_mode=ids"],
+        "multi_clrec": [*CLREC, queue, "negatives.intentions=4"],
+        "cluster_1:15": ["negatives.cluster=15", "negatives.cluster_random=1"],
+        "static+cluster+uma2_ipw": [
+            "negatives.cluster=15",
+            "negatives.cluster_random=1",
+            "negatives.space_a=1",
+            "negatives.space_b=4",
+            "uma2.propensity=true",
+        ],
+    }
+    common = [
+        f"training.epochs={epochs}",
+        f"training.batch_size={batch_size}",
+        "evaluation.ks=[10,50,100]",
+    ]
+    return {name: [*overrides, *common] for name, overrides in grid.items()}
+
+
+def tables(results: dict[str, Any]) -> str:
+    parts = []
+    for dataset, by_variant in results.items():
+        base = by_variant["tfrs_retrieval"]["summary"]["examples_per_second"]["mean"]
+        for query_set in next(iter(by_variant.values()))["summary"]:
+            if query_set == "examples_per_second":
+                continue
+            columns = [
+                "variant",
+                *(f"hit_rate@{k}" for k in KS),
+                "aggregate_diversity@100",
+                "popularity_index@100",
+                "examples/s",
+                "time/example vs tfrs",
+            ]
+            rows = []
+            for variant, cell in by_variant.items():
+                summary = cell["summary"]
+                speed = summary["examples_per_second"]["mean"]
+                rows.append(
+                    {
+                        "variant": variant,
+                        **{
+                            f"hit_rate@{k}": bench_runner.cell_text(
+                                summary, query_set, f"hit_rate@{k}"
+                            )
+                            for k in KS
+                        },
+                        "aggregate_diversity@100": bench_runner.cell_text(
+                            summary, query_set, "aggregate_diversity@100"
+                        ),
+                        "popularity_index@100": bench_runner.cell_text(
+                            summary, query_set, "popularity_index@100"
+                        ),
+                        "examples/s": f"{speed:.0f}",
+                        "time/example vs tfrs": f"{base / speed:.2f}x",
+                    }
+                )
+            parts += [
+                f"{dataset} / {query_set} (mean±std over seeds)",
+                format_table(rows, columns),
+                "",
+            ]
+    return "\n".join(parts)
+
+
+def plot(results: dict[str, Any], path: str) -> None:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    panels = [
+        (d, q)
+        for d, by in results.items()
+        for q in next(iter(by.values()))["summary"]
+        if q != "examples_per_second"
+    ]
+    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    for axis, (dataset, query_set) in zip(axes[0], panels, strict=True):
+        for variant, cell in results[dataset].items():
+            stats = cell["summary"][query_set]
+            axis.errorbar(
+                stats["aggregate_diversity@100"]["mean"],
+                stats["hit_rate@50"]["mean"],
+                yerr=stats["hit_rate@50"]["std"],
+                fmt="o",
+                capsize=3,
+                label=variant,
+            )
+        axis.set(
+            title=f"{dataset} / {query_set}", xlabel="aggregate diversity@100", ylabel="HitRate@50"
+        )
+        axis.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="best")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def benchmark_negatives(
+    output_dir: str,
+    *,
+    datasets: Sequence[str] = ("simulator", "movielens"),
+    seeds: Sequence[int] = (1, 2, 3),
+    epochs: int = 5,
+    only: Sequence[str] = (),
+    log: Callable[[str], Any] = print,
+) -> dict[str, Any]:
+    """Runs the grid; writes negatives.json and negatives.png into `output_dir`."""
+    prepared = bench_runner.prepare_datasets(os.path.join(output_dir, "data"), datasets, log)
+    grid = variants(epochs)
+    if only:
+        grid = {k: v for k, v in grid.items() if k in only or k == "tfrs_retrieval"}
+    results = bench_runner.run_grid(
+        prepared, grid, seeds, os.path.join(output_dir, "negatives"), log
+    )
+    bench_runner.save_json(results, os.path.join(output_dir, "negatives.json"))
+    plot(results, os.path.join(output_dir, "negatives.png"))
+    log(tables(results))
+    return results
