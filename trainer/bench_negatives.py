@@ -94,19 +94,8 @@ def tables(results: dict[str, Any]) -> str:
 
 
 def plot(results: dict[str, Any], path: str) -> None:
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    panels = [
-        (d, q)
-        for d, by in results.items()
-        for q in next(iter(by.values()))["summary"]
-        if q != "examples_per_second"
-    ]
-    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
-    for axis, (dataset, query_set) in zip(axes[0], panels, strict=True):
+    figure, axes, panels = bench_runner.panel_figure(results, height=4.5)
+    for axis, (dataset, query_set) in zip(axes, panels, strict=True):
         for variant, cell in results[dataset].items():
             stats = cell["summary"][query_set]
             axis.errorbar(
@@ -121,10 +110,8 @@ def plot(results: dict[str, Any], path: str) -> None:
             title=f"{dataset} / {query_set}", xlabel="aggregate diversity@100", ylabel="HitRate@50"
         )
         axis.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="best")
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    axes[-1].legend(fontsize=7, loc="best")
+    bench_runner.save_figure(figure, path)
 
 
 def benchmark_negatives(

@@ -141,3 +141,33 @@ def save_json(results: dict[str, Any], path: str) -> None:
 def cell_text(summary: dict[str, Any], query_set: str, metric: str) -> str:
     value = summary[query_set][metric]
     return f"{value['mean']:.4f}±{value['std']:.4f}"
+
+
+def query_panels(results: dict[str, Any]) -> list[tuple[str, str]]:
+    """(dataset, query set) pairs of a grid's results, in order."""
+    return [
+        (dataset, query_set)
+        for dataset, by_variant in results.items()
+        for query_set in next(iter(by_variant.values()))["summary"]
+        if query_set != "examples_per_second"
+    ]
+
+
+def panel_figure(results: dict[str, Any], height: float = 4.0) -> tuple[Any, list, list]:
+    """A matplotlib figure with one axis per (dataset, query set) panel."""
+    import matplotlib  # noqa: PLC0415  (slow import, only for plots)
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    panels = query_panels(results)
+    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), height), squeeze=False)
+    return figure, list(axes[0]), panels
+
+
+def save_figure(figure: Any, path: str) -> None:
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

@@ -5,6 +5,8 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
+
 from trainer import bench_runner
 from twotower.report import format_table
 
@@ -56,20 +58,8 @@ def tables(results: dict[str, Any]) -> str:
 
 
 def plot(results: dict[str, Any], path: str) -> None:
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-    import numpy as np  # noqa: PLC0415
-
-    panels = [
-        (d, q)
-        for d, by in results.items()
-        for q in next(iter(by.values()))["summary"]
-        if q != "examples_per_second"
-    ]
-    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
-    for axis, (dataset, query_set) in zip(axes[0], panels, strict=True):
+    figure, axes, panels = bench_runner.panel_figure(results, height=4.0)
+    for axis, (dataset, query_set) in zip(axes, panels, strict=True):
         by_variant = results[dataset]
         towers = sorted({v.split("/")[1] for v in by_variant})
         strategies = [v.split("/")[0] for v in by_variant if v.endswith(towers[0])]
@@ -90,9 +80,7 @@ def plot(results: dict[str, Any], path: str) -> None:
         axis.set(title=f"Recall@100, {dataset} / {query_set}", ylabel="Recall@100")
         axis.legend()
         axis.grid(axis="y", alpha=0.3)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    bench_runner.save_figure(figure, path)
 
 
 def benchmark_uma2(
