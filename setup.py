@@ -23,6 +23,6 @@ setup(
         "tqdm==4.70.1",
         "matplotlib==3.11.2",
     ],
-    extras_require={"test": ["pytest==9.2.0", "ruff==0.17.6"]},
+    extras_require={"test": ["pytest==9.2.0", "ruff==0.17.6", "kubernetes-validate==1.37.0"]},
     entry_points={"console_scripts": ["twotower=twotower.cli:main"]},
 )

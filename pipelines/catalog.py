@@ -1,101 +1,90 @@
 """The item catalog: validated, given integer ids and cluster ids, written as JSONL.
 
-The catalog is small next to the logs (one line per item), so it is read in one
-process before the Beam pipeline; its item ids become the pipeline's side input.
+The catalog is small next to the logs (one row per item), so it is read in one process
+before the Beam pipeline (any of the input formats, see `sources`); its item ids become
+the pipeline's side input, which therefore has to fit in a worker's memory (ten million
+ids take about 1 GB).
 """
 
 import json
-import os
+from collections.abc import Iterable
 from typing import Any
 
-from pipelines import records
+from pipelines import fs, records, sources
 
 CATALOG_FILE = "item_catalog.jsonl"
 
 
-def _validate_item(record: Any) -> dict[str, Any]:
+def validate_item(record: Any) -> dict[str, Any]:
+    """{"item_id", "cluster", "features": {name: [tokens]}} of one catalog row.
+
+    A missing or empty cluster becomes "unknown".
+
+    Raises:
+      BadRecord: a missing id or a field of the wrong type.
+    """
     if not isinstance(record, dict):
-        raise records.BadRecord("bad_type", "a catalog row must be a JSON object")
-    item_id = record.get("item_id")
-    if not isinstance(item_id, str) or not item_id.strip():
-        raise records.BadRecord(
-            "missing_id", f"item_id must be a non-empty string, got {item_id!r}"
-        )
-    cluster = record.get("cluster", "")
+        raise records.BadRecord("bad_type", "a catalog row must be an object")
+    item_id = records.require_id(record, "item_id")
+    cluster = record.get("cluster") or ""
     if not isinstance(cluster, str):
         raise records.BadRecord("bad_type", f"cluster must be a string, got {cluster!r}")
-    features = record.get("features") or {}
-    if not isinstance(features, dict):
-        raise records.BadRecord("bad_type", f"features must be an object, got {features!r}")
-    tokens = {}
-    for name, value in features.items():
-        if isinstance(value, str):
-            tokens[name] = [value]
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            tokens[name] = [str(value)]
-        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
-            tokens[name] = list(value)
-        else:
-            raise records.BadRecord(
-                "bad_type", f"features.{name} must be a string, list of strings or number"
-            )
-    return {"item_id": item_id, "cluster": cluster or "unknown", "features": tokens}
+    features = records.feature_tokens(record.get("features"), "features")
+    return {"item_id": item_id, "cluster": cluster or "unknown", "features": features}
 
 
-def write_catalog(source: str, output_dir: str) -> dict[str, Any]:
-    """Validates `source` (JSONL) and writes `item_catalog.jsonl` into `output_dir`.
+def write_catalog(paths: Iterable[str], fmt: str, output_dir: str) -> dict[str, Any]:
+    """Validates the catalog files and writes `item_catalog.jsonl` into `output_dir`.
 
-    Each written row gets `index` (0-based, file order) and `cluster_index`.
+    Each written row gets `index` (0-based, input order) and `cluster_index` (clusters
+    sorted by name). A repeated item id is a bad record (`duplicate_item`); the first
+    row wins.
+
+    Args:
+      paths: catalog files (see `sources.expand_patterns`).
+      fmt: data.format ("auto" decides per file by extension).
+      output_dir: the staging dataset directory (any Beam file system).
 
     Returns:
       {"num_items", "num_clusters", "item_features": [...], "read", "dead_lettered",
-       "dead_letters": [dead-letter rows]}.
+       "per_file": {path: {"read", "valid", "dead_letter"}}, "dead_letters": [rows]}.
     """
     items: dict[str, dict[str, Any]] = {}
     dead_letters = []
-    read = 0
-    with open(source, encoding="utf-8") as f:
-        for line_number, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            read += 1
-            try:
-                item = _validate_item(json.loads(text))
-                if item["item_id"] in items:
-                    raise records.BadRecord("duplicate_item", f"{item['item_id']} seen before")
-            except json.JSONDecodeError as e:
-                reason, detail = "bad_json", f"{e.msg} at column {e.colno}"
-            except records.BadRecord as bad:
-                reason, detail = bad.reason, bad.detail
-            else:
-                items[item["item_id"]] = item
-                continue
-            dead_letters.append(
-                {
-                    "source": source,
-                    "line": line_number,
-                    "reason": reason,
-                    "detail": detail,
-                    "record": text.rstrip("\n"),
-                }
-            )
+    per_file: dict[str, dict[str, int]] = {}
+    for raw in sources.iter_records(paths, fmt):
+        counts = per_file.setdefault(raw[0], {"read": 0, "valid": 0, "dead_letter": 0})
+        counts["read"] += 1
+        try:
+            if raw[4]:
+                raise records.BadRecord(*raw[4])
+            item = validate_item(records.decode(raw[3]))
+            if item["item_id"] in items:
+                raise records.BadRecord("duplicate_item", f"{item['item_id']} seen before")
+        except records.BadRecord as bad:
+            counts["dead_letter"] += 1
+            dead_letters.append(sources.dead_letter_row(raw, bad.reason, bad.detail))
+            continue
+        counts["valid"] += 1
+        items[item["item_id"]] = item
     clusters = {name: i for i, name in enumerate(sorted({i["cluster"] for i in items.values()}))}
     feature_names = sorted({name for i in items.values() for name in i["features"]})
-    with open(os.path.join(output_dir, CATALOG_FILE), "w") as out:
-        for index, item in enumerate(items.values()):
-            row = {"index": index, **item, "cluster_index": clusters[item["cluster"]]}
-            out.write(json.dumps(row) + "\n")
+    lines = (
+        json.dumps({"index": index, **item, "cluster_index": clusters[item["cluster"]]}) + "\n"
+        for index, item in enumerate(items.values())
+    )
+    fs.write_lines(fs.join(output_dir, CATALOG_FILE), lines)
     return {
         "num_items": len(items),
         "num_clusters": len(clusters),
         "item_features": feature_names,
-        "read": read,
+        "read": sum(c["read"] for c in per_file.values()),
         "dead_lettered": len(dead_letters),
+        "per_file": per_file,
         "dead_letters": dead_letters,
     }
 
 
 def read_catalog(dataset_dir: str) -> list[dict[str, Any]]:
     """The rows of a dataset's `item_catalog.jsonl`, in index order."""
-    with open(os.path.join(dataset_dir, CATALOG_FILE)) as f:
-        return [json.loads(line) for line in f]
+    return [json.loads(line) for line in fs.read_lines(fs.join(dataset_dir, CATALOG_FILE))]

@@ -1,19 +1,27 @@
-"""Training and evaluation examples from one user's requests.
+"""Training and evaluation examples: space labels per request, history per user.
 
-One example per click. Its history holds the user's clicks strictly before the
-request's timestamp, so no example sees its own or a later click. Space A (exposed,
-not clicked) and Space B (recalled, not exposed) negatives are sampled per positive by a
-hash of the request and the positive, so reruns choose the same ones.
+Work is split around the shuffle by user. `request_positives` runs on each request
+alone: positives are its clicks, Space A (exposed, not clicked) and Space B (recalled,
+not exposed) are sampled per positive by a hash of the request id and the positive, so
+reruns choose the same items; only this compact record is shuffled, and a request without
+a click is not shuffled at all. `user_examples` then sees one user's records and adds the
+history: the user's last clicks strictly before the request's timestamp, so no example
+sees its own, a simultaneous or a later click.
 """
 
+import collections
 import dataclasses
 import hashlib
+import itertools
 from collections.abc import Iterable, Iterator
 from typing import Any
+
+from pipelines import tf_example
 
 TRAIN = "train"
 EVAL = "eval"
 USER_FEATURE_PREFIX = "user."
+ITEM_FEATURE_PREFIX = "item."
 
 # The example layout, written into manifest.json for the trainer (the contract).
 SCALAR_STRING = {"dtype": "string", "shape": "scalar"}
@@ -48,63 +56,98 @@ def _hash_order(items: Iterable[str], salt: str) -> list[str]:
     return sorted(items, key=key)
 
 
-def _eval_click(requests: list[dict[str, Any]]) -> tuple[str, str] | None:
-    """(request_id, item) of the user's last click, for leave-last-click-out."""
-    for request in reversed(requests):
-        if request["clicked"]:
-            return request["request_id"], request["clicked"][-1]
-    return None
+def request_positives(request: dict[str, Any], options: ExampleOptions) -> dict[str, Any]:
+    """The part of a validated request that examples need, negatives already sampled.
+
+    Args:
+      request: from `records.validate_request`.
+      options: negatives kept per positive.
+
+    Returns:
+      {"request_id", "user_id", "timestamp", "user_features", "num_space_a",
+       "num_space_b", "positives": [(item, space_a sample, space_b sample)]}.
+    """
+    clicked = set(request["clicked"])
+    exposed = set(request["exposed"])
+    space_a = [item for item in request["exposed"] if item not in clicked]
+    space_b = [item for item in request["recalled"] if item not in exposed]
+    positives = []
+    for item in request["clicked"]:
+        salt = f"{request['request_id']}|{item}"
+        positives.append(
+            (
+                item,
+                _hash_order(space_a, salt)[: options.num_a],
+                _hash_order(space_b, salt)[: options.num_b],
+            )
+        )
+    return {
+        "request_id": request["request_id"],
+        "user_id": request["user_id"],
+        "timestamp": request["timestamp"],
+        "user_features": request["user_features"],
+        "num_space_a": len(space_a),
+        "num_space_b": len(space_b),
+        "positives": positives,
+    }
+
+
+def _split_of(options: ExampleOptions, timestamp: int, is_held_out: bool) -> str:
+    if options.split == "time":
+        return EVAL if timestamp >= options.eval_from else TRAIN
+    return EVAL if is_held_out else TRAIN
 
 
 def user_examples(
-    requests: Iterable[dict[str, Any]], options: ExampleOptions
+    requests: Iterable[dict[str, Any]],
+    options: ExampleOptions,
+    profile: dict[str, list[str]] | None = None,
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yields (split, example) for every click of one user.
 
     Args:
-      requests: the user's validated requests (see `records.validate_request`), any order.
-      options: history length, negatives per positive and the split rule.
+      requests: the user's records from `request_positives`, any order.
+      options: history length and the split rule.
+      profile: the user's row of the user table; fills features a request lacks.
 
     Yields:
       ("train" | "eval", example dict with the keys of BASE_FEATURE_SPEC plus
       "user.<name>" token lists).
     """
     ordered = sorted(requests, key=lambda r: (r["timestamp"], r["request_id"]))
-    held_out = _eval_click(ordered) if options.split == "leave-last-click-out" else None
-    clicks: list[tuple[int, str]] = []  # (timestamp, item), in time order
-    for request in ordered:
-        timestamp = request["timestamp"]
-        history = [item for ts, item in clicks if ts < timestamp][-options.history_length :]
-        if options.history_length == 0:
-            history = []
-        clicked = set(request["clicked"])
-        exposed = set(request["exposed"])
-        space_a = [item for item in request["exposed"] if item not in clicked]
-        space_b = [item for item in request["recalled"] if item not in exposed]
-        features = {
-            f"{USER_FEATURE_PREFIX}{name}": tokens
-            for name, tokens in sorted(request["user_features"].items())
-        }
-        for item in request["clicked"]:
-            salt = f"{request['request_id']}|{item}"
-            example = {
-                "request_id": request["request_id"],
-                "user_id": request["user_id"],
-                "item_id": item,
-                "timestamp": timestamp,
-                "history": history,
-                "space_a": _hash_order(space_a, salt)[: options.num_a],
-                "space_b": _hash_order(space_b, salt)[: options.num_b],
-                "num_space_a": len(space_a),
-                "num_space_b": len(space_b),
-                **features,
+    held_out = None  # leave-last-click-out: the last positive of the last clicked request
+    for request in reversed(ordered):
+        if request["positives"]:
+            held_out = (request["request_id"], request["positives"][-1][0])
+            break
+    recent: collections.deque[str] = collections.deque(maxlen=options.history_length)
+    for timestamp, same_time in itertools.groupby(ordered, key=lambda r: r["timestamp"]):
+        history = list(recent)  # clicks strictly before `timestamp`
+        group = list(same_time)
+        for request in group:
+            features = {**(profile or {}), **request["user_features"]}
+            user_features = {
+                f"{USER_FEATURE_PREFIX}{name}": tokens for name, tokens in sorted(features.items())
             }
-            if options.split == "time":
-                split = EVAL if timestamp >= options.eval_from else TRAIN
-            else:
-                split = EVAL if (request["request_id"], item) == held_out else TRAIN
-            yield split, example
-        clicks.extend((timestamp, item) for item in request["clicked"])
+            for item, space_a, space_b in request["positives"]:
+                is_held_out = (request["request_id"], item) == held_out
+                yield (
+                    _split_of(options, timestamp, is_held_out),
+                    {
+                        "request_id": request["request_id"],
+                        "user_id": request["user_id"],
+                        "item_id": item,
+                        "timestamp": timestamp,
+                        "history": history,
+                        "space_a": list(space_a),
+                        "space_b": list(space_b),
+                        "num_space_a": request["num_space_a"],
+                        "num_space_b": request["num_space_b"],
+                        **user_features,
+                    },
+                )
+        if options.history_length:
+            recent.extend(item for request in group for item, _, _ in request["positives"])
 
 
 def feature_spec(user_feature_names: Iterable[str]) -> dict[str, dict[str, str]]:
@@ -118,15 +161,4 @@ def feature_spec(user_feature_names: Iterable[str]) -> dict[str, dict[str, str]]
 def to_tf_example(example: dict[str, Any]) -> bytes:
     """Serialises an example dict as a `tf.train.Example`: ints as int64, strings and
     string lists as bytes. Absent user features parse as empty lists (VarLenFeature)."""
-    from tensorflow.core.example import example_pb2, feature_pb2  # noqa: PLC0415
-
-    features = {}
-    for name, value in sorted(example.items()):
-        if isinstance(value, int):
-            features[name] = feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=[value]))
-        else:
-            values = [value] if isinstance(value, str) else value
-            encoded = [v.encode() for v in values]
-            features[name] = feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=encoded))
-    proto = example_pb2.Example(features=feature_pb2.Features(feature=features))
-    return proto.SerializeToString(deterministic=True)
+    return tf_example.serialize_example(example)

@@ -1,22 +1,22 @@
 """The dataset directory's `manifest.json`: the contract between pipelines/ and trainer/.
 
-Layout of a dataset directory (see docs/dataset.md):
-  manifest.json            this file
+Layout of a dataset directory (docs/dataset.md describes every field):
+  manifest.json            this file, written last: a directory without it is unfinished
   config.yaml              the config that made it
   train-*-of-*.tfrecord.gz, eval-*-of-*.tfrecord.gz   tf.train.Example shards
   item_catalog.jsonl       every item: index, item_id, cluster, cluster_index, features
   item_frequency.tsv       item_id <TAB> training clicks (for logQ)
   vocab/<feature>.txt      one token per line, most frequent first (train split only)
-  dead_letter/*.jsonl      rejected records with source, line, reason, detail, record
+  dead_letter/*.jsonl      rejected records with source, line/row, reason, detail, record
 """
 
+import collections
 import datetime
-import glob
 import json
 import os
 from typing import Any
 
-from pipelines import examples
+from pipelines import catalog, examples, fs
 from twotower.config import Config
 
 SCHEMA_VERSION = 1
@@ -27,103 +27,174 @@ VOCABULARY_COUNTS = "_vocabulary_counts.jsonl"
 ITEM_FREQUENCY_FILE = "item_frequency.tsv"
 
 
-def _write_vocabularies(staging: str) -> tuple[dict[str, int], list[str]]:
-    """Splits the pipeline's vocabulary counts into one file per feature."""
-    os.makedirs(os.path.join(staging, VOCABULARY_DIR), exist_ok=True)
-    sizes, user_features = {}, []
-    counts_path = os.path.join(staging, VOCABULARY_COUNTS)
-    with open(counts_path) as f:
-        rows = [json.loads(line) for line in f if line.strip()]
-    for row in rows:
-        feature, tokens = row["feature"], row["tokens"]
-        if feature == "item_id":
-            with open(os.path.join(staging, ITEM_FREQUENCY_FILE), "w") as out:
-                out.writelines(f"{token}\t{count}\n" for token, count in tokens)
-            continue
-        with open(os.path.join(staging, VOCABULARY_DIR, f"{feature}.txt"), "w") as out:
-            out.writelines(f"{token}\n" for token, _ in tokens)
-        sizes[feature] = len(tokens)
-        if feature.startswith(examples.USER_FEATURE_PREFIX):
-            user_features.append(feature[len(examples.USER_FEATURE_PREFIX) :])
-    os.remove(counts_path)
-    return sizes, sorted(user_features)
+def _write_vocabulary(staging: str, feature: str, tokens: list[tuple[str, int]]) -> str:
+    relative = f"{VOCABULARY_DIR}/{feature}.txt"
+    fs.write_lines(fs.join(staging, relative), (f"{token}\n" for token, _ in tokens))
+    return relative
 
 
-def _write_catalog_dead_letters(staging: str, rows: list[dict[str, Any]]) -> None:
-    with open(os.path.join(staging, DEAD_LETTER_DIR, "catalog.jsonl"), "w") as f:
-        f.writelines(json.dumps(row, sort_keys=True) + "\n" for row in rows)
+def _item_feature_counts(staging: str, frequency: list[tuple[str, int]]) -> dict[str, list]:
+    """Item feature tokens weighted by training clicks of the items that carry them."""
+    clicks = dict(frequency)
+    counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    for row in catalog.read_catalog(staging):
+        weight = clicks.get(row["item_id"], 0)
+        if weight:
+            counts["cluster"][row["cluster"]] += weight
+            for name, tokens in row["features"].items():
+                for token in tokens:
+                    counts[name][token] += weight
+    return {
+        f"{examples.ITEM_FEATURE_PREFIX}{name}": sorted(c.items(), key=lambda p: (-p[1], p[0]))
+        for name, c in sorted(counts.items())
+    }
 
 
-def _reconciliation(counters: dict[str, int], staging: str) -> dict[str, Any]:
+def _write_vocabularies(staging: str, num_oov_buckets: int) -> tuple[dict[str, Any], list[str]]:
+    """Splits the pipeline's vocabulary counts into one file per feature.
+
+    Returns:
+      ({feature: {"file", "size", "num_oov_buckets"}}, user feature names).
+    """
+    counts_path = fs.join(staging, VOCABULARY_COUNTS)
+    rows = [json.loads(line) for line in fs.read_lines(counts_path) if line.strip()]
+    counted = {row["feature"]: [tuple(pair) for pair in row["tokens"]] for row in rows}
+    frequency = counted.get("item_id", [])
+    fs.write_lines(
+        fs.join(staging, ITEM_FREQUENCY_FILE), (f"{item}\t{n}\n" for item, n in frequency)
+    )
+    counted.update(_item_feature_counts(staging, frequency))
+    counted.setdefault("user_id", [])
+    counted.setdefault("item_id", [])
+    vocabularies = {
+        feature: {
+            "file": _write_vocabulary(staging, feature, tokens),
+            "size": len(tokens),
+            "num_oov_buckets": num_oov_buckets,
+        }
+        for feature, tokens in sorted(counted.items())
+    }
+    prefix = examples.USER_FEATURE_PREFIX
+    user_features = sorted(f[len(prefix) :] for f in counted if f.startswith(prefix))
+    fs.delete_file(counts_path)
+    return vocabularies, user_features
+
+
+def _per_file(counters: dict[str, int], table: str, staging: str) -> dict[str, Any]:
     per_file: dict[str, dict[str, int]] = {}
     for name, value in counters.items():
         kind, _, path = name.partition(":")
-        if kind in ("read", "valid", "dead_letter"):
+        if kind.startswith(f"{table}."):
             shown = path.replace(staging, "<generated>")
-            per_file.setdefault(shown, {"read": 0, "valid": 0, "dead_letter": 0})[kind] = value
+            counts = per_file.setdefault(shown, {"read": 0, "valid": 0, "dead_letter": 0})
+            counts[kind.split(".", 1)[1]] += value
+    return reconcile(per_file)
+
+
+def reconcile(per_file: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """Adds `balanced` (read == valid + dead_letter) per file, totals and overall."""
     for counts in per_file.values():
         counts["balanced"] = counts["read"] == counts["valid"] + counts["dead_letter"]
     total = {k: sum(c[k] for c in per_file.values()) for k in ("read", "valid", "dead_letter")}
     return {
-        "per_file": per_file,
+        "per_file": dict(sorted(per_file.items())),
         "total": total,
         "balanced": all(c["balanced"] for c in per_file.values()),
     }
 
 
+def _prefixed(counters: dict[str, int], prefix: str) -> dict[str, int]:
+    return {k[len(prefix) :]: v for k, v in sorted(counters.items()) if k.startswith(prefix)}
+
+
 def finalize(
     staging: str,
     config: Config,
-    requests_pattern: str,
+    inputs: dict[str, str],
     catalog_summary: dict[str, Any],
     counters: dict[str, int],
+    timestamps: dict[str, int],
     eval_from: int,
 ) -> dict[str, Any]:
-    """Writes vocabularies, catalog dead letters and `manifest.json` into `staging`."""
-    vocabulary_sizes, user_features = _write_vocabularies(staging)
-    _write_catalog_dead_letters(staging, catalog_summary.pop("dead_letters"))
+    """Writes vocabularies and catalog dead letters into `staging`; returns the manifest.
+
+    The caller writes it with `write_manifest` once the dataset passed its checks.
+    """
+    vocabularies, user_features = _write_vocabularies(staging, config.data.num_oov_buckets)
+    fs.write_lines(
+        fs.join(staging, DEAD_LETTER_DIR, "catalog.jsonl"),
+        (
+            json.dumps(r, sort_keys=True, default=str) + "\n"
+            for r in catalog_summary["dead_letters"]
+        ),
+    )
     splits = {}
     for split in (examples.TRAIN, examples.EVAL):
-        shards = sorted(glob.glob(os.path.join(staging, f"{split}-*.tfrecord.gz")))
+        shards = fs.match(fs.join(staging, f"{split}-*.tfrecord.gz"))
         splits[split] = {
             "files": [os.path.basename(s) for s in shards],
             "examples": counters.get(f"examples:{split}", 0),
             "space_a": counters.get(f"space_a:{split}", 0),
             "space_b": counters.get(f"space_b:{split}", 0),
         }
-    built = {
+    catalog_reconciliation = reconcile(
+        {k.replace(staging, "<generated>"): v for k, v in catalog_summary["per_file"].items()}
+    )
+    return {
         "schema_version": SCHEMA_VERSION,
         "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "source": config.data.source,
-        "inputs": {
-            "requests": requests_pattern.replace(staging, "<generated>"),
-            "catalog": config.data.catalog or config.data.input or config.data.source,
-        },
+        "inputs": {k: v.replace(staging, "<generated>") for k, v in inputs.items()},
         "feature_spec": examples.feature_spec(user_features),
         "user_features": user_features,
         "item_features": catalog_summary["item_features"],
         "num_items": catalog_summary["num_items"],
         "num_clusters": catalog_summary["num_clusters"],
-        "vocabulary_sizes": vocabulary_sizes,
+        "vocabulary_sizes": {f: v["size"] for f, v in vocabularies.items()},
+        "vocabularies": vocabularies,
         "splits": splits,
         "eval_from": eval_from,
+        "timestamps": timestamps,
+        "requests_without_clicks": counters.get("requests_without_clicks", 0),
         "files": {
-            "item_catalog": "item_catalog.jsonl",
+            "item_catalog": catalog.CATALOG_FILE,
             "item_frequency": ITEM_FREQUENCY_FILE,
-            "vocabularies": {f: f"{VOCABULARY_DIR}/{f}.txt" for f in sorted(vocabulary_sizes)},
+            "vocabularies": {f: v["file"] for f, v in vocabularies.items()},
             "dead_letter": f"{DEAD_LETTER_DIR}/",
         },
         "reconciliation": {
-            "requests": _reconciliation(counters, staging),
-            "catalog": {k: catalog_summary[k] for k in ("read", "dead_lettered")}
-            | {"valid": catalog_summary["num_items"]},
+            "requests": _per_file(counters, "requests", staging),
+            "users": _per_file(counters, "users", staging),
+            "catalog": catalog_reconciliation,
         },
-        "repairs": {k.split(":", 1)[1]: v for k, v in counters.items() if k.startswith("repair:")},
+        "repairs": _prefixed(counters, "repair:"),
         "dead_letter_reasons": {
-            k.split(":", 1)[1]: v for k, v in counters.items() if k.startswith("reason:")
+            "requests": _prefixed(counters, "reason:requests:"),
+            "users": _prefixed(counters, "reason:users:"),
+            "catalog": dict(
+                sorted(
+                    collections.Counter(
+                        r["reason"] for r in catalog_summary["dead_letters"]
+                    ).items()
+                )
+            ),
         },
         "options": config.to_dict()["data"],
     }
-    with open(os.path.join(staging, MANIFEST_FILE), "w") as f:
-        json.dump(built, f, indent=2, sort_keys=False)
-    return built
+
+
+def bad_fraction_error(built: dict[str, Any], max_bad_fraction: float) -> str | None:
+    """A message naming the counts when a table's dead-lettered share is too high."""
+    problems = []
+    for table, block in built["reconciliation"].items():
+        read, bad = block["total"]["read"], block["total"]["dead_letter"]
+        if read and bad / read > max_bad_fraction:
+            problems.append(
+                f"{table}: {bad} of {read} rows dead-lettered ({bad / read:.2%} > "
+                f"data.max_bad_fraction {max_bad_fraction:.2%})"
+            )
+    return "; ".join(problems) or None
+
+
+def write_manifest(staging: str, built: dict[str, Any], name: str = MANIFEST_FILE) -> None:
+    fs.write_lines(fs.join(staging, name), [json.dumps(built, indent=2) + "\n"])

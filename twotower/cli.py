@@ -6,6 +6,7 @@ Exit codes follow the cluster's retry rules: 0 success, 1 bad input or config
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -133,9 +134,44 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+# Shortcuts for the most used data.* keys; each is the same as --set data.<key>=VALUE.
+_DATA_SHORTCUTS = {
+    "source": ("data.source", str, "input: movielens-100k, simulator or logs"),
+    "input": ("data.input", str, "request logs (files, globs) or the simulator folder"),
+    "catalog": ("data.catalog", str, "item catalog file(s)"),
+    "users": ("data.users", str, "optional user table"),
+    "format": ("data.format", str, "auto, jsonl, csv or parquet"),
+    "max_bad_fraction": ("data.max_bad_fraction", float, "fail above this dead-letter share"),
+    "num_a": ("data.num_a", int, "Space A negatives kept per positive"),
+    "num_b": ("data.num_b", int, "Space B negatives kept per positive"),
+    "history_length": ("data.history_length", int, "clicked items kept as history"),
+    "eval_from": ("data.eval_from", int, "time split: first eval timestamp"),
+}
+
+
+def _add_data_shortcuts(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data (shortcuts for --set data.KEY=VALUE)")
+    for name, (key, kind, help) in _DATA_SHORTCUTS.items():
+        group.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=kind,
+            default=None,
+            help=f"{help} ({key}; default: the config's)",
+        )
+
+
+def _data_overrides(args: argparse.Namespace) -> list[str]:
+    return [
+        f"{key}={getattr(args, name)}"
+        for name, (key, _, _) in _DATA_SHORTCUTS.items()
+        if getattr(args, name, None) is not None
+    ]
+
+
 def _preprocess(args: argparse.Namespace) -> int:
     from pipelines.preprocess import preprocess  # noqa: PLC0415
 
+    args.overrides = [*args.overrides, *_data_overrides(args)]
     manifest = preprocess(
         _config(args), args.output, beam_args=_beam_args(args), overwrite=args.overwrite
     )
@@ -194,6 +230,12 @@ def _bench(args: argparse.Namespace) -> int:
 
         benchmark_uma2(args.output, datasets=datasets, seeds=seeds, epochs=args.epochs)
         return 0
+    if args.name == "pipeline":
+        from pipelines.benchmark import benchmark_pipeline  # noqa: PLC0415
+
+        sizes = tuple(int(n) for n in args.sizes.split(",") if n)
+        benchmark_pipeline(sizes, os.path.join(args.output, "pipeline"))
+        return 0
     if args.name == "negatives":
         from trainer.bench_negatives import benchmark_negatives  # noqa: PLC0415
 
@@ -250,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("preprocess", "request logs -> dataset directory (Beam)", _preprocess)
     sub.add_argument("--output", required=True, metavar="DIR", help="dataset directory to write")
     sub.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    _add_data_shortcuts(sub)
     _add_beam_options(sub)
 
     sub = command("train", "dataset directory -> run directory (two-tower model)", _train)
@@ -316,6 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--seeds", default="1,2,3", help="training benchmarks: comma-separated seeds")
     sub.add_argument("--epochs", type=int, default=5, help="training benchmarks: epochs per run")
+    sub.add_argument(
+        "--sizes",
+        default="100000,1000000",
+        help="pipeline: synthetic request counts, comma-separated",
+    )
     sub.add_argument(
         "--datasets",
         default="simulator,movielens",

@@ -106,6 +106,9 @@ class NegativesConfig:
     temperature: float = _field(0.1, "logits are divided by this (cosine similarity)", min=1e-6)
     remove_accidental_hits: bool = _field(True, "mask negatives equal to the row's positive")
     in_batch: bool = _field(True, "other rows' clicked items are negatives")
+    cross_replica_in_batch: bool = _field(
+        False, "several replicas: in-batch negatives from the global batch (all-gathered)"
+    )
     in_batch_correction: str = _field(
         "static",
         "logQ correction of in-batch negatives: none, static (training click share) or "
@@ -172,6 +175,32 @@ class TrainingConfig:
     optimizer: str = _field("adagrad", "optimizer", choices=("adagrad", "adam", "sgd"))
     seed: int = _field(42, "random seed (weights, shuffling, sampling)", min=0)
     shuffle_buffer: int = _field(20_000, "examples in the shuffle buffer", min=1)
+    collective: str = _field(
+        "auto",
+        "multi-worker all-reduce: ring (gRPC, CPU), nccl (GPU) or auto (nccl when GPUs)",
+        choices=("auto", "ring", "nccl"),
+    )
+    shard: str = _field(
+        "auto",
+        "multi-worker input sharding: file (each worker its own shards), data (every worker "
+        "reads all, keeps its rows) or auto (file when shards >= workers, else data)",
+        choices=("auto", "file", "data"),
+    )
+    lr_scaling: str = _field(
+        "none",
+        "learning rate x replicas (linear) or x sqrt(replicas) (sqrt); none keeps it, right "
+        "when batch_size (global) stays as tuned",
+        choices=("none", "linear", "sqrt"),
+    )
+    backup: str = _field(
+        "auto",
+        "BackupAndRestore for preemption: always, never, or auto (under TF_CONFIG only)",
+        choices=("auto", "always", "never"),
+    )
+    backup_every_steps: int = _field(100, "steps between preemption backups", min=1)
+    cluster_timeout_seconds: int = _field(
+        600, "multi-worker: exit 1 when the peers are not all up within this time", min=1
+    )
 
 
 @dataclasses.dataclass

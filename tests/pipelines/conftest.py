@@ -1,0 +1,55 @@
+"""Helpers of the pipeline tests: run the real pipeline in memory, read what it wrote."""
+
+import glob
+import json
+import os
+
+import pytest
+
+from tests.conftest import IN_MEMORY_BEAM
+
+
+def run_preprocess(output, requests, catalog, *overrides, expect_error=None):
+    """Preprocesses `requests` with `catalog` into `output`; returns the manifest."""
+    from pipelines.preprocess import preprocess
+    from twotower.config import load_config
+
+    config = load_config(
+        overrides=[
+            "data.source=logs",
+            f"data.input={requests}",
+            f"data.catalog={catalog}",
+            "data.num_shards=2",
+            *overrides,
+        ]
+    )
+    if expect_error:
+        with pytest.raises(expect_error) as raised:
+            preprocess(config, str(output), beam_args=IN_MEMORY_BEAM, overwrite=True)
+        return raised.value
+    return preprocess(config, str(output), beam_args=IN_MEMORY_BEAM, overwrite=True)
+
+
+def read_records(dataset_dir, split):
+    """Serialized Examples of one split, sorted (shard membership may vary)."""
+    from pipelines.reference import read_tfrecords
+
+    with open(os.path.join(dataset_dir, "manifest.json")) as f:
+        files = json.load(f)["splits"][split]["files"]
+    return sorted(r for name in files for r in read_tfrecords(os.path.join(dataset_dir, name)))
+
+
+def read_examples(dataset_dir, split):
+    """Examples of one split as {name: [values]}, sorted by (request_id, item_id)."""
+    from pipelines.tf_example import parse_example
+
+    parsed = [parse_example(r) for r in read_records(dataset_dir, split)]
+    return sorted(parsed, key=lambda e: (e["request_id"], e["item_id"]))
+
+
+def read_dead_letters(dataset_dir, table):
+    rows = []
+    for path in sorted(glob.glob(os.path.join(dataset_dir, "dead_letter", f"{table}*.jsonl"))):
+        with open(path) as f:
+            rows.extend(json.loads(line) for line in f if line.strip())
+    return sorted(rows, key=lambda r: (r["source"], r["line"] or 0, r["row"] or 0))
