@@ -22,6 +22,10 @@ setup(
         "pyyaml==6.0.4",
         "tqdm==4.70.1",
         "matplotlib==3.11.2",
+        "fastapi==0.163.2",  # retrieval service (docs/serving.md says why)
+        "uvicorn==0.54.0",
+        "pydantic==2.14.4",
+        "grpcio==1.85.3",  # TF Serving gRPC client
     ],
     extras_require={"test": ["pytest==9.2.0", "ruff==0.17.6", "kubernetes-validate==1.37.0"]},
     entry_points={"console_scripts": ["twotower=twotower.cli:main"]},

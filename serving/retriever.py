@@ -1,61 +1,55 @@
-"""Retriever: query tower SavedModel + item embeddings -> top-K items for a user.
+"""Retriever: query tower SavedModel + item index -> top-K items for a user, in process.
 
-Reads only an export directory (the contract with trainer/). Exact (brute-force)
-search; the ScaNN index slots in behind the same `retrieve` call.
+Reads only an export directory (the contract with trainer/). The library form of the
+retrieval service (`serving.service`), for notebooks, the demo and tests.
 """
 
-import json
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
+
+from serving.export_version import load_export_version
+from serving.query_embedder import SavedModelEmbedder
+from serving.query_features import feature_batch
 
 
 class Retriever:
-    """Embeds users with the exported query tower and scores the whole catalog."""
+    """Embeds users with the exported query tower and searches the exported item index."""
 
     def __init__(self, export_dir: str, version: int | None = None):
-        with open(os.path.join(export_dir, "export_manifest.json")) as f:
-            self.manifest = json.load(f)
-        tower = self.manifest["query_tower"]
-        self.version = version or tower["latest"]
-        path = os.path.join(export_dir, "query_tower", str(self.version))
-        self._model = tf.saved_model.load(path)
-        self._signature = self._model.signatures[tower["signature"]]
-        self._input_names = list(tower["inputs"])
-        items = self.manifest["items"]
-        self.item_embeddings = np.load(os.path.join(export_dir, items["embeddings"]))
-        with open(os.path.join(export_dir, items["ids"])) as f:
-            self.item_ids = [line.rstrip("\n") for line in f]
-        self._index = {item: i for i, item in enumerate(self.item_ids)}
+        self._export = load_export_version(export_dir, version)
+        self.manifest = self._export.manifest
+        self.version = self._export.version
+        self.item_ids = self._export.item_ids
+        self._row = {item: i for i, item in enumerate(self.item_ids)}
+        self._embedder = SavedModelEmbedder(self._export.saved_model_dir)
+
+    @property
+    def item_embeddings(self) -> np.ndarray:
+        """`[num_items, dim]` float32, the rows of `item_ids`."""
+        return np.load(os.path.join(self._export.export_dir, self.manifest["items"]["embeddings"]))
 
     def embed(self, users: Sequence[dict[str, Any]]) -> np.ndarray:
         """`[len(users), dim]` query embeddings from raw feature dicts.
 
         Each user dict holds "user_id" (str) and optionally "history" (item ids) and
-        each user feature as a string or list of strings; absent ones are empty.
+        each "user.<name>" feature as a string or list of strings; absent ones are empty.
         """
-        batch = {}
-        for name in self._input_names:
-            if name == "user_id":
-                batch[name] = tf.constant([str(u.get("user_id", "")) for u in users])
-                continue
-            rows = [u.get(name, []) for u in users]
-            rows = [[r] if isinstance(r, str) else [str(t) for t in r] for r in rows]
-            width = max(1, max(len(r) for r in rows))
-            batch[name] = tf.constant([r + [""] * (width - len(r)) for r in rows])
-        return self._signature(**batch)["embedding"].numpy()
+        return self._embedder.embed(feature_batch(users, self._export.input_names))
 
     def retrieve(
         self, user: dict[str, Any], k: int = 10, exclude: Sequence[str] = ()
     ) -> list[tuple[str, float]]:
         """The `k` best (item id, score) pairs for one user, never an excluded item."""
-        scores = self.item_embeddings @ self.embed([user])[0]
-        excluded = [self._index[i] for i in exclude if i in self._index]
-        scores[excluded] = -np.inf
-        k = min(k, len(scores) - len(excluded))
-        top = np.argpartition(-scores, k - 1)[:k]
-        top = top[np.argsort(-scores[top], kind="stable")]
-        return [(self.item_ids[i], float(scores[i])) for i in top]
+        excluded = [self._row[i] for i in exclude if i in self._row]
+        k = min(k, len(self.item_ids) - len(set(excluded)))
+        if k <= 0:
+            return []
+        indices, scores = self._export.index.search(self.embed([user]), k, [excluded])
+        return [
+            (self.item_ids[i], float(s))
+            for i, s in zip(indices[0], scores[0], strict=True)
+            if i >= 0
+        ]

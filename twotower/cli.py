@@ -215,10 +215,49 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from trainer.export import export_run  # noqa: PLC0415
+    from serving.item_index import IndexConfig  # noqa: PLC0415
+    from trainer.export import ExportOptions, export_run  # noqa: PLC0415
 
-    manifest = export_run(args.run_dir, version=args.version)
-    print(json.dumps(manifest["query_tower"], indent=2))
+    index = IndexConfig(
+        kind=args.index,
+        num_leaves=args.num_leaves,
+        num_leaves_to_search=args.leaves_to_search,
+        reordering_num_neighbors=args.reorder,
+    )
+    options = ExportOptions(
+        index=index, retrieval_model=args.retrieval_model, warmup_requests=args.warmup_requests
+    )
+    manifest = export_run(args.run_dir, version=args.version, options=options)
+    tower = manifest["query_tower"]
+    print(
+        json.dumps(
+            {
+                "version": tower["latest"],
+                "versions": tower["versions"],
+                "inputs": list(tower["inputs"]),
+                "items": manifest["items"]["count"],
+                "index": manifest.get("index", {}).get("kind"),
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from serving.retrieval_service import ServiceConfig  # noqa: PLC0415
+    from serving.service import serve  # noqa: PLC0415
+
+    config = ServiceConfig(
+        tf_serving=args.tf_serving,
+        model_name=args.model_name,
+        version=args.version,
+        reload_interval_s=args.reload_interval,
+        max_k=args.max_k,
+        max_batch=args.max_batch,
+        tf_serving_timeout_s=args.tf_serving_timeout,
+    )
+    serve(args.export_dir, args.host, args.port, config=config)
     return 0
 
 
@@ -235,6 +274,20 @@ def _bench(args: argparse.Namespace) -> int:
 
         sizes = tuple(int(n) for n in args.sizes.split(",") if n)
         benchmark_pipeline(sizes, os.path.join(args.output, "pipeline"))
+        return 0
+    if args.name == "serving":
+        import dataclasses  # noqa: PLC0415
+
+        from serving.benchmark import ServingBenchmarkConfig, benchmark_serving  # noqa: PLC0415
+
+        config = dataclasses.replace(
+            ServingBenchmarkConfig(),
+            num_items=args.num_items,
+            dim=args.dim,
+            k=args.k,
+            e2e_clients=args.clients,
+        )
+        benchmark_serving(config, output_dir=os.path.join(args.output, "serving"))
         return 0
     if args.name == "negatives":
         from trainer.bench_negatives import benchmark_negatives  # noqa: PLC0415
@@ -334,14 +387,73 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument(
         "--version", type=int, default=0, help="version folder to write (0 = one above the newest)"
     )
-
-    sub = command(
-        "serve",
-        "retrieval service over an export directory",
-        _not_available("the serving issue"),
-        config=False,
+    sub.add_argument(
+        "--index",
+        default="auto",
+        choices=("auto", "brute_force", "scann"),
+        help="item index: auto = brute force below 20k items, else ScaNN",
     )
+    sub.add_argument(
+        "--num-leaves",
+        type=int,
+        default=0,
+        help="ScaNN partitioning leaves (0 = sqrt(items), used above 100k items)",
+    )
+    sub.add_argument(
+        "--leaves-to-search",
+        type=int,
+        default=0,
+        help="ScaNN leaves searched per query (0 = leaves / 10)",
+    )
+    sub.add_argument(
+        "--reorder", type=int, default=1000, help="ScaNN candidates rescored exactly per query"
+    )
+    sub.add_argument(
+        "--retrieval-model",
+        default="none",
+        choices=("none", "brute_force", "scann"),
+        help="also write a TFRS retrieval SavedModel (needs TF Serving with ScaNN "
+        "ops for scann; optional)",
+    )
+    sub.add_argument(
+        "--warmup-requests",
+        type=int,
+        default=8,
+        help="TF Serving warm-up requests built from eval users",
+    )
+
+    sub = command("serve", "retrieval service over an export directory", _serve, config=False)
     sub.add_argument("export_dir", metavar="EXPORT_DIR", help="an export directory")
+    sub.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    sub.add_argument("--port", type=int, default=8080, help="port to listen on")
+    sub.add_argument(
+        "--tf-serving",
+        default=None,
+        metavar="URL",
+        help="query tower from TF Serving: grpc://host:8500 or http://host:8501 "
+        "(default: the SavedModel in process)",
+    )
+    sub.add_argument("--model-name", default="query_tower", help="TF Serving model name")
+    sub.add_argument(
+        "--version",
+        type=int,
+        default=None,
+        help="serve this export version only (default: latest, hot-reloaded)",
+    )
+    sub.add_argument(
+        "--reload-interval",
+        type=float,
+        default=10.0,
+        help="seconds between checks for a new export version (0 = off)",
+    )
+    sub.add_argument("--max-k", type=int, default=1000, help="largest k a request may ask for")
+    sub.add_argument("--max-batch", type=int, default=256, help="most queries in one request")
+    sub.add_argument(
+        "--tf-serving-timeout",
+        type=float,
+        default=5.0,
+        help="deadline of one TF Serving call, seconds",
+    )
 
     sub = command(
         "bench",

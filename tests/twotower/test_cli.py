@@ -34,9 +34,9 @@ def test_train_help_shows_options_defaults_and_config_keys(capsys):
     assert "training.batch_size=512" in out
 
 
-def test_unavailable_command_exits_2(capsys):
-    assert cli.main(["serve", "/nowhere"]) == 2
-    assert "not available yet" in capsys.readouterr().err
+def test_serve_without_an_export_exits_1(capsys):
+    assert cli.main(["serve", "/nowhere"]) == 1
+    assert "/nowhere" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,155 @@
+"""Query embeddings from the exported query tower: in process, or from TF Serving.
+
+  SavedModelEmbedder   loads `export/query_tower/<version>/` into this process
+  GrpcEmbedder         TF Serving's PredictionService over gRPC (`grpc://host:8500`)
+  RestEmbedder         TF Serving's REST predict API (`http://host:8501`)
+
+Each asks for one model version explicitly, so the embeddings always come from the
+version the item index was built with, even while TF Serving holds two versions.
+"""
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+
+import grpc
+import numpy as np
+import tensorflow as tf
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+OUTPUT = "embedding"
+SIGNATURE = "serving_default"
+
+
+class EmbedderError(RuntimeError):
+    """The query tower could not embed a batch (TF Serving down, wrong version, ...)."""
+
+
+def predict_request(
+    batch: Mapping[str, np.ndarray],
+    model_name: str,
+    version: int | None = None,
+    signature_name: str = SIGNATURE,
+) -> predict_pb2.PredictRequest:
+    """A PredictRequest for a feature batch (the warm-up file holds these too)."""
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model_name
+    request.model_spec.signature_name = signature_name
+    if version is not None:
+        request.model_spec.version.value = version
+    for name, values in batch.items():
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(np.asarray(values), dtype=tf.string))
+    return request
+
+
+def _text(values: np.ndarray) -> np.ndarray:
+    """Bytes -> str, element-wise (JSON carries text)."""
+    return np.vectorize(lambda v: v.decode() if isinstance(v, bytes) else str(v), otypes=[object])(
+        values
+    )
+
+
+class QueryEmbedder:
+    """Feature batch (`serving.query_features.feature_batch`) -> `[batch_size, dim]`."""
+
+    target = "base"
+
+    def embed(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Releases connections; the embedder is not used afterwards."""
+
+
+class SavedModelEmbedder(QueryEmbedder):
+    """Runs the SavedModel's `serving_default` in this process."""
+
+    target = "in-process"
+
+    def __init__(self, saved_model_dir: str, signature_name: str = SIGNATURE):
+        self._model = tf.saved_model.load(saved_model_dir)
+        self._signature = self._model.signatures[signature_name]
+
+    def embed(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        inputs = {name: tf.constant(np.asarray(v), dtype=tf.string) for name, v in batch.items()}
+        return self._signature(**inputs)[OUTPUT].numpy()
+
+
+class GrpcEmbedder(QueryEmbedder):
+    """TF Serving over gRPC with `tensorflow-serving-api`'s PredictionService stub."""
+
+    target = "grpc"
+
+    def __init__(self, address: str, model_name: str, version: int, timeout_s: float = 5.0):
+        self._address = address
+        self._model_name = model_name
+        self._version = version
+        self._timeout_s = timeout_s
+        self._channel = grpc.insecure_channel(address)
+        self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+
+    def embed(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        request = predict_request(batch, self._model_name, self._version)
+        try:
+            response = self._stub.Predict(request, timeout=self._timeout_s)
+        except grpc.RpcError as e:
+            raise EmbedderError(
+                f"TF Serving {self._address} {self._model_name}/{self._version}: "
+                f"{e.code().name}: {e.details()}"
+            ) from e
+        return tf.make_ndarray(response.outputs[OUTPUT]).astype(np.float32)
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+class RestEmbedder(QueryEmbedder):
+    """TF Serving's REST API, columnar `inputs` request."""
+
+    target = "rest"
+
+    def __init__(self, base_url: str, model_name: str, version: int, timeout_s: float = 5.0):
+        self._url = f"{base_url.rstrip('/')}/v1/models/{model_name}/versions/{version}:predict"
+        self._timeout_s = timeout_s
+
+    def embed(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        inputs = {name: _text(np.asarray(v)).tolist() for name, v in batch.items()}
+        body = json.dumps({"signature_name": SIGNATURE, "inputs": inputs}).encode()
+        request = urllib.request.Request(
+            self._url, data=body, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout_s) as response:
+                outputs = json.load(response)["outputs"]
+        except urllib.error.HTTPError as e:
+            raise EmbedderError(f"TF Serving {self._url}: HTTP {e.code}: {e.read()[:500]!r}") from e
+        except (urllib.error.URLError, OSError, KeyError, ValueError) as e:
+            raise EmbedderError(f"TF Serving {self._url}: {e}") from e
+        # One named output: TF Serving drops the name and sends the list itself.
+        if isinstance(outputs, dict):
+            outputs = outputs[OUTPUT]
+        return np.asarray(outputs, dtype=np.float32)
+
+
+def make_embedder(
+    tf_serving: str | None,
+    saved_model_dir: str,
+    version: int,
+    model_name: str = "query_tower",
+    timeout_s: float = 5.0,
+) -> QueryEmbedder:
+    """The embedder for a `--tf-serving` value: None (in process), grpc:// or http(s)://.
+
+    Raises:
+      ValueError: an address of another scheme.
+    """
+    if not tf_serving:
+        return SavedModelEmbedder(saved_model_dir)
+    if tf_serving.startswith("grpc://"):
+        return GrpcEmbedder(tf_serving.removeprefix("grpc://"), model_name, version, timeout_s)
+    if tf_serving.startswith(("http://", "https://")):
+        return RestEmbedder(tf_serving, model_name, version, timeout_s)
+    raise ValueError(
+        f"tf_serving: expected grpc://host:port or http://host:port, got {tf_serving!r}"
+    )
