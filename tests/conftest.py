@@ -43,6 +43,27 @@ def tiny_world_rows(num_users: int = 12, num_items: int = 30, requests_per_user:
     return requests, catalog
 
 
+def run_preprocess(output, requests, catalog, *overrides, expect_error=None):
+    """Preprocesses `requests` with `catalog` into `output`; returns the manifest."""
+    from pipelines.preprocess import preprocess
+    from twotower.config import load_config
+
+    config = load_config(
+        overrides=[
+            "data.source=logs",
+            f"data.input={requests}",
+            f"data.catalog={catalog}",
+            "data.num_shards=2",
+            *overrides,
+        ]
+    )
+    if expect_error:
+        with pytest.raises(expect_error) as raised:
+            preprocess(config, str(output), beam_args=IN_MEMORY_BEAM, overwrite=True)
+        return raised.value
+    return preprocess(config, str(output), beam_args=IN_MEMORY_BEAM, overwrite=True)
+
+
 @pytest.fixture(scope="session")
 def tiny_logs(tmp_path_factory):
     """(requests.jsonl, items.jsonl) of `tiny_world_rows`."""
@@ -57,18 +78,7 @@ def tiny_logs(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_dataset(tiny_logs, tmp_path_factory):
     """A dataset directory made from `tiny_logs` by the real Beam pipeline."""
-    from pipelines.preprocess import preprocess
-    from twotower.config import load_config
-
     requests, catalog = tiny_logs
-    config = load_config(
-        overrides=[
-            "data.source=logs",
-            f"data.input={requests}",
-            f"data.catalog={catalog}",
-            "data.num_shards=2",
-        ]
-    )
     output = str(tmp_path_factory.mktemp("tiny") / "dataset")
-    preprocess(config, output, beam_args=IN_MEMORY_BEAM)
+    run_preprocess(output, requests, catalog)
     return output

@@ -4,30 +4,7 @@ import glob
 import json
 import os
 
-import pytest
-
-from tests.conftest import IN_MEMORY_BEAM
-
-
-def run_preprocess(output, requests, catalog, *overrides, expect_error=None):
-    """Preprocesses `requests` with `catalog` into `output`; returns the manifest."""
-    from pipelines.preprocess import preprocess
-    from twotower.config import load_config
-
-    config = load_config(
-        overrides=[
-            "data.source=logs",
-            f"data.input={requests}",
-            f"data.catalog={catalog}",
-            "data.num_shards=2",
-            *overrides,
-        ]
-    )
-    if expect_error:
-        with pytest.raises(expect_error) as raised:
-            preprocess(config, str(output), beam_args=IN_MEMORY_BEAM, overwrite=True)
-        return raised.value
-    return preprocess(config, str(output), beam_args=IN_MEMORY_BEAM, overwrite=True)
+from tests.conftest import run_preprocess  # noqa: F401  (re-exported for the tests)
 
 
 def read_records(dataset_dir, split):
