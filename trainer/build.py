@@ -73,6 +73,7 @@ def build_sources(
                 else None,
                 frequency_buckets=negatives.frequency_buckets,
                 frequency_alpha=negatives.frequency_alpha,
+                cross_replica=negatives.cross_replica_in_batch,
                 name="in_batch",
             )
         )

@@ -5,81 +5,226 @@ Run directory layout (see docs/run_directory.md):
   run.json           dataset path, per-epoch history, throughput, wall time
   checkpoints/       the trained weights (TensorFlow checkpoint)
   logs/              TensorBoard
+  backup/            BackupAndRestore state while training (removed when it finishes;
+                     docs/distributed.md)
   metrics.json       written by evaluate
   export/            written by export
 """
 
+import argparse
+import dataclasses
 import json
+import logging
 import os
+import shutil
+import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import tensorflow as tf
 
 from trainer.build import build_model, training_callbacks
 from trainer.callbacks import Throughput
-from trainer.dataset import load_dataset, make_dataset
+from trainer.dataset import Dataset, load_dataset, make_dataset
+from trainer.distribute import (
+    Placement,
+    describe_error,
+    placement,
+    remove_worker_dir,
+    worker_dir,
+    worker_local_strings,
+)
 from trainer.model import TwoTowerModel
-from twotower.config import Config, TrainingConfig, load_config, save_config
+from twotower.config import Config, ConfigError, TrainingConfig, load_config, save_config
 
 RUN_FILE = "run.json"
 WEIGHTS = os.path.join("checkpoints", "final")
+BACKUP = "backup"
+_LOG = logging.getLogger("twotower.train")
 
 
-def _optimizer(training: TrainingConfig) -> tf.keras.optimizers.Optimizer:
+def _optimizer(training: TrainingConfig, learning_rate: float) -> tf.keras.optimizers.Optimizer:
     optimizers = {
         "adagrad": tf.keras.optimizers.Adagrad,
         "adam": tf.keras.optimizers.Adam,
         "sgd": tf.keras.optimizers.SGD,
     }
-    return optimizers[training.optimizer](learning_rate=training.learning_rate)
+    return optimizers[training.optimizer](learning_rate=learning_rate)
 
 
-def train(config: Config, dataset_dir: str, run_dir: str, *, verbose: int = 1) -> dict[str, Any]:
+def _shard_mode(training: TrainingConfig, num_files: int, num_workers: int) -> str:
+    """ "file" (each worker reads its own shards) or "data" (each keeps its rows)."""
+    if training.shard == "file" and num_files < num_workers:
+        raise ConfigError(
+            f"training.shard: file sharding needs a train shard per worker, got {num_files} "
+            f"shards for {num_workers} workers (use data or auto)"
+        )
+    if training.shard != "auto":
+        return training.shard
+    if num_files >= num_workers:
+        return "file"
+    _LOG.warning(
+        "%d train shards for %d workers: sharding by record (every worker reads all data)",
+        num_files,
+        num_workers,
+    )
+    return "data"
+
+
+def _with_files(dataset: Dataset, files: list[str]) -> Dataset:
+    splits = dict(dataset.manifest["splits"])
+    splits["train"] = {**splits["train"], "files": files}
+    return dataclasses.replace(dataset, manifest={**dataset.manifest, "splits": splits})
+
+
+def _resumable_input(
+    dataset: Dataset, training: TrainingConfig, where: Placement, mode: str, skip_steps: int
+) -> Any:
+    """An endless stream of global batches, `skip_steps` already consumed, split over
+    the workers; the same stream whichever step a run resumes at."""
+    files = [os.path.relpath(f, dataset.directory) for f in dataset.files("train")]
+    local_replicas = where.replicas // where.num_workers
+
+    def dataset_fn(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        workers, index = context.num_input_pipelines, context.input_pipeline_id
+        per_worker = where.per_replica_batch * local_replicas
+        options = {"shuffle": True, "seed": training.seed, "drop_remainder": True}
+        options["shuffle_buffer"] = training.shuffle_buffer
+        if mode == "file":
+            shard = _with_files(dataset, files[index::workers])
+            data = make_dataset(shard, "train", per_worker, **options)
+        else:
+            data = make_dataset(dataset, "train", where.global_batch, **options)
+            rows = slice(index * per_worker, (index + 1) * per_worker)
+            data = data.map(lambda batch: {k: v[rows] for k, v in batch.items()})
+        data = data.repeat().skip(skip_steps)
+        if local_replicas > 1:
+            data = data.rebatch(where.per_replica_batch, drop_remainder=True)
+        return data.prefetch(tf.data.AUTOTUNE)
+
+    if where.replicas == 1 and not where.multi_worker:
+        return dataset_fn(tf.distribute.InputContext())
+    return where.strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def resume_step(backup_dir: str, steps_per_epoch: int) -> int:
+    """Training steps a BackupAndRestore backup in `backup_dir` holds (0 without one)."""
+    path = tf.train.latest_checkpoint(os.path.join(backup_dir, "chief"))
+    if not path:
+        return 0
+    reader = tf.train.load_checkpoint(path)
+    epoch = int(reader.get_tensor("ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE"))
+    batch = int(reader.get_tensor("ckpt_saved_batch/.ATTRIBUTES/VARIABLE_VALUE"))
+    return max(epoch, 0) * steps_per_epoch + batch + 1 if batch >= 0 else 0
+
+
+def train(
+    config: Config,
+    dataset_dir: str,
+    run_dir: str,
+    *,
+    verbose: int = 1,
+    callbacks: Sequence[tf.keras.callbacks.Callback] = (),
+) -> dict[str, Any]:
     """Trains the model `config` describes on `dataset_dir` and writes `run_dir`.
+
+    Under TF_CONFIG every worker runs this; only the chief writes config, weights and
+    run.json (the others save into temporary folders that are removed). With a backup
+    (`training.backup`), a restarted run resumes mid-epoch from `run_dir/backup`.
 
     Args:
       config: the validated configuration.
       dataset_dir: a directory written by `twotower preprocess`.
       run_dir: where checkpoints, logs, config and run.json go (created).
       verbose: Keras verbosity (1 progress bar, 2 a line per epoch, 0 silent).
+      callbacks: extra Keras callbacks for `fit`.
 
     Returns:
       The contents of run.json.
+
+    Raises:
+      ConfigError: a bad TF_CONFIG, or a batch size or sharding the cluster cannot take.
     """
+    where = placement(config.training)  # first: multi-worker must configure TF first
+    _LOG.info("%s", where.describe())
     tf.keras.utils.set_random_seed(config.training.seed)
     dataset = load_dataset(dataset_dir)
     os.makedirs(run_dir, exist_ok=True)
-    save_config(config, run_dir)
-    model = build_model(config, dataset)
-    model.compile(optimizer=_optimizer(config.training))
-    data = make_dataset(
-        dataset,
-        "train",
-        config.training.batch_size,
-        shuffle=True,
-        seed=config.training.seed,
-        shuffle_buffer=config.training.shuffle_buffer,
+    if where.is_chief:
+        save_config(config, run_dir)
+    with where.strategy.scope(), worker_local_strings(where):
+        model = build_model(config, dataset)
+        model.compile(optimizer=_optimizer(config.training, where.learning_rate))
+    backup = config.training.backup == "always" or (
+        config.training.backup == "auto" and where.multi_worker
     )
-    callbacks = [
+    examples = dataset.manifest["splits"]["train"]["examples"]
+    steps_per_epoch, skipped, shard = None, 0, None
+    if backup or where.replicas > 1:
+        steps_per_epoch = max(1, examples // where.global_batch)
+        shard = _shard_mode(config.training, len(dataset.files("train")), where.num_workers)
+        backup_dir = os.path.join(run_dir, BACKUP)
+        skipped = resume_step(backup_dir, steps_per_epoch) if backup else 0
+        data = _resumable_input(dataset, config.training, where, shard, skipped)
+    else:
+        data = make_dataset(
+            dataset,
+            "train",
+            config.training.batch_size,
+            shuffle=True,
+            seed=config.training.seed,
+            shuffle_buffer=config.training.shuffle_buffer,
+        )
+    fit_callbacks = [
         *training_callbacks(config, model),
         Throughput(config.training.batch_size),
         # Per-step summaries (every 50 steps) carry the IPW weight histograms.
         tf.keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), update_freq=50),
+        *callbacks,
     ]
+    if backup:
+        fit_callbacks.append(
+            tf.keras.callbacks.BackupAndRestore(
+                backup_dir, save_freq=config.training.backup_every_steps
+            )
+        )
     start = time.perf_counter()
-    history = model.fit(data, epochs=config.training.epochs, callbacks=callbacks, verbose=verbose)
+    history = model.fit(
+        data,
+        epochs=config.training.epochs,
+        steps_per_epoch=steps_per_epoch,
+        callbacks=fit_callbacks,
+        verbose=verbose,
+    )
     seconds = time.perf_counter() - start
-    model.save_weights(os.path.join(run_dir, WEIGHTS))
+    if backup and where.is_chief:
+        # BackupAndRestore removed its checkpoints; the finished run keeps no backup.
+        shutil.rmtree(backup_dir, ignore_errors=True)
+    weights = worker_dir(run_dir, where)
+    model.save_weights(os.path.join(weights, WEIGHTS))
+    remove_worker_dir(weights, where)
     summary = {
         "dataset_dir": os.path.abspath(dataset_dir),
-        "train_examples": dataset.manifest["splits"]["train"]["examples"],
+        "train_examples": examples,
         "epochs": config.training.epochs,
         "train_seconds": round(seconds, 2),
         "history": {k: [float(v) for v in values] for k, values in history.history.items()},
+        "distribution": {
+            "strategy": type(where.strategy).__name__,
+            "workers": where.num_workers,
+            "replicas": where.replicas,
+            "global_batch": where.global_batch,
+            "per_replica_batch": where.per_replica_batch,
+            "learning_rate": where.learning_rate,
+            "shard": shard,
+            "steps_per_epoch": steps_per_epoch,
+            "resumed_at_step": skipped,
+        },
     }
-    with open(os.path.join(run_dir, RUN_FILE), "w") as f:
-        json.dump(summary, f, indent=2)
+    if where.is_chief:
+        with open(os.path.join(run_dir, RUN_FILE), "w") as f:
+            json.dump(summary, f, indent=2)
     return summary
 
 
@@ -101,3 +246,30 @@ def load_run(run_dir: str) -> tuple[Config, Any, TwoTowerModel]:
     model = build_model(config, dataset)
     model.load_weights(os.path.join(run_dir, WEIGHTS)).expect_partial()
     return config, dataset, model
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m trainer.train DATASET RUN_DIR [--config F] [--set k=v ...]`: trains and
+    returns the exit code the TFJob ExitCode policy expects (docs/distributed.md)."""
+    parser = argparse.ArgumentParser(prog="python -m trainer.train", description=__doc__)
+    parser.add_argument("dataset_dir")
+    parser.add_argument("run_dir")
+    parser.add_argument("--config", default=None)
+    parser.add_argument("--set", action="append", default=[], dest="overrides")
+    parser.add_argument("--verbose", type=int, default=2)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="twotower train: %(message)s")
+    try:
+        config = load_config(args.config, args.overrides)
+        summary = train(config, args.dataset_dir, args.run_dir, verbose=args.verbose)
+    except Exception as e:  # noqa: BLE001 - every failure becomes an exit code
+        failure = describe_error(e)
+        kind = "retryable" if failure["retryable"] else "permanent"
+        print(f"twotower train: {kind} error: {e}", file=sys.stderr, flush=True)
+        return failure["exit_code"]
+    print(f"trained {summary['epochs']} epochs in {summary['train_seconds']} s -> {args.run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

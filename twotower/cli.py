@@ -75,14 +75,6 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config, args.overrides)
 
 
-def _not_available(issue: str) -> Callable[[argparse.Namespace], int]:
-    def handler(args: argparse.Namespace) -> int:
-        print(f"twotower {args.command}: not available yet ({issue}).", file=sys.stderr)
-        return EXIT_USAGE
-
-    return handler
-
-
 _SIMULATOR_HELP = {
     "num_users": "users in the world",
     "num_items": "items in the corpus",
@@ -184,9 +176,31 @@ def _preprocess(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    if args.emit_tfjob:
+        from trainer.tfjob import TFJobSpec, emit_tfjob  # noqa: PLC0415
+
+        spec = TFJobSpec(
+            image=args.image,
+            replicas=args.replicas,
+            gpus=args.gpus,
+            config=args.pod_config,
+            dataset=args.data,
+            run_dir=args.run_dir,
+            namespace=args.namespace,
+            overrides=tuple(args.overrides),
+        )
+        return emit_tfjob(spec, apply=args.apply)
+    from trainer.distribute import exit_code  # noqa: PLC0415
     from trainer.train import train  # noqa: PLC0415
 
-    summary = train(_config(args), args.data, args.run_dir, verbose=args.verbose)
+    config = _config(args)  # config errors keep their exit code 1 and message
+    try:
+        summary = train(config, args.data, args.run_dir, verbose=args.verbose)
+    except (FileNotFoundError, FileExistsError, ValueError):
+        raise
+    except Exception as e:  # a lost peer is retryable (138); see docs/distributed.md
+        print(f"twotower train: {type(e).__name__}: {e}", file=sys.stderr)
+        return exit_code(e)
     print(f"trained {summary['epochs']} epochs in {summary['train_seconds']} s -> {args.run_dir}")
     return 0
 
@@ -275,6 +289,11 @@ def _bench(args: argparse.Namespace) -> int:
         sizes = tuple(int(n) for n in args.sizes.split(",") if n)
         benchmark_pipeline(sizes, os.path.join(args.output, "pipeline"))
         return 0
+    if args.name == "distributed":
+        from trainer.bench_distributed import benchmark_distributed  # noqa: PLC0415
+
+        benchmark_distributed(os.path.join(args.output, "distributed"), epochs=args.epochs)
+        return 0
     if args.name == "serving":
         import dataclasses  # noqa: PLC0415
 
@@ -294,7 +313,7 @@ def _bench(args: argparse.Namespace) -> int:
 
         benchmark_negatives(args.output, datasets=datasets, seeds=seeds, epochs=args.epochs)
         return 0
-    return _not_available("this benchmark comes with its issue")(args)
+    raise AssertionError(f"unhandled benchmark {args.name}")  # argparse restricts the names
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -357,6 +376,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         choices=(0, 1, 2),
         help="Keras verbosity: 1 progress bar, 2 one line per epoch",
+    )
+    tfjob = sub.add_argument_group(
+        "cluster (Kubeflow TFJob; with --emit-tfjob, --data and --run-dir are paths in the pods)"
+    )
+    tfjob.add_argument(
+        "--emit-tfjob",
+        action="store_true",
+        help="print a TFJob manifest for this training instead of training",
+    )
+    tfjob.add_argument("--image", default="", help="trainer image, pinned by tag or digest")
+    tfjob.add_argument("--replicas", type=int, default=2, help="worker pods (worker 0 is chief)")
+    tfjob.add_argument("--gpus", type=int, default=1, help="GPUs per worker (0: CPU workers)")
+    tfjob.add_argument(
+        "--pod-config", default="/data/config.yaml", help="config file path inside the pods"
+    )
+    tfjob.add_argument("--namespace", default="default", help="Kubernetes namespace")
+    tfjob.add_argument(
+        "--apply", action="store_true", help="also run `kubectl apply -f -` with the manifest"
     )
 
     sub = command(

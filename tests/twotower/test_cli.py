@@ -66,3 +66,34 @@ def test_console_script_entry_point():
     )
     assert done.returncode == 0
     assert done.stdout.startswith("twotower ")
+
+
+def test_train_emits_a_tfjob_instead_of_training(capsys):
+    code = cli.main(
+        [
+            "train",
+            "--emit-tfjob",
+            "--image",
+            "registry.example/twotower:0.1.0",
+            "--data",
+            "/data/dataset",
+            "--run-dir",
+            "/data/runs/a",
+            "--replicas",
+            "3",
+            "--set",
+            "training.epochs=3",
+        ]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "kind: TFJob" in out and "replicas: 3" in out
+    assert "training.epochs=3" in out and "registry.example/twotower:0.1.0" in out
+
+
+def test_tfjob_refuses_an_unpinned_image(capsys):
+    code = cli.main(
+        ["train", "--emit-tfjob", "--image", "twotower:latest", "--data", "d", "--run-dir", "r"]
+    )
+    assert code == 1
+    assert "image" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from typing import Any
 import tensorflow as tf
 
 from trainer.negatives.candidates import Batch, Candidates
+from trainer.negatives.queue import gather_across_replicas
 from trainer.negatives.source import NegativeSource
 
 CORRECTIONS = ("none", "static", "streaming")
@@ -21,6 +22,11 @@ class InBatchNegatives(NegativeSource):
         (`item_probabilities`, from the dataset's item_frequency.tsv);
       "streaming": the streaming frequency estimate of Yi et al. (Algorithm 2), 1/B_j,
         updated every training step.
+
+    Under several replicas the streaming estimator always counts the global batch.
+    `cross_replica` makes the candidates the global batch's positives too (all-gathered,
+    gradients flow back to the replica that encoded them), as one worker with the
+    global batch would see them; otherwise each replica uses its own rows.
     """
 
     def __init__(
@@ -29,6 +35,7 @@ class InBatchNegatives(NegativeSource):
         item_probabilities: dict[str, float] | None = None,
         frequency_buckets: int = 1_000_003,
         frequency_alpha: float = 0.01,
+        cross_replica: bool = False,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -40,6 +47,7 @@ class InBatchNegatives(NegativeSource):
         self._item_probabilities = dict(item_probabilities or {})
         self._frequency_buckets = frequency_buckets
         self._frequency_alpha = frequency_alpha
+        self._cross_replica = cross_replica
         self.corrected = correction != "none"
         self._table = None
         self._estimator = None
@@ -59,24 +67,40 @@ class InBatchNegatives(NegativeSource):
                 num_buckets=frequency_buckets, alpha=frequency_alpha, name="frequency"
             )
 
+    def _candidates(self, values: tf.Tensor) -> tf.Tensor:
+        if not self._cross_replica:
+            return values
+        gathered = gather_across_replicas(values)
+        context = tf.distribute.get_replica_context()
+        if context is None or context.num_replicas_in_sync == 1:
+            return gathered
+        # This replica's rows first: the diagonal stays each row's own positive.
+        shift = tf.cast(context.replica_id_in_sync_group, tf.int32) * tf.shape(values)[0]
+        return tf.roll(gathered, -shift, axis=0)
+
     def sample(self, batch: Batch) -> Candidates:
         return Candidates(
             name=self.name,
             group="other",
-            ids=batch.positive_ids,
-            embeddings=batch.positive,
+            ids=self._candidates(batch.positive_ids),
+            embeddings=self._candidates(batch.positive),
             exclude_diagonal=True,
         )
 
     def expected_count(self, ids: tf.Tensor, batch: Batch) -> tf.Tensor:
+        local = tf.cast(tf.shape(batch.positive_ids)[0], tf.float32)
+        context = tf.distribute.get_replica_context()
+        replicas = 1 if context is None else context.num_replicas_in_sync
         if self._table is not None:
-            size = tf.cast(tf.shape(batch.positive_ids)[0], tf.float32)
+            size = local * replicas if self._cross_replica else local
             return self._table.lookup(ids) * size
-        return self._estimator.probability(ids)
+        # The estimator counts global batches; a replica's own rows are 1/replicas of one.
+        share = 1.0 if self._cross_replica else 1.0 / replicas
+        return self._estimator.probability(ids) * share
 
     def update(self, batch: Batch) -> None:
         if self._estimator is not None:
-            self._estimator.update(batch.positive_ids)
+            self._estimator.update(gather_across_replicas(batch.positive_ids))
 
     def get_config(self) -> dict[str, Any]:
         return {
@@ -85,4 +109,5 @@ class InBatchNegatives(NegativeSource):
             "item_probabilities": self._item_probabilities,
             "frequency_buckets": self._frequency_buckets,
             "frequency_alpha": self._frequency_alpha,
+            "cross_replica": self._cross_replica,
         }

@@ -15,7 +15,22 @@ def gather_across_replicas(values: tf.Tensor) -> tf.Tensor:
     context = tf.distribute.get_replica_context()
     if context is None or context.num_replicas_in_sync == 1:
         return values
-    return context.all_gather(values, axis=0)
+    if values.dtype != tf.string:
+        return context.all_gather(values, axis=0)
+    # Collective all-gathers (MultiWorkerMirroredStrategy) take numbers only: send each
+    # id's bytes, padded to the longest id of the global batch, and join them back.
+    chars = tf.strings.bytes_split(values)
+    codes = chars.with_flat_values(
+        tf.cast(tf.reshape(tf.io.decode_raw(chars.flat_values, tf.uint8), [-1]), tf.int32)
+    )
+    lengths = context.all_gather(codes.row_lengths(), axis=0)
+    width = tf.reduce_max(tf.concat([lengths, [0]], 0))
+    dense = codes.to_tensor(0, shape=tf.stack([tf.shape(values, out_type=tf.int64)[0], width]))
+    gathered = tf.RaggedTensor.from_tensor(context.all_gather(dense, axis=0), lengths=lengths)
+    byte = tf.constant([bytes([i]) for i in range(256)])
+    return tf.strings.reduce_join(
+        gathered.with_flat_values(tf.gather(byte, gathered.flat_values)), axis=1
+    )
 
 
 @tf.keras.utils.register_keras_serializable(package="twotower")

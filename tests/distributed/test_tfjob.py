@@ -1,0 +1,117 @@
+"""k8s/training: the TFJob and its renderer, Kubernetes schemas, security settings.
+
+Schemas: `kubernetes-validate` knows core kinds only, so the TFJob's Worker pod template
+is validated as a core Pod, and the TFJob's own fields are checked here. Security: our
+own check; Checkov reads no pod template inside a TFJob (a custom resource), so it would
+pass it without checking anything.
+"""
+
+import os
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from trainer.tfjob import TFJobSpec, emit_tfjob, render_tfjob, tfjob_yaml
+
+ROOT = os.path.realpath(os.path.join(os.path.dirname(__file__), "..", "..", "k8s", "training"))
+IMAGE = "registry.example.com/twotower-trainer:0.1.0"
+
+
+def _load(name: str) -> dict:
+    with open(os.path.join(ROOT, name)) as f:
+        return yaml.safe_load(f)
+
+
+def _pod(tfjob: dict) -> dict:
+    template = tfjob["spec"]["tfReplicaSpecs"]["Worker"]["template"]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "worker-0"}, **template}
+
+
+SPECS = [
+    TFJobSpec(image=IMAGE),
+    TFJobSpec(image=IMAGE, replicas=4, gpus=8, overrides=("training.lr_scaling=sqrt",)),
+    TFJobSpec(image=IMAGE, replicas=1, gpus=0, namespace="ml"),
+]
+
+
+def test_checked_in_manifest_is_the_rendered_default():
+    assert _load("tfjob.yaml") == render_tfjob(TFJobSpec(image=IMAGE))
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=["default", "4x8gpu", "cpu"])
+def test_worker_pod_matches_the_kubernetes_schema(spec):
+    version = kubernetes_validate.utils.latest_version()
+    kubernetes_validate.validate(_pod(render_tfjob(spec)), version, strict=True)
+
+
+def test_shared_volume_claim_matches_the_kubernetes_schema():
+    claim = _load("data-pvc.yaml")
+    kubernetes_validate.validate(claim, kubernetes_validate.utils.latest_version(), strict=True)
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    pod = _pod(_load("tfjob.yaml"))["spec"]
+    assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=["default", "4x8gpu", "cpu"])
+def test_tfjob_fields_follow_the_training_operator(spec):
+    job = render_tfjob(spec)
+    assert (job["apiVersion"], job["kind"]) == ("kubeflow.org/v1", "TFJob")
+    assert job["spec"]["runPolicy"]["backoffLimit"] == spec.backoff_limit
+    worker = job["spec"]["tfReplicaSpecs"]["Worker"]
+    assert worker["replicas"] == spec.replicas and worker["restartPolicy"] == "ExitCode"
+    (container,) = worker["template"]["spec"]["containers"]
+    assert container["name"] == "tensorflow"  # the operator injects TF_CONFIG here
+    assert container["ports"] == [{"name": "tfjob-port", "containerPort": 2222}]
+    limits = container["resources"]["limits"]
+    assert limits.get("nvidia.com/gpu", 0) == spec.gpus
+    assert container["command"][:3] == ["python", "-m", "trainer.train"]
+    assert all(o in container["command"] for o in spec.overrides)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=["default", "4x8gpu", "cpu"])
+def test_worker_pods_run_locked_down(spec):
+    pod = render_tfjob(spec)["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]
+    context = pod["securityContext"]
+    assert context["runAsNonRoot"] is True and context["runAsUser"] >= 10000
+    assert context["seccompProfile"]["type"] == "RuntimeDefault"
+    assert pod["automountServiceAccountToken"] is False
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for container in pod["containers"]:
+        security = container["securityContext"]
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["readOnlyRootFilesystem"] is True
+        assert security["privileged"] is False and security["capabilities"]["drop"] == ["ALL"]
+        for kind in ("requests", "limits"):
+            assert {"cpu", "memory"} <= set(container["resources"][kind])
+        assert ":latest" not in container["image"]
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        assert "emptyDir" in volumes[mounts["/tmp"]]  # a read-only root needs a writable /tmp
+        assert "persistentVolumeClaim" in volumes[mounts["/data"]]
+
+
+def test_dockerfile_runs_as_the_pods_non_root_user():
+    with open(os.path.join(ROOT, "Dockerfile")) as f:
+        lines = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    assert lines[0].startswith("FROM tensorflow/tensorflow:2.20.0")
+    assert "USER 10001:10001" in lines
+
+
+@pytest.mark.parametrize("image", ["trainer", "trainer:latest", ""])
+def test_unpinned_image_is_refused(image):
+    with pytest.raises(ValueError, match="pinned"):
+        TFJobSpec(image=image)
+
+
+def test_emit_prints_and_applies_with_kubectl(tmp_path, capsys):
+    fake = tmp_path / "kubectl"
+    received = tmp_path / "applied.yaml"
+    fake.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/args\ncat > {received}\n')
+    fake.chmod(0o755)
+    spec = TFJobSpec(image=IMAGE, replicas=3)
+    assert emit_tfjob(spec) == 0
+    assert yaml.safe_load(capsys.readouterr().out) == render_tfjob(spec)
+    assert emit_tfjob(spec, apply=True, kubectl=str(fake)) == 0
+    assert (tmp_path / "args").read_text().split() == ["apply", "-f", "-"]
+    assert received.read_text() == tfjob_yaml(spec)
+    assert emit_tfjob(spec, apply=True, kubectl=str(tmp_path / "missing")) == 1

@@ -1,0 +1,59 @@
+"""One training worker for the distributed tests: `trainer.train.train` plus a callback
+that records, after every step, the loss, a fingerprint of the weights and the queue.
+
+Usage: worker_main.py DATASET RUN_DIR RECORD_JSON [section.key=value ...]
+Env: SLOW_STEP_SECONDS sleeps after each step (so a test can kill a worker mid-epoch).
+"""
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+
+import twotower  # noqa: F401  (Keras 2 before TensorFlow)
+from trainer.distribute import exit_code
+from trainer.negatives.queue import QueueNegatives
+from trainer.train import main, train
+from twotower.config import load_config
+
+
+class Recorder(tf.keras.callbacks.Callback):
+    def __init__(self, path: str):
+        super().__init__()
+        self._path = path
+        self._steps = []
+        self._slow = float(os.environ.get("SLOW_STEP_SECONDS", "0"))
+
+    def on_train_batch_end(self, batch, logs=None):
+        queue = next(s for s in self.model.sources if isinstance(s, QueueNegatives))
+        ids, _ = queue._ids.contents(0)
+        embeddings, _ = queue._embeddings.contents(0)
+        weights = [np.asarray(v.numpy(), np.float64) for v in self.model.trainable_variables]
+        self._steps.append(
+            {
+                "loss": float(logs["loss"]),
+                "weights": [float(w.sum()) for w in weights],
+                "weights_abs": float(sum(np.abs(w).sum() for w in weights)),
+                "queue_ids": [i.decode() for i in ids.numpy()],
+                "queue_embeddings": embeddings.numpy().round(6).tolist(),
+            }
+        )
+        with open(self._path, "w") as f:
+            json.dump(self._steps, f)
+        if self._slow:
+            time.sleep(self._slow)
+
+
+if __name__ == "__main__":
+    dataset, run_dir, record, *overrides = sys.argv[1:]
+    if record == "-":  # the real entry point, for exit codes
+        sys.exit(main([dataset, run_dir, "--verbose", "0", *[f"--set={o}" for o in overrides]]))
+    config = load_config(overrides=overrides)
+    try:
+        train(config, dataset, run_dir, verbose=0, callbacks=[Recorder(record)])
+    except Exception as e:  # noqa: BLE001 - the exit code is what the tests check
+        print(f"worker failed: {e}", file=sys.stderr)
+        sys.exit(exit_code(e))
