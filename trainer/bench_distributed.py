@@ -10,30 +10,21 @@ workers run only the CLRec queue's per-step gathers (embeddings and ids).
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from trainer.distribute import free_ports
+
 RESULT_FILE = "distributed.json"
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def _ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def _launch(args: list[str], workers: int) -> list[str]:
     """Runs `python -m <args>` as `workers` processes (TF_CONFIG when more than one)."""
-    ports = _ports(workers)
+    ports = free_ports(workers)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": _ROOT}
     env.pop("TF_CONFIG", None)
     processes = []

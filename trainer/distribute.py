@@ -353,3 +353,14 @@ def exit_code(error: BaseException) -> int:
 def describe_error(error: BaseException) -> dict[str, Any]:
     code = exit_code(error)
     return {"exit_code": code, "retryable": code != EXIT_BAD_INPUT, "error": str(error)}
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` TCP ports free on localhost now, for a local multi-worker TF_CONFIG."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports

@@ -2,9 +2,10 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
+
+from trainer.distribute import free_ports
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker_main.py")
@@ -25,16 +26,6 @@ TINY = [
     "training.backup_every_steps=2",
     "training.cluster_timeout_seconds=60",
 ]
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def tf_config(ports: list[int], index: int) -> str:
