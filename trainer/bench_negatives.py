@@ -29,7 +29,7 @@ def variants(epochs: int, batch_size: int = 512) -> dict[str, list[str]]:
         ],
         "clrec_queue_embeddings": [*CLREC, queue],
         "clrec_queue_ids": [*CLREC, queue, "negatives.queue_mode=ids"],
-        "multi_clrec": [*CLREC, queue, "negatives.intentions=4"],
+        "multi_clrec_ids": [*CLREC, queue, "negatives.queue_mode=ids", "negatives.intentions=4"],
         "cluster_1:15": ["negatives.cluster=15", "negatives.cluster_random=1"],
         "static+cluster+uma2_ipw": [
             "negatives.cluster=15",

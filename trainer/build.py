@@ -58,6 +58,7 @@ def build_sources(
     candidate: CandidateTower,
     batch_size: int,
     seed: int = 0,
+    similarity: str = "dot",
 ) -> list[NegativeSource]:
     """The negative sources `negatives` asks for, in a fixed order."""
     dim = candidate.get_config()["output_dim"]
@@ -99,6 +100,9 @@ def build_sources(
             max(1, queue_size // negatives.intentions),
             dim,
             candidate.get_config()["embedding_dim"],
+            mode=negatives.queue_mode,
+            temperature=negatives.temperature if similarity == "cosine" else 1.0,
+            cosine=similarity == "cosine",
             seed=seed,
             name="intention_queues",
         )
@@ -159,7 +163,12 @@ def build_model(config: Config, dataset: Dataset) -> TwoTowerModel:
         query,
         candidate,
         sources=build_sources(
-            negatives, dataset, candidate, config.training.batch_size, config.training.seed
+            negatives,
+            dataset,
+            candidate,
+            config.training.batch_size,
+            config.training.seed,
+            model.similarity,
         ),
         loss=negatives.loss,
         similarity=model.similarity,

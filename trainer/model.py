@@ -131,7 +131,9 @@ class TwoTowerModel(tfrs.Model):
             compute_metrics=False,
         )
 
-    def _apply_corrections(self, batch: Batch, candidates: list[Candidates]) -> tf.Tensor | None:
+    def _apply_corrections(
+        self, batch: Batch, sampled: list[tuple[NegativeSource, Candidates]]
+    ) -> tf.Tensor | None:
         """Sets each corrected source's log_q to the mixture proposal; returns the positive's."""
         corrected = [s for s in self.sources if s.corrected]
         if not corrected:
@@ -141,7 +143,7 @@ class TwoTowerModel(tfrs.Model):
             counts = tf.add_n([s.expected_count(ids, batch) for s in corrected])
             return tf.math.log(counts + _EPSILON)
 
-        for source, candidate in zip(self.sources, candidates, strict=True):
+        for source, candidate in sampled:
             if source.corrected:
                 candidate.log_q = log_q(candidate.ids)
         return log_q(batch.positive_ids)
@@ -207,8 +209,11 @@ class TwoTowerModel(tfrs.Model):
             self.candidate_tower.item_index,
             training,
         )
-        candidates = [source.sample(batch) for source in self.sources]
-        positive_log_q = self._apply_corrections(batch, candidates)
+        # A source that adds a loss of its own (Multi-CLRec) may contribute no candidates.
+        sampled = [(source, source.sample(batch)) for source in self.sources]
+        sampled = [(source, c) for source, c in sampled if c is not None]
+        candidates = [c for _, c in sampled]
+        positive_log_q = self._apply_corrections(batch, sampled)
         total = tf.constant(0.0)
         if self.recall_head is not None:
             groups = {c.group: c for c in candidates if c.group in ("A", "B", "C")}
@@ -240,6 +245,11 @@ class TwoTowerModel(tfrs.Model):
             main = tf.add_n([tf.reduce_sum(t) for t in terms.values()])
         self._track("loss_main", main)
         total += main
+        for source in self.sources:
+            extra = source.extra_loss(batch)
+            if extra is not None:
+                self._track(f"loss_{source.name}", extra)
+                total += extra
         if self._mimic_weight and self.query_tower.augmented_vector(features) is not None:
             total += self._mimic_loss(features, batch)
         if training:

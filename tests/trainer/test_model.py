@@ -109,7 +109,7 @@ def test_mixed_negatives_share_the_mixture_proposal():
         True,
     )
     candidates = [s.sample(batch) for s in sources]
-    positive_log_q = model._apply_corrections(batch, candidates)
+    positive_log_q = model._apply_corrections(batch, list(zip(sources, candidates, strict=True)))
     # expected count = 3 rows × click share + 6 uniform draws / 3 items
     # i1: 3·0.5 + 2 = 3.5; i3: 3·0.25 + 2 = 2.75; i2 (never clicked -> 0.25): 2.75
     np.testing.assert_allclose(positive_log_q.numpy(), np.log([3.5, 2.75, 3.5]), rtol=1e-5)

@@ -1,29 +1,43 @@
-"""IntentionQueueNegatives: Multi-CLRec's per-intention queues."""
+"""IntentionQueueNegatives: Multi-CLRec's intention queues and user intention vectors."""
 
 from typing import Any
 
 import tensorflow as tf
 
-from trainer.negatives.candidates import Batch, Candidates
+from trainer.negatives.candidates import Batch
 from trainer.negatives.item_queue import ItemQueue
 from trainer.negatives.queue import gather_across_replicas
 from trainer.negatives.source import NegativeSource
 
+_MASKED = -1e9
+
 
 @tf.keras.utils.register_keras_serializable(package="twotower")
 class IntentionQueueNegatives(NegativeSource):
-    """H intention queues beside CLRec's main queue (Multi-CLRec, Zhou et al. 2021).
+    """H intention queues and H user intention vectors (Multi-CLRec, Zhou et al. 2021).
 
     An item's intention is the prototype its category (cluster) embedding is closest to:
     `argmax_h <c_h, stop_gradient(category_embedding(item))>`, with H fixed random
     prototypes, so items of related categories share a queue as category embeddings
-    train. A clicked item is enqueued into its intention's queue; each row's negatives
-    are the queue of its positive's intention: same-intention, harder than the main
-    queue. Cached embeddings, no correction (as the main queue).
+    train. Each user has H intention vectors `u_h = W_h u` (trainable projections of the
+    query embedding). For a click on an item of intention h, the source adds its own
+    contrastive loss: `u_h · v⁺` against the items of queue h (same intention, harder than
+    the main queue), uncorrected like CLRec's queue. The queue holds ids re-encoded each
+    step (`mode="ids"`) or cached embeddings (`mode="embeddings"`, cheaper, and unstable on
+    MovieLens-100K; see docs/negatives.md). It adds no candidates to the shared loss.
     """
 
     def __init__(
-        self, intentions: int, size: int, dim: int, category_dim: int, seed: int = 0, **kwargs: Any
+        self,
+        intentions: int,
+        size: int,
+        dim: int,
+        category_dim: int,
+        mode: str = "ids",
+        temperature: float = 1.0,
+        cosine: bool = False,
+        seed: int = 0,
+        **kwargs: Any,
     ):
         super().__init__(count=size, **kwargs)
         if intentions < 1:
@@ -31,12 +45,23 @@ class IntentionQueueNegatives(NegativeSource):
         self._intentions = intentions
         self._dim = dim
         self._category_dim = category_dim
+        self._mode = mode
+        self._temperature = temperature
+        self._cosine = cosine
         self._seed = seed
         self._prototypes = tf.constant(
             tf.random.stateless_normal([intentions, category_dim], seed=[seed, 7])
         )
         self._ids = ItemQueue(size, mode="ids", num_queues=intentions, name="ids")
-        self._embeddings = ItemQueue(size, dim, num_queues=intentions, name="embeddings")
+        self._embeddings = (
+            ItemQueue(size, dim, num_queues=intentions, name="embeddings")
+            if mode == "embeddings"
+            else None
+        )
+        self._projections = [
+            tf.keras.layers.Dense(dim, use_bias=False, name=f"intention_{h}")
+            for h in range(intentions)
+        ]
         self.category_embedding = None  # set by the model builder: ids -> [.., category_dim]
 
     def intention(self, item_ids: tf.Tensor) -> tf.Tensor:
@@ -44,24 +69,38 @@ class IntentionQueueNegatives(NegativeSource):
         category = tf.stop_gradient(self.category_embedding(item_ids))
         return tf.argmax(tf.matmul(category, self._prototypes, transpose_b=True), axis=1)
 
-    def sample(self, batch: Batch) -> Candidates:
+    def intention_vectors(self, query: tf.Tensor) -> tf.Tensor:
+        """`[batch, H, dim]` user intention vectors."""
+        vectors = tf.stack([projection(query) for projection in self._projections], axis=1)
+        return tf.math.l2_normalize(vectors, axis=-1) if self._cosine else vectors
+
+    def sample(self, batch: Batch) -> None:
+        return None
+
+    def extra_loss(self, batch: Batch) -> tf.Tensor:
         which = self.intention(batch.positive_ids)
-        ids, valid = self._ids.all_contents()
-        embeddings, _ = self._embeddings.all_contents()
-        return Candidates(
-            self.name,
-            "other",
-            tf.gather(ids, which),
-            tf.gather(embeddings, which),
-            valid=tf.gather(valid, which),
-        )
+        user = tf.gather(self.intention_vectors(batch.query), which, batch_dims=1)  # [B, d]
+        all_ids, all_valid = self._ids.all_contents()  # [H, size]
+        if self._embeddings is not None:
+            all_negatives = self._embeddings.all_contents()[0]
+        else:  # each queue item is encoded once, then shared by the rows of its intention
+            all_negatives = batch.encode(all_ids)
+        ids, valid = tf.gather(all_ids, which), tf.gather(all_valid, which)  # [B, size]
+        negatives = tf.gather(all_negatives, which)  # [B, size, dim]
+        positive = tf.reduce_sum(user * batch.positive, axis=1, keepdims=True)
+        logits = tf.einsum("bd,bnd->bn", user, negatives)
+        mask = tf.logical_and(valid, tf.not_equal(ids, tf.expand_dims(batch.positive_ids, 1)))
+        logits = tf.concat([positive, tf.where(mask, logits, _MASKED)], 1) / self._temperature
+        return tf.reduce_sum(tf.reduce_logsumexp(logits, axis=1) - logits[:, 0])
 
     def update(self, batch: Batch) -> None:
         ids = gather_across_replicas(batch.positive_ids)
-        positive = gather_across_replicas(tf.stop_gradient(batch.positive))
         which = self.intention(ids)
         self._ids.enqueue(ids, which)
-        self._embeddings.enqueue(positive, which)
+        if self._embeddings is not None:
+            self._embeddings.enqueue(
+                gather_across_replicas(tf.stop_gradient(batch.positive)), which
+            )
 
     def get_config(self) -> dict[str, Any]:
         config = {
@@ -70,6 +109,9 @@ class IntentionQueueNegatives(NegativeSource):
             "size": self._count,
             "dim": self._dim,
             "category_dim": self._category_dim,
+            "mode": self._mode,
+            "temperature": self._temperature,
+            "cosine": self._cosine,
             "seed": self._seed,
         }
         config.pop("count")

@@ -24,8 +24,13 @@ class NegativeSource(tf.keras.layers.Layer):
             raise ValueError(f"{self.name}: count must be >= 0, got {count}")
         self._count = count
 
-    def sample(self, batch: Batch) -> Candidates:
+    def sample(self, batch: Batch) -> Candidates | None:
+        """This step's candidates for the shared loss; None if the source adds none."""
         raise NotImplementedError
+
+    def extra_loss(self, batch: Batch) -> tf.Tensor | None:
+        """A loss term of the source's own, added to the model's (default: none)."""
+        return None
 
     def update(self, batch: Batch) -> None:
         """Updates the source's state after a training step's loss (default: none)."""

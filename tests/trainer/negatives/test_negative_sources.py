@@ -103,21 +103,31 @@ def test_queue_ids_mode_reencodes():
     np.testing.assert_allclose(candidates.embeddings.numpy(), [[4, 1], [5, 1]])
 
 
-def test_intention_queues_route_by_category():
+def _category(ids):
+    """Category embedding: items a, b, c point one way, d, e, f the other."""
+    abc = tf.reshape(tf.strings.regex_full_match(ids, "[abc]"), [-1, 1])
+    return tf.where(abc, tf.constant([[1.0, 0.0]]), tf.constant([[-1.0, 0.0]]))
+
+
+def test_intention_queues_route_by_category_and_score_with_intention_vectors():
     source = IntentionQueueNegatives(intentions=2, size=4, dim=2, category_dim=2, seed=0)
-    # Category embedding: items a, b, c point one way, d, e, f the other.
-    source.category_embedding = lambda ids: tf.where(
-        tf.reshape(tf.strings.regex_full_match(ids, "[abc]"), [-1, 1]),
-        tf.constant([[1.0, 0.0]]),
-        tf.constant([[-1.0, 0.0]]),
-    )
+    source.category_embedding = _category
+    assert source.sample(_batch(["a"])) is None  # it adds a loss of its own, no candidates
     source.update(_batch(["a", "d", "b", "e"]))
-    candidates = source.sample(_batch(["c", "f"]))
-    rows = [
-        set(r[v].astype(str))
-        for r, v in zip(candidates.ids.numpy(), candidates.valid.numpy(), strict=True)
-    ]
-    assert rows == [{"a", "b"}, {"d", "e"}]  # each row sees its positive's intention queue
+    ids, valid = source._ids.all_contents()
+    queues = [set(r[v].astype(str)) for r, v in zip(ids.numpy(), valid.numpy(), strict=True)]
+    assert sorted(queues, key=sorted) == [{"a", "b"}, {"d", "e"}]
+    batch = _batch(["c", "f"])
+    which = source.intention(batch.positive_ids).numpy()
+    vectors = source.intention_vectors(batch.query).numpy()  # query rows are [1, 1]
+    loss = 0.0
+    for row, positive in enumerate(["c", "f"]):
+        user = vectors[row, which[row]]
+        # item k embeds as [k, 1]; the row's negatives are its positive's intention queue
+        own = [i for i in ("a", "b", "d", "e") if (i in "ab") == (positive in "abc")]
+        logits = [user @ [CODES[positive], 1]] + [user @ [CODES[i], 1] for i in own]
+        loss += np.log(np.exp(logits).sum()) - logits[0]
+    np.testing.assert_allclose(source.extra_loss(batch).numpy(), loss, rtol=1e-5)
 
 
 def test_cluster_negatives_come_from_the_positives_cluster():
