@@ -139,6 +139,7 @@ def build_model(config: Config, dataset: Dataset) -> TwoTowerModel:
         "hidden_units": model.hidden_units,
         "output_dim": model.output_dim,
         "augmented": model.tower == "dat",
+        "num_oov_buckets": dataset.num_oov_buckets,
     }
     query = QueryTower(
         user_vocabulary=dataset.vocabularies.get("user_id", []),

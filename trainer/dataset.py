@@ -38,6 +38,11 @@ class Dataset:
     def user_features(self) -> list[str]:
         return list(self.manifest["user_features"])
 
+    @property
+    def num_oov_buckets(self) -> int:
+        """Out-of-vocabulary buckets per vocabulary, as preprocessing documented them."""
+        return int(self.manifest.get("options", {}).get("num_oov_buckets", 1))
+
     def item_probabilities(self) -> dict[str, float]:
         """Each trained-on item's share of the training clicks (item_frequency.tsv)."""
         counts = {}

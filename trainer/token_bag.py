@@ -12,19 +12,31 @@ PAD = ""
 class TokenBagEmbedding(tf.keras.layers.Layer):
     """Looks string tokens up in a vocabulary and averages their embeddings.
 
-    Index 0 is the padding token "" (masked out of the mean), index 1 the
-    out-of-vocabulary bucket, so unseen ids still get a (shared) embedding. The
+    Index 0 is the padding token "" (masked out of the mean), indices 1 … num_oov_buckets
+    the out-of-vocabulary buckets (a token hashes into one), so unseen ids still get an
+    embedding, as the dataset's manifest documents (docs/dataset.md). The
     vocabulary lives in the graph, so an exported tower takes raw strings.
     """
 
-    def __init__(self, vocabulary: Sequence[str], embedding_dim: int, **kwargs: Any):
+    def __init__(
+        self,
+        vocabulary: Sequence[str],
+        embedding_dim: int,
+        num_oov_buckets: int = 1,
+        **kwargs: Any,
+    ):
         super().__init__(**kwargs)
         if embedding_dim < 1:
             raise ValueError(f"embedding_dim must be positive, got {embedding_dim}")
+        if num_oov_buckets < 1:
+            raise ValueError(f"num_oov_buckets must be positive, got {num_oov_buckets}")
+        self._num_oov_buckets = num_oov_buckets
         self._vocabulary = [token for token in vocabulary if token != PAD]
         self._embedding_dim = embedding_dim
         self._lookup = tf.keras.layers.StringLookup(
-            vocabulary=self._vocabulary or ["<none>"], mask_token=PAD, num_oov_indices=1
+            vocabulary=self._vocabulary or ["<none>"],
+            mask_token=PAD,
+            num_oov_indices=num_oov_buckets,
         )
         self._embedding = tf.keras.layers.Embedding(
             self._lookup.vocabulary_size(), embedding_dim, name="embedding"
@@ -51,6 +63,7 @@ class TokenBagEmbedding(tf.keras.layers.Layer):
             **super().get_config(),
             "vocabulary": self._vocabulary,
             "embedding_dim": self._embedding_dim,
+            "num_oov_buckets": self._num_oov_buckets,
         }
 
 

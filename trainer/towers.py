@@ -27,11 +27,13 @@ class QueryTower(tf.keras.Model):
         hidden_units: Sequence[int],
         output_dim: int,
         augmented: bool = False,
+        num_oov_buckets: int = 1,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
         self._args = {
             "augmented": augmented,
+            "num_oov_buckets": num_oov_buckets,
             "user_vocabulary": list(user_vocabulary),
             "item_ids": list(item_ids),
             "user_feature_vocabularies": {k: list(v) for k, v in user_feature_vocabularies.items()},
@@ -39,10 +41,12 @@ class QueryTower(tf.keras.Model):
             "hidden_units": list(hidden_units),
             "output_dim": output_dim,
         }
-        self._user_id = TokenBagEmbedding(user_vocabulary, embedding_dim, name="user_id")
-        self._history = TokenBagEmbedding(item_ids, embedding_dim, name="history")
+        self._user_id = TokenBagEmbedding(
+            user_vocabulary, embedding_dim, num_oov_buckets, name="user_id"
+        )
+        self._history = TokenBagEmbedding(item_ids, embedding_dim, num_oov_buckets, name="history")
         self._features = {
-            name: TokenBagEmbedding(vocabulary, embedding_dim, name=f"user_{name}")
+            name: TokenBagEmbedding(vocabulary, embedding_dim, num_oov_buckets, name=f"user_{name}")
             for name, vocabulary in sorted(user_feature_vocabularies.items())
         }
         # DAT (Yu et al. 2021): a per-user augmented vector fed to the MLP, trained to mimic
@@ -90,6 +94,7 @@ class CandidateTower(tf.keras.Model):
         hidden_units: Sequence[int],
         output_dim: int,
         augmented: bool = False,
+        num_oov_buckets: int = 1,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -99,6 +104,7 @@ class CandidateTower(tf.keras.Model):
             )
         self._args = {
             "augmented": augmented,
+            "num_oov_buckets": num_oov_buckets,
             "item_ids": list(item_ids),
             "item_clusters": list(item_clusters),
             "item_features": {k: [list(t) for t in v] for k, v in item_features.items()},
@@ -106,7 +112,7 @@ class CandidateTower(tf.keras.Model):
             "hidden_units": list(hidden_units),
             "output_dim": output_dim,
         }
-        self._item_id = TokenBagEmbedding(item_ids, embedding_dim, name="item_id")
+        self._item_id = TokenBagEmbedding(item_ids, embedding_dim, num_oov_buckets, name="item_id")
         # Row 0 of each catalog table is the out-of-vocabulary item, row i+1 item i.
         self._item_index = tf.keras.layers.StringLookup(vocabulary=list(item_ids), mask_token=None)
         self._cluster_table = tf.constant([PAD] + list(item_clusters))
@@ -118,7 +124,9 @@ class CandidateTower(tf.keras.Model):
                 [[]] + [list(t) for t in tokens], dtype=tf.string
             ).to_tensor(PAD)
             vocabulary = sorted({t for row in tokens for t in row})
-            self._features[name] = TokenBagEmbedding(vocabulary, embedding_dim, name=f"item_{name}")
+            self._features[name] = TokenBagEmbedding(
+                vocabulary, embedding_dim, num_oov_buckets, name=f"item_{name}"
+            )
         self._augmented = (
             TokenBagEmbedding(item_ids, output_dim, name="augmented") if augmented else None
         )

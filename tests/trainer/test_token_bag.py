@@ -39,3 +39,12 @@ def test_config_round_trip_and_saved_model(tmp_path):
 def test_rejects_bad_dim():
     with pytest.raises(ValueError, match="embedding_dim"):
         TokenBagEmbedding(["a"], embedding_dim=0)
+
+
+def test_several_oov_buckets_spread_unknown_tokens():
+    layer = TokenBagEmbedding(["a"], embedding_dim=1, num_oov_buckets=3)
+    ids = layer._lookup(tf.constant([["a", "x1", "x2", "x3", "x4", ""]])).numpy()[0]
+    # 0 = padding, 1..3 = OOV buckets, 4 = "a"
+    assert ids[0] == 4 and ids[-1] == 0
+    assert set(ids[1:5]) <= {1, 2, 3} and len(set(ids[1:5])) > 1
+    assert TokenBagEmbedding.from_config(layer.get_config()).get_config()["num_oov_buckets"] == 3

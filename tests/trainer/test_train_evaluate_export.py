@@ -93,3 +93,17 @@ def test_export_versions_and_retriever_agree_with_the_model(run_dir):
     scores = [score for _, score in top]
     assert scores == sorted(scores, reverse=True)
     assert retriever.item_embeddings.shape == (30, 8)
+
+
+def test_towers_use_the_datasets_oov_buckets(tiny_logs, tmp_path):
+    from tests.conftest import run_preprocess
+    from trainer.build import build_model
+
+    run_preprocess(tmp_path / "ds", *tiny_logs, "data.num_oov_buckets=3")
+    dataset = load_dataset(str(tmp_path / "ds"))
+    model = build_model(load_config(), dataset)
+    assert dataset.num_oov_buckets == 3
+    assert model.query_tower.get_config()["num_oov_buckets"] == 3
+    vocabulary = len(dataset.vocabularies["user_id"])
+    # padding + 3 OOV buckets + the vocabulary
+    assert model.query_tower._user_id._lookup.vocabulary_size() == vocabulary + 4
