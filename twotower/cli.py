@@ -1,17 +1,16 @@
 """The `twotower` command: one subcommand per stage, each a thin layer over a library call.
 
-Exit codes follow the cluster's retry rules: 0 success, 1 bad input or config
-(permanent: retrying will not help), 2 usage errors and features not available yet.
+The arguments are defined here; `twotower/commands.py` holds the handlers. Exit codes
+follow the cluster's retry rules: 0 success, 1 bad input or config (permanent:
+retrying will not help), 2 usage errors.
 """
 
 import argparse
-import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 
-from twotower import __version__
-from twotower.config import Config, ConfigError, describe_options, load_config
+from twotower import __version__, commands
+from twotower.config import ConfigError, describe_options
 
 EXIT_BAD_INPUT = 1
 EXIT_USAGE = 2
@@ -61,20 +60,6 @@ def _add_beam_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _beam_args(args: argparse.Namespace) -> list[str]:
-    flags = [f"--runner={args.runner}"]
-    if args.runner == "DirectRunner":
-        flags += [
-            f"--direct_running_mode={args.direct_running_mode}",
-            f"--direct_num_workers={args.direct_num_workers}",
-        ]
-    return flags + list(args.beam_args)
-
-
-def _config(args: argparse.Namespace) -> Config:
-    return load_config(args.config, args.overrides)
-
-
 _SIMULATOR_HELP = {
     "num_users": "users in the world",
     "num_items": "items in the corpus",
@@ -110,220 +95,15 @@ def _add_simulator_options(parser: argparse.ArgumentParser) -> None:
         )
 
 
-def _simulate(args: argparse.Namespace) -> int:
-    import dataclasses  # noqa: PLC0415
-
-    from pipelines.simulator import SimulatorConfig, simulate  # noqa: PLC0415
-
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(SimulatorConfig)}
-    config = SimulatorConfig(**values)
-    try:
-        config.validate()
-    except ValueError as e:
-        raise ConfigError(str(e)) from e
-    summary = simulate(config, args.output, progress=True)
-    print(json.dumps(summary["counts"], indent=2))
-    return 0
-
-
-# Shortcuts for the most used data.* keys; each is the same as --set data.<key>=VALUE.
-_DATA_SHORTCUTS = {
-    "source": ("data.source", str, "input: movielens-100k, simulator or logs"),
-    "input": ("data.input", str, "request logs (files, globs) or the simulator folder"),
-    "catalog": ("data.catalog", str, "item catalog file(s)"),
-    "users": ("data.users", str, "optional user table"),
-    "format": ("data.format", str, "auto, jsonl, csv or parquet"),
-    "max_bad_fraction": ("data.max_bad_fraction", float, "fail above this dead-letter share"),
-    "num_a": ("data.num_a", int, "Space A negatives kept per positive"),
-    "num_b": ("data.num_b", int, "Space B negatives kept per positive"),
-    "history_length": ("data.history_length", int, "clicked items kept as history"),
-    "eval_from": ("data.eval_from", int, "time split: first eval timestamp"),
-}
-
-
 def _add_data_shortcuts(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data (shortcuts for --set data.KEY=VALUE)")
-    for name, (key, kind, help) in _DATA_SHORTCUTS.items():
+    for name, (key, kind, help) in commands.DATA_SHORTCUTS.items():
         group.add_argument(
             f"--{name.replace('_', '-')}",
             type=kind,
             default=None,
             help=f"{help} ({key}; default: the config's)",
         )
-
-
-def _data_overrides(args: argparse.Namespace) -> list[str]:
-    return [
-        f"{key}={getattr(args, name)}"
-        for name, (key, _, _) in _DATA_SHORTCUTS.items()
-        if getattr(args, name, None) is not None
-    ]
-
-
-def _preprocess(args: argparse.Namespace) -> int:
-    from pipelines.preprocess import preprocess  # noqa: PLC0415
-
-    args.overrides = [*args.overrides, *_data_overrides(args)]
-    manifest = preprocess(
-        _config(args), args.output, beam_args=_beam_args(args), overwrite=args.overwrite
-    )
-    print(
-        json.dumps(
-            {"splits": manifest["splits"], "reconciliation": manifest["reconciliation"]}, indent=2
-        )
-    )
-    return 0
-
-
-def _train(args: argparse.Namespace) -> int:
-    if args.emit_tfjob:
-        from trainer.tfjob import TFJobSpec, emit_tfjob  # noqa: PLC0415
-
-        spec = TFJobSpec(
-            image=args.image,
-            replicas=args.replicas,
-            gpus=args.gpus,
-            config=args.pod_config,
-            dataset=args.data,
-            run_dir=args.run_dir,
-            namespace=args.namespace,
-            overrides=tuple(args.overrides),
-        )
-        return emit_tfjob(spec, apply=args.apply)
-    from trainer.distribute import exit_code  # noqa: PLC0415
-    from trainer.train import train  # noqa: PLC0415
-
-    config = _config(args)  # config errors keep their exit code 1 and message
-    try:
-        summary = train(config, args.data, args.run_dir, verbose=args.verbose)
-    except (FileNotFoundError, FileExistsError, ValueError):
-        raise
-    except Exception as e:  # a lost peer is retryable (138); see docs/distributed.md
-        print(f"twotower train: {type(e).__name__}: {e}", file=sys.stderr)
-        return exit_code(e)
-    print(f"trained {summary['epochs']} epochs in {summary['train_seconds']} s -> {args.run_dir}")
-    return 0
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    from trainer.evaluate import evaluate_run  # noqa: PLC0415
-    from twotower.report import format_table  # noqa: PLC0415
-
-    result = evaluate_run(args.run_dir, on=args.on, ground_truth=args.ground_truth)
-    sets = {"logged eval clicks": result}
-    if "random_exposure" in result:
-        sets["random exposure"] = result["random_exposure"]
-    for title, part in sets.items():
-        rows = [{"method": name, **values} for name, values in part["methods"].items()]
-        last = result["ks"][-1]
-        columns = ["method", *(f"hit_rate@{k}" for k in result["ks"])]
-        columns += [f"recall@{last}", f"ndcg@{last}"]
-        if title == "random exposure":
-            columns.append(f"true_top_k_overlap@{last}")
-        columns += [f"aggregate_diversity@{last}", f"popularity_index@{last}"]
-        print(f"{title}: {part['num_users']} users, {result['num_items']} items")
-        print(format_table(rows, columns))
-        print()
-    print(f"saved {args.run_dir}/metrics.json and plots: {', '.join(result.get('plots', []))}")
-    return 0
-
-
-def _export(args: argparse.Namespace) -> int:
-    from serving.item_index import IndexConfig  # noqa: PLC0415
-    from trainer.export import ExportOptions, export_run  # noqa: PLC0415
-
-    index = IndexConfig(
-        kind=args.index,
-        num_leaves=args.num_leaves,
-        num_leaves_to_search=args.leaves_to_search,
-        reordering_num_neighbors=args.reorder,
-    )
-    options = ExportOptions(
-        index=index, retrieval_model=args.retrieval_model, warmup_requests=args.warmup_requests
-    )
-    manifest = export_run(args.run_dir, version=args.version, options=options)
-    tower = manifest["query_tower"]
-    print(
-        json.dumps(
-            {
-                "version": tower["latest"],
-                "versions": tower["versions"],
-                "inputs": list(tower["inputs"]),
-                "items": manifest["items"]["count"],
-                "index": manifest.get("index", {}).get("kind"),
-            },
-            indent=2,
-        )
-    )
-    return 0
-
-
-def _serve(args: argparse.Namespace) -> int:
-    from serving.retrieval_service import ServiceConfig  # noqa: PLC0415
-    from serving.service import serve  # noqa: PLC0415
-
-    config = ServiceConfig(
-        tf_serving=args.tf_serving,
-        model_name=args.model_name,
-        version=args.version,
-        reload_interval_s=args.reload_interval,
-        max_k=args.max_k,
-        max_batch=args.max_batch,
-        tf_serving_timeout_s=args.tf_serving_timeout,
-    )
-    serve(args.export_dir, args.host, args.port, config=config)
-    return 0
-
-
-def _bench(args: argparse.Namespace) -> int:
-    seeds = [int(s) for s in args.seeds.split(",") if s]
-    datasets = [d for d in args.datasets.split(",") if d]
-    if args.name == "uma2":
-        from trainer.bench_uma2 import benchmark_uma2  # noqa: PLC0415
-
-        benchmark_uma2(args.output, datasets=datasets, seeds=seeds, epochs=args.epochs)
-        return 0
-    if args.name == "pipeline":
-        from pipelines.benchmark import benchmark_pipeline  # noqa: PLC0415
-
-        sizes = tuple(int(n) for n in args.sizes.split(",") if n)
-        benchmark_pipeline(sizes, os.path.join(args.output, "pipeline"))
-        return 0
-    if args.name == "distributed":
-        from trainer.bench_distributed import benchmark_distributed  # noqa: PLC0415
-
-        benchmark_distributed(os.path.join(args.output, "distributed"), epochs=args.epochs)
-        return 0
-    if args.name == "serving":
-        import dataclasses  # noqa: PLC0415
-
-        from serving.benchmark import ServingBenchmarkConfig, benchmark_serving  # noqa: PLC0415
-
-        config = dataclasses.replace(
-            ServingBenchmarkConfig(),
-            num_items=args.num_items,
-            dim=args.dim,
-            k=args.k,
-            e2e_clients=args.clients,
-        )
-        benchmark_serving(config, output_dir=os.path.join(args.output, "serving"))
-        return 0
-    if args.name == "negatives":
-        from trainer.bench_negatives import benchmark_negatives  # noqa: PLC0415
-
-        benchmark_negatives(args.output, datasets=datasets, seeds=seeds, epochs=args.epochs)
-        return 0
-    raise AssertionError(f"unhandled benchmark {args.name}")  # argparse restricts the names
-
-
-def _demo(args: argparse.Namespace) -> int:
-    from twotower.demo import results_tables, run_demo  # noqa: PLC0415
-
-    results = run_demo(
-        _config(args), args.work_dir, beam_args=_beam_args(args), verbose=args.verbose
-    )
-    print(results_tables(results))
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -335,12 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     parser.add_argument("--version", action="version", version=f"twotower {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(
         name: str, help: str, handler: Callable[[argparse.Namespace], int], config: bool = True
     ) -> argparse.ArgumentParser:
-        sub = commands.add_parser(
+        sub = subcommands.add_parser(
             name,
             help=help,
             description=help,
@@ -355,19 +135,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command(
         "simulate",
         "simulate a logged multi-stage recommender with known truth",
-        _simulate,
+        commands.simulate,
         config=False,
     )
     sub.add_argument("--output", required=True, metavar="DIR", help="folder to write")
     _add_simulator_options(sub)
 
-    sub = command("preprocess", "request logs -> dataset directory (Beam)", _preprocess)
+    sub = command("preprocess", "request logs -> dataset directory (Beam)", commands.preprocess)
     sub.add_argument("--output", required=True, metavar="DIR", help="dataset directory to write")
     sub.add_argument("--overwrite", action="store_true", help="replace an existing output")
     _add_data_shortcuts(sub)
     _add_beam_options(sub)
 
-    sub = command("train", "dataset directory -> run directory (two-tower model)", _train)
+    sub = command("train", "dataset directory -> run directory (two-tower model)", commands.train)
     sub.add_argument("--data", required=True, metavar="DIR", help="dataset directory")
     sub.add_argument("--run-dir", required=True, metavar="DIR", help="run directory to write")
     sub.add_argument(
@@ -399,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command(
         "evaluate",
         "retrieval metrics of a trained run over the whole catalog",
-        _evaluate,
+        commands.evaluate,
         config=False,
     )
     sub.add_argument("run_dir", metavar="RUN_DIR", help="a finished training run")
@@ -418,7 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sub = command(
-        "export", "trained run -> query tower SavedModel + item embeddings", _export, config=False
+        "export",
+        "trained run -> query tower SavedModel + item embeddings",
+        commands.export,
+        config=False,
     )
     sub.add_argument("run_dir", metavar="RUN_DIR", help="a finished training run")
     sub.add_argument(
@@ -459,7 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="TF Serving warm-up requests built from eval users",
     )
 
-    sub = command("serve", "retrieval service over an export directory", _serve, config=False)
+    sub = command(
+        "serve", "retrieval service over an export directory", commands.serve, config=False
+    )
     sub.add_argument("export_dir", metavar="EXPORT_DIR", help="an export directory")
     sub.add_argument("--host", default="127.0.0.1", help="address to listen on")
     sub.add_argument("--port", type=int, default=8080, help="port to listen on")
@@ -495,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command(
         "bench",
         "benchmarks that print a table and save JSON (and a PNG)",
-        _bench,
+        commands.bench,
         config=False,
     )
     sub.add_argument(
@@ -520,7 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sub = command(
-        "demo", "MovieLens-100K end to end: preprocess, train, evaluate, export, retrieve", _demo
+        "demo",
+        "MovieLens-100K end to end: preprocess, train, evaluate, export, retrieve",
+        commands.demo,
     )
     sub.add_argument(
         "--work-dir",
