@@ -32,10 +32,11 @@ from serving import export_version as layout
 from serving.brute_force_index import BruteForceIndex
 from serving.item_index import IndexConfig, build_index, load_index
 from serving.query_features import batch_rows
-from serving.standard_ops import assert_standard_ops, saved_model_ops
+from serving.standard_ops import assert_standard_ops
 from serving.warmup import WARMUP_FILE, read_warmup_requests, write_warmup_requests
 from trainer.evaluate import eval_queries, item_embeddings
 from trainer.model import TwoTowerModel
+from trainer.retrieval_model import save_retrieval_model, validate_retrieval_model
 from trainer.train import load_run
 
 QUERY_TOWER_DIR = layout.QUERY_TOWER_DIR
@@ -93,71 +94,6 @@ def query_signature(model: TwoTowerModel) -> tf.types.experimental.ConcreteFunct
     return serve.get_concrete_function()
 
 
-def _save_retrieval_model(
-    path: str,
-    model: TwoTowerModel,
-    item_ids: list[str],
-    embeddings: np.ndarray,
-    options: ExportOptions,
-) -> dict[str, Any]:
-    """A TFRS top-K SavedModel: raw user features -> {"scores", "item_ids"} `[batch, k]`."""
-    import tensorflow_recommenders as tfrs  # noqa: PLC0415
-
-    k = min(options.retrieval_k, len(item_ids))
-    if options.retrieval_model == "scann":
-        config = options.index.resolved(len(item_ids))
-        leaves = config.num_leaves or max(1, min(len(item_ids) // 50, 100))
-        layer = tfrs.layers.factorized_top_k.ScaNN(
-            k=k,
-            num_leaves=leaves,
-            num_leaves_to_search=config.num_leaves_to_search or leaves,
-            dimensions_per_block=options.index.dimensions_per_block,
-            num_reordering_candidates=max(k, options.index.reordering_num_neighbors),
-        )
-    else:
-        layer = tfrs.layers.factorized_top_k.BruteForce(k=k)
-    layer.index(tf.constant(embeddings), tf.constant(item_ids))
-    signature = query_signature(model)
-    specs = signature.structured_input_signature[0][0]
-
-    @tf.function(input_signature=[specs])
-    def retrieve(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        scores, ids = layer(model.query_embeddings(features))
-        return {"scores": scores, "item_ids": ids}
-
-    module = tf.Module()
-    module.query_tower = model.query_tower
-    module.top_k = layer
-    tf.saved_model.save(
-        module,
-        path,
-        signatures={"serving_default": retrieve.get_concrete_function()},
-        options=tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]),
-    )
-    return {"kind": options.retrieval_model, "k": k, "outputs": ["scores", "item_ids"]}
-
-
-def _validate_retrieval_model(
-    staging: str, users: Mapping[str, tf.Tensor], exact: np.ndarray
-) -> dict[str, Any]:
-    """Top-K agreement of the reloaded retrieval SavedModel with exact search."""
-    path = os.path.join(staging, layout.RETRIEVAL_DIR)
-    if not os.path.exists(path):
-        return {}
-    from scann.scann_ops.py import scann_ops  # noqa: F401, PLC0415  (registers Scann* ops)
-
-    with open(os.path.join(staging, layout.ITEMS_DIR, layout.ITEM_IDS)) as f:
-        row = {line.rstrip("\n"): i for i, line in enumerate(f)}
-    top = tf.saved_model.load(path).signatures["serving_default"](**users)["item_ids"].numpy()
-    k = min(exact.shape[1], top.shape[1])
-    found = [{row[i.decode()] for i in ids[:k]} for ids in top]
-    recall = np.mean([len(f & set(e[:k])) / k for f, e in zip(found, exact, strict=True)])
-    return {
-        "retrieval_model_recall_vs_brute_force": float(recall),
-        "retrieval_model_ops": sorted(saved_model_ops(path) - set(dir(tf.raw_ops))),
-    }
-
-
 def _validate(
     staging: str,
     model: TwoTowerModel,
@@ -195,7 +131,7 @@ def _validate(
     index_diff = float(np.max(np.abs(np.where(found >= 0, scores - true_scores, 0.0))))
     result = {
         "users": len(trained),
-        **_validate_retrieval_model(staging, as_tensors, exact),
+        **validate_retrieval_model(staging, as_tensors, exact),
         "query_embedding_max_abs_diff": query_diff,
         "item_embedding_max_abs_diff": item_diff,
         "warmup_requests_replayed": len(warmup),
@@ -322,7 +258,9 @@ def _stage(
     retrieval = None
     if options.retrieval_model != "none":
         retrieval_dir = os.path.join(staging, layout.RETRIEVAL_DIR)
-        retrieval = _save_retrieval_model(retrieval_dir, model, item_ids, embeddings, options)
+        retrieval = save_retrieval_model(
+            retrieval_dir, model, item_ids, embeddings, options, query_signature(model)
+        )
 
     validation = _validate(staging, model, embeddings, features, options)
     return {
