@@ -158,6 +158,7 @@ def _score_query_set(
     ks: list[int],
     exclude: bool,
     seed: int,
+    ann_index: Any = None,
 ) -> dict[str, Any]:
     empty = _pad([[] for _ in queries.users])
     inputs = {
@@ -188,12 +189,18 @@ def _score_query_set(
         ),
         "random": lambda rows: random_scores[rows],
     }
-    methods, rankings = {}, {}
-    for name, scorer in scorers.items():
-        rankings[name] = top_k(scorer, len(queries.users), max(ks), excluded)
-        methods[name] = metrics.evaluate_rankings(
-            rankings[name], relevant, ks, true_top=true_top, train_popularity=popularity
+    rankings = {
+        name: top_k(scorer, len(queries.users), max(ks), excluded)
+        for name, scorer in scorers.items()
+    }
+    if ann_index is not None:  # the approximate index the export serves, same exclusions
+        rankings["two_tower_scann"] = ann_index.search(embedded, max(ks), excluded)[0]
+    methods = {
+        name: metrics.evaluate_rankings(
+            ranked, relevant, ks, true_top=true_top, train_popularity=popularity
         )
+        for name, ranked in rankings.items()
+    }
     return {"num_users": len(queries.users), "methods": methods, "rankings": rankings}
 
 
@@ -228,6 +235,11 @@ def evaluate_run(
     for clicks in history.values():
         np.add.at(popularity, [index[i] for _, i in clicks if i in index], 1)
     items = item_embeddings(model, dataset.item_ids)
+    ann_index = None
+    if config.evaluation.scann:
+        from serving.item_index import IndexConfig, build_index  # noqa: PLC0415
+
+        ann_index = build_index(items, IndexConfig(kind="scann"))
     score = lambda queries: _score_query_set(  # noqa: E731
         model,
         items,
@@ -238,6 +250,7 @@ def evaluate_run(
         ks,
         config.evaluation.exclude_train_clicks,
         config.training.seed,
+        ann_index,
     )
     logged = score(eval_queries(evaluated))
     result: dict[str, Any] = {

@@ -209,6 +209,9 @@ class EvaluationConfig:
 
     ks: list[int] = _field([10, 50, 100], "cut-offs K of the metrics")
     exclude_train_clicks: bool = _field(True, "never recommend an item the user clicked in train")
+    scann: bool = _field(
+        False, "also retrieve through a ScaNN index of the item embeddings (two_tower_scann)"
+    )
 
 
 @dataclasses.dataclass
