@@ -73,3 +73,17 @@ def test_dat_towers_train_and_reload_with_identical_scores(tiny_dataset, tmp_pat
     reloaded = clone.query_embeddings(batch).numpy() @ clone.candidate_embeddings(ids).numpy().T
     np.testing.assert_allclose(reloaded, scores, rtol=1e-5)
     assert [s["config"]["name"] for s in model.get_config()["sources"]] == ["in_batch"]
+
+
+def test_ipw_weights_reach_tensorboard(tiny_dataset, tmp_path):
+    import glob
+
+    from trainer.train import train
+
+    config = load_config(overrides=[*SMALL, "uma2.strategy=UMA2", "training.epochs=1"])
+    train(config, tiny_dataset, str(tmp_path / "run"), verbose=0)
+    tags = set()
+    for path in glob.glob(str(tmp_path / "run" / "logs" / "train" / "events*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            tags.update(value.tag for value in event.summary.value)
+    assert {"ipw/A", "ipw/B", "epoch_ipw_A_mean", "epoch_loss_er", "epoch_loss_re"} <= tags
