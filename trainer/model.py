@@ -8,6 +8,7 @@ import tensorflow_recommenders as tfrs
 
 from trainer import losses
 from trainer.negatives.candidates import Batch, Candidates
+from trainer.negatives.in_batch import click_share_table
 from trainer.negatives.source import NegativeSource
 from trainer.propensity import PropensityHead, ipw_weights
 from trainer.towers import CandidateTower, QueryTower
@@ -75,25 +76,18 @@ class TwoTowerModel(tfrs.Model):
         self._self_normalize = self_normalize
         self._mimic_weight = mimic_weight
         self._item_ids = tf.constant(candidate_tower.get_config()["item_ids"])
-        self._probability_table = None
-        if self._item_probabilities:
-            self._probability_table = tf.lookup.StaticHashTable(
-                tf.lookup.KeyValueTensorInitializer(
-                    list(self._item_probabilities),
-                    list(self._item_probabilities.values()),
-                    value_dtype=tf.float32,
-                ),
-                default_value=min(self._item_probabilities.values()),
-            )
+        self._probability_table = (
+            click_share_table(self._item_probabilities) if self._item_probabilities else None
+        )
         self.task = tfrs.tasks.Retrieval(
             temperature=self._temperature if similarity == "cosine" else None,
             remove_accidental_hits=remove_accidental_hits,
         )
         self.recall_head = (
-            PropensityHead(propensity_units, name="entire_to_recall") if (propensity) else None
+            PropensityHead(propensity_units, name="entire_to_recall") if propensity else None
         )
         self.exposure_head = (
-            PropensityHead(propensity_units, name="recall_to_exposure") if (propensity) else None
+            PropensityHead(propensity_units, name="recall_to_exposure") if propensity else None
         )
         self._trackers: dict[str, tf.keras.metrics.Mean] = {}
 
@@ -250,7 +244,7 @@ class TwoTowerModel(tfrs.Model):
             if extra is not None:
                 self._track(f"loss_{source.name}", extra)
                 total += extra
-        if self._mimic_weight and self.query_tower.augmented_vector(features) is not None:
+        if self._mimic_weight and self.query_tower.augmented:
             total += self._mimic_loss(features, batch)
         if training:
             for source in self.sources:

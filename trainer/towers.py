@@ -56,6 +56,11 @@ class QueryTower(tf.keras.Model):
         )
         self._mlp = mlp(hidden_units, output_dim, name="query_mlp")
 
+    @property
+    def augmented(self) -> bool:
+        """Whether the tower has DAT augmented vectors."""
+        return self._augmented is not None
+
     def augmented_vector(self, features: dict[str, tf.Tensor]) -> tf.Tensor | None:
         """`[batch_size, output_dim]` DAT augmented vectors, or None for a plain tower."""
         return None if self._augmented is None else self._augmented(features["user_id"])

@@ -11,6 +11,17 @@ from trainer.negatives.source import NegativeSource
 CORRECTIONS = ("none", "static", "streaming")
 
 
+def click_share_table(item_probabilities: dict[str, float]) -> tf.lookup.StaticHashTable:
+    """item id -> its share of the training clicks; an item never clicked gets the
+    smallest share (as rare as the rarest), never 0, so log q stays finite."""
+    keys = list(item_probabilities)
+    values = [item_probabilities[k] for k in keys]
+    return tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(keys, values, value_dtype=tf.float32),
+        default_value=min(values),
+    )
+
+
 @tf.keras.utils.register_keras_serializable(package="twotower")
 class InBatchNegatives(NegativeSource):
     """Every other row's clicked item is a negative (YouTube, RecSys 2019).
@@ -52,12 +63,7 @@ class InBatchNegatives(NegativeSource):
         self._table = None
         self._estimator = None
         if correction == "static":
-            keys = list(self._item_probabilities)
-            values = [self._item_probabilities[k] for k in keys]
-            self._table = tf.lookup.StaticHashTable(
-                tf.lookup.KeyValueTensorInitializer(keys, values, value_dtype=tf.float32),
-                default_value=min(values),  # an item never clicked: as rare as the rarest
-            )
+            self._table = click_share_table(self._item_probabilities)
         elif correction == "streaming":
             from trainer.negatives.frequency_estimator import (  # noqa: PLC0415
                 StreamingFrequencyEstimator,
