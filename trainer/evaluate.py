@@ -181,13 +181,15 @@ def _score_query_set(
     true_top = None
     if queries.true_top is not None:
         true_top = np.array([[index[i] for i in row[: max(ks)]] for row in queries.true_top])
-    random_scores = np.random.default_rng(seed).random((len(queries.users), len(items)))
     scorers = {
         "two_tower": lambda rows: embedded[rows] @ items.T,
         "most_popular": lambda rows: np.broadcast_to(
             popularity, (rows.stop - rows.start, len(items))
         ),
-        "random": lambda rows: random_scores[rows],
+        # Drawn per chunk of users (seeded by its first row), never as one users×items matrix.
+        "random": lambda rows: np.random.default_rng([seed, rows.start]).random(
+            (rows.stop - rows.start, len(items))
+        ),
     }
     rankings = {
         name: top_k(scorer, len(queries.users), max(ks), excluded)
