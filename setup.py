@@ -8,7 +8,9 @@ setup(
     description="Debiased two-tower retrieval trainer: Beam preprocessing, TFRS training, "
     "TF Serving export",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["twotower*", "pipelines*", "trainer*", "serving*"]),
+    packages=find_packages(
+        include=["common*", "pipelines*", "simulator*", "trainer*", "serving*", "twotower*"]
+    ),
     install_requires=[
         "tensorflow==2.20.0",
         "tf-keras==2.20.1",

@@ -21,9 +21,9 @@ import traceback
 from collections.abc import Sequence
 from typing import Any
 
+from common.config import ConfigError, load_config
 from pipelines import fs
 from pipelines.preprocess import DataError, preprocess
-from twotower.config import ConfigError, load_config
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_RETRY = 0, 1, 3
 LATEST_FILE = "LATEST"

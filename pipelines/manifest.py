@@ -16,8 +16,8 @@ import json
 import os
 from typing import Any
 
+from common.config import Config
 from pipelines import catalog, examples, fs
-from twotower.config import Config
 
 SCHEMA_VERSION = 1
 MANIFEST_FILE = "manifest.json"

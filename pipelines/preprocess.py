@@ -18,8 +18,8 @@ import yaml
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from common.config import CONFIG_FILE, Config
 from pipelines import catalog, examples, fs, manifest, movielens, sources, transforms
-from twotower.config import CONFIG_FILE, Config
 
 DEFAULT_BEAM_ARGS = (
     "--runner=DirectRunner",

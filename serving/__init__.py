@@ -9,4 +9,4 @@ retrieval_service, service, api   the HTTP service (FastAPI), with hot reload
 retriever        the in-process library form; benchmark, load_client: `bench serving`
 """
 
-from twotower import env as _env  # noqa: F401  (must run before TensorFlow is imported)
+from common import env as _env  # noqa: F401  (must run before TensorFlow is imported)

@@ -45,8 +45,8 @@ def tiny_world_rows(num_users: int = 12, num_items: int = 30, requests_per_user:
 
 def run_preprocess(output, requests, catalog, *overrides, expect_error=None):
     """Preprocesses `requests` with `catalog` into `output`; returns the manifest."""
+    from common.config import load_config
     from pipelines.preprocess import preprocess
-    from twotower.config import load_config
 
     config = load_config(
         overrides=[

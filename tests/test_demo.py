@@ -6,8 +6,8 @@ import pathlib
 
 import pytest
 
+from common.config import load_config
 from twotower import cli
-from twotower.config import load_config
 from twotower.demo import results_tables, run_demo
 
 IN_MEMORY_BEAM = ("--runner=DirectRunner", "--direct_running_mode=in_memory")

@@ -1,3 +1,3 @@
 """Two-tower trainer: dataset directory -> run directory (checkpoints, metrics, export)."""
 
-from twotower import env as _env  # noqa: F401  (must run before TensorFlow is imported)
+from common import env as _env  # noqa: F401  (must run before TensorFlow is imported)

@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
+from common.config import Config, NegativesConfig
 from trainer.dataset import Dataset
 from trainer.model import TwoTowerModel
 from trainer.negatives.cluster import ClusterNegatives
@@ -15,7 +16,6 @@ from trainer.negatives.logged import LoggedNegatives
 from trainer.negatives.queue import QueueNegatives
 from trainer.negatives.source import NegativeSource
 from trainer.towers import USER_FEATURE_PREFIX, CandidateTower, QueryTower
-from twotower.config import Config, NegativesConfig
 
 # UMA² Table 1 rows. A and B counts are what preprocessing kept per positive
 # (data.num_a, data.num_b; 1 and 4 by default), C completes the paper's 1:4:20.

@@ -23,7 +23,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from twotower.config import ConfigError, TrainingConfig
+from common.config import ConfigError, TrainingConfig
 
 # Kubeflow's ExitCode restart policy: 1, 2, 126, 127, 128, 139 are permanent; 130, 137,
 # 143 (SIGINT, SIGKILL, SIGTERM) and 138 (user-defined) are retried.

@@ -32,12 +32,12 @@ from serving import export_version as layout
 from serving.brute_force_index import BruteForceIndex
 from serving.item_index import IndexConfig, build_index, load_index
 from serving.query_features import batch_rows
-from serving.standard_ops import assert_standard_ops
-from serving.warmup import WARMUP_FILE, read_warmup_requests, write_warmup_requests
 from trainer.evaluate import eval_queries, item_embeddings
 from trainer.model import TwoTowerModel
 from trainer.retrieval_model import save_retrieval_model, validate_retrieval_model
+from trainer.standard_ops import assert_standard_ops
 from trainer.train import load_run
+from trainer.warmup import WARMUP_FILE, read_warmup_requests, write_warmup_requests
 
 QUERY_TOWER_DIR = layout.QUERY_TOWER_DIR
 EXPORT_MANIFEST = layout.EXPORT_MANIFEST

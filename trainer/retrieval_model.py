@@ -13,8 +13,8 @@ import numpy as np
 import tensorflow as tf
 
 from serving import export_version as layout
-from serving.standard_ops import saved_model_ops
 from trainer.model import TwoTowerModel
+from trainer.standard_ops import saved_model_ops
 
 if TYPE_CHECKING:
     from trainer.export import ExportOptions

@@ -24,6 +24,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from common.config import Config, ConfigError, TrainingConfig, load_config, save_config
 from trainer.build import build_model, training_callbacks
 from trainer.callbacks import Throughput
 from trainer.dataset import Dataset, load_dataset, make_dataset
@@ -36,7 +37,6 @@ from trainer.distribute import (
     worker_local_strings,
 )
 from trainer.model import TwoTowerModel
-from twotower.config import Config, ConfigError, TrainingConfig, load_config, save_config
 
 RUN_FILE = "run.json"
 WEIGHTS = os.path.join("checkpoints", "final")

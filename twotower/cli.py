@@ -9,8 +9,8 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from common.config import ConfigError, describe_options
 from twotower import __version__, commands
-from twotower.config import ConfigError, describe_options
 
 EXIT_BAD_INPUT = 1
 EXIT_USAGE = 2
@@ -82,7 +82,7 @@ _SIMULATOR_HELP = {
 def _add_simulator_options(parser: argparse.ArgumentParser) -> None:
     import dataclasses  # noqa: PLC0415
 
-    from pipelines.simulator_world import SimulatorConfig  # noqa: PLC0415  (numpy only)
+    from simulator.world import SimulatorConfig  # noqa: PLC0415  (numpy only)
 
     group = parser.add_argument_group("world")
     for field in dataclasses.fields(SimulatorConfig):

@@ -8,7 +8,7 @@ import json
 import os
 import sys
 
-from twotower.config import Config, ConfigError, load_config
+from common.config import Config, ConfigError, load_config
 from twotower.report import format_table
 
 
@@ -29,7 +29,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 def simulate(args: argparse.Namespace) -> int:
     import dataclasses  # noqa: PLC0415
 
-    from pipelines.simulator import SimulatorConfig, simulate  # noqa: PLC0415
+    from simulator.simulate import SimulatorConfig, simulate  # noqa: PLC0415
 
     values = {f.name: getattr(args, f.name) for f in dataclasses.fields(SimulatorConfig)}
     config = SimulatorConfig(**values)
@@ -183,25 +183,25 @@ def bench(args: argparse.Namespace) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s]
     datasets = [d for d in args.datasets.split(",") if d]
     if args.name == "uma2":
-        from trainer.bench_uma2 import benchmark_uma2  # noqa: PLC0415
+        from twotower.bench.uma2 import benchmark_uma2  # noqa: PLC0415
 
         benchmark_uma2(args.output, datasets=datasets, seeds=seeds, epochs=args.epochs)
         return 0
     if args.name == "pipeline":
-        from pipelines.benchmark import benchmark_pipeline  # noqa: PLC0415
+        from twotower.bench.pipeline import benchmark_pipeline  # noqa: PLC0415
 
         sizes = tuple(int(n) for n in args.sizes.split(",") if n)
         benchmark_pipeline(sizes, os.path.join(args.output, "pipeline"))
         return 0
     if args.name == "distributed":
-        from trainer.bench_distributed import benchmark_distributed  # noqa: PLC0415
+        from twotower.bench.distributed import benchmark_distributed  # noqa: PLC0415
 
         benchmark_distributed(os.path.join(args.output, "distributed"), epochs=args.epochs)
         return 0
     if args.name == "serving":
         import dataclasses  # noqa: PLC0415
 
-        from serving.benchmark import ServingBenchmarkConfig, benchmark_serving  # noqa: PLC0415
+        from twotower.bench.serving import ServingBenchmarkConfig, benchmark_serving  # noqa: PLC0415
 
         config = dataclasses.replace(
             ServingBenchmarkConfig(),
@@ -213,7 +213,7 @@ def bench(args: argparse.Namespace) -> int:
         benchmark_serving(config, output_dir=os.path.join(args.output, "serving"))
         return 0
     if args.name == "negatives":
-        from trainer.bench_negatives import benchmark_negatives  # noqa: PLC0415
+        from twotower.bench.negatives import benchmark_negatives  # noqa: PLC0415
 
         benchmark_negatives(args.output, datasets=datasets, seeds=seeds, epochs=args.epochs)
         return 0

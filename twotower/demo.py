@@ -11,12 +11,12 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from common.config import Config
 from pipelines.movielens import locate_movielens_100k, movie_titles
 from pipelines.preprocess import DEFAULT_BEAM_ARGS, preprocess
 from trainer.evaluate import eval_queries, evaluate_run
 from trainer.export import export_run
 from trainer.train import train
-from twotower.config import Config
 from twotower.report import format_table
 
 

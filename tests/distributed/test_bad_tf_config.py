@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 from distributed_workers import TINY, free_ports, start
 
+from common.config import ConfigError
 from trainer.distribute import (
     EXIT_BAD_INPUT,
     EXIT_RETRYABLE,
@@ -14,7 +15,6 @@ from trainer.distribute import (
     exit_code,
     parse_tf_config,
 )
-from twotower.config import ConfigError
 
 
 @pytest.mark.parametrize(

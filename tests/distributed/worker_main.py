@@ -14,10 +14,10 @@ import numpy as np
 import tensorflow as tf
 
 import twotower  # noqa: F401  (Keras 2 before TensorFlow)
+from common.config import load_config
 from trainer.distribute import exit_code
 from trainer.negatives.queue import QueueNegatives
 from trainer.train import main, train
-from twotower.config import load_config
 
 
 class Recorder(tf.keras.callbacks.Callback):

@@ -9,7 +9,7 @@ from tests.conftest import run_preprocess  # noqa: F401  (re-exported for the te
 
 def read_records(dataset_dir, split):
     """Serialized Examples of one split, sorted (shard membership may vary)."""
-    from pipelines.reference import read_tfrecords
+    from twotower.bench.reference import read_tfrecords
 
     with open(os.path.join(dataset_dir, "manifest.json")) as f:
         files = json.load(f)["splits"][split]["files"]

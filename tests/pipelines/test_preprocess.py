@@ -186,7 +186,7 @@ def test_no_history_leaks_from_the_future(tiny_logs, tiny_dataset):
 
 def test_beam_and_reference_write_the_same_examples(tiny_logs, tiny_dataset, tmp_path):
     from pipelines import examples
-    from pipelines.reference import read_tfrecords, reference_preprocess
+    from twotower.bench.reference import read_tfrecords, reference_preprocess
 
     requests, catalog = tiny_logs
     summary = reference_preprocess(requests, catalog, str(tmp_path), examples.ExampleOptions())

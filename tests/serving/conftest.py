@@ -8,9 +8,9 @@ import urllib.request
 
 import pytest
 
+from common.config import load_config
 from trainer.export import export_run
 from trainer.train import train
-from twotower.config import load_config
 
 TINY_MODEL = [
     "training.epochs=3",

@@ -9,12 +9,12 @@ import tensorflow as tf
 
 from serving.export_version import load_export_version, read_manifest
 from serving.item_index import IndexConfig
-from serving.standard_ops import assert_standard_ops, nonstandard_ops
-from serving.warmup import read_warmup_requests
 from trainer import export as export_module
 from trainer.evaluate import eval_queries
 from trainer.export import ExportOptions, export_run
+from trainer.standard_ops import assert_standard_ops, nonstandard_ops
 from trainer.train import load_run
+from trainer.warmup import read_warmup_requests
 
 
 def test_export_layout_and_manifest(exported):

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from serving.warmup import read_warmup_requests
+from trainer.warmup import read_warmup_requests
 
 
 class ServableNotFound(LookupError):

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from common.config import load_config
 from serving.retriever import Retriever
 from trainer.dataset import load_dataset, make_dataset
 from trainer.evaluate import evaluate_run
 from trainer.export import export_run
 from trainer.train import load_run, train
-from twotower.config import load_config
 
 
 @pytest.fixture(scope="module")

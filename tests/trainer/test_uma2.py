@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from common.config import load_config
 from trainer.build import build_model, resolve_negatives
 from trainer.dataset import load_dataset, make_dataset
 from trainer.model import TwoTowerModel
-from twotower.config import load_config
 
 SMALL = [
     "model.hidden_units=[16]",

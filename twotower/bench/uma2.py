@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from trainer import bench_runner
+from twotower.bench import runner as bench_runner
 from twotower.report import format_table
 
 STRATEGIES = ("SS-A", "SS-AB", "SS-ABC-random", "SS-ABC-fixed", "UMA2")

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from common.config import load_config
 from trainer.evaluate import evaluate_run
 from trainer.train import train
-from twotower.config import load_config
 
 IN_MEMORY_BEAM = ("--runner=DirectRunner", "--direct_running_mode=in_memory")
 
@@ -40,7 +40,7 @@ def prepare_datasets(
     "movielens": MovieLens-100K, leave-last-click-out (logged only).
     """
     from pipelines.preprocess import preprocess  # noqa: PLC0415
-    from pipelines.simulator import SimulatorConfig, simulate  # noqa: PLC0415
+    from simulator.simulate import SimulatorConfig, simulate  # noqa: PLC0415
 
     prepared = []
     for name in names:

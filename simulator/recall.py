@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipelines.simulator_world import World
+from simulator.world import World
 
 # Margin of expected distinct items over recall_size before draws are considered enough.
 _SPARE_STDS = 3.0

@@ -1,7 +1,7 @@
 """Simulated logs of a multi-stage recommender whose true preferences are known.
 
 The world (users, items, clusters, true affinity, popularity prior) is described in
-`pipelines.simulator_world`. Per request the legacy system does:
+`simulator.world`. Per request the legacy system does:
 
 1. Recall, biased toward popular items: it draws items until it has `recall_size` distinct
    ones (the first distinct draws are kept). Each draw comes with probability
@@ -36,8 +36,8 @@ from collections.abc import Iterator
 import numpy as np
 import tqdm
 
-from pipelines.simulator_recall import RecallSampler
-from pipelines.simulator_world import (
+from simulator.recall import RecallSampler
+from simulator.world import (
     ACTIVITY_BANDS,
     AGE_BANDS,
     NUM_SEGMENTS,

@@ -5,7 +5,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from trainer import bench_runner
+from twotower.bench import runner as bench_runner
 from twotower.report import format_table
 
 KS = (10, 50, 100)

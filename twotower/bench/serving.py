@@ -26,11 +26,11 @@ import numpy as np
 from serving.brute_force_index import BruteForceIndex
 from serving.export_version import load_export_version
 from serving.item_index import IndexConfig, ItemIndex
-from serving.load_client import run_load_in_subprocess
 from serving.query_embedder import SavedModelEmbedder
 from serving.query_features import feature_batch
 from serving.retrieval_service import RetrievalService, ServiceConfig
 from serving.service import run_in_thread
+from twotower.bench.load_client import run_load_in_subprocess
 
 RESULT_FILE = "serving_benchmark.json"
 

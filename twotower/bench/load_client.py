@@ -70,19 +70,19 @@ def run_load(url: str, bodies: list[str], clients: int) -> dict[str, Any]:
 
 
 def run_load_in_subprocess(url: str, bodies: list[str], clients: int) -> dict[str, Any]:
-    """`run_load` in a fresh Python process (`python -m serving.load_client`).
+    """`run_load` in a fresh Python process (`python -m twotower.bench.load_client`).
 
     Raises:
       RuntimeError: the load process failed.
     """
     job = json.dumps({"url": url, "bodies": bodies, "clients": clients})
     done = subprocess.run(
-        [sys.executable, "-m", "serving.load_client"],
+        [sys.executable, "-m", "twotower.bench.load_client"],
         input=job,
         capture_output=True,
         text=True,
         timeout=3600,
-        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
     )
     if done.returncode != 0:
         raise RuntimeError(f"load client failed ({done.returncode}): {done.stderr[-2000:]}")

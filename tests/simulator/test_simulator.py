@@ -1,4 +1,4 @@
-"""Tests for pipelines.simulator: small worlds, fixed seeds, numbers asserted."""
+"""Tests for simulator.simulate: small worlds, fixed seeds, numbers asserted."""
 
 import dataclasses
 import json
@@ -7,14 +7,14 @@ import os
 import numpy as np
 import pytest
 
-from pipelines.simulator import (
+from simulator.simulate import (
     SimulatorConfig,
     click_probability,
     load_world,
     simulate,
     true_scores,
 )
-from pipelines.simulator_world import build_world
+from simulator.world import build_world
 from trainer import metrics
 
 FILES = (

@@ -1,8 +1,8 @@
 """`twotower bench pipeline`: requests/second and peak memory of the preprocessing.
 
-For each size, synthetic JSONL logs (`pipelines.synthetic`) are preprocessed twice, each
+For each size, synthetic JSONL logs (`twotower.bench.synthetic`) are preprocessed twice, each
 in a fresh child process: by the Beam pipeline (DirectRunner, `num_workers` worker
-processes) and by the single-process pure-Python reference (`pipelines.reference`, the
+processes) and by the single-process pure-Python reference (`twotower.bench.reference`, the
 floor). Time is the child's wall time around the work (imports excluded); peak memory is
 the largest sum of resident set sizes over the child and all its descendants (the Beam
 worker processes included), sampled from /proc every SAMPLE_SECONDS, and at least the
@@ -88,13 +88,13 @@ def _work(
     catalog = os.path.join(data_dir, "items.jsonl")
     start = time.perf_counter()
     if system == "reference":
-        from pipelines.reference import reference_preprocess  # noqa: PLC0415
+        from twotower.bench.reference import reference_preprocess  # noqa: PLC0415
 
         summary = reference_preprocess(requests, catalog, out_dir, examples.ExampleOptions())
         produced = summary["examples"]
     else:
+        from common.config import load_config  # noqa: PLC0415
         from pipelines.preprocess import preprocess  # noqa: PLC0415
-        from twotower.config import load_config  # noqa: PLC0415
 
         config = load_config(
             overrides=[
@@ -159,7 +159,7 @@ def benchmark_pipeline(
 
     import apache_beam  # noqa: PLC0415
 
-    from pipelines.synthetic import write_synthetic_logs  # noqa: PLC0415
+    from twotower.bench.synthetic import write_synthetic_logs  # noqa: PLC0415
 
     rows = []
     for size in sizes:
@@ -170,7 +170,7 @@ def benchmark_pipeline(
         for system in systems:
             out_dir = os.path.abspath(os.path.join(output_dir, f"out-{system}-{size}"))
             log(f"{system}: {size:,} requests ...")
-            command = [sys.executable, "-m", "pipelines.benchmark", system, data_dir, out_dir]
+            command = [sys.executable, "-m", "twotower.bench.pipeline", system, data_dir, out_dir]
             extra = [str(num_workers), running_mode, json.dumps(list(overrides))]
             measured, peak = _run_measured(command + extra)
             row = {
@@ -201,7 +201,7 @@ def benchmark_pipeline(
     return results
 
 
-if __name__ == "__main__":  # the measured child: python -m pipelines.benchmark SYSTEM ...
+if __name__ == "__main__":  # the measured child: python -m twotower.bench.pipeline SYSTEM ...
     import twotower  # noqa: F401  (environment before any TensorFlow import)
 
     system, data, out, workers, mode, extra = sys.argv[1:7]

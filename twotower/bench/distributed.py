@@ -19,7 +19,7 @@ from typing import Any
 from trainer.distribute import free_ports
 
 RESULT_FILE = "distributed.json"
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _launch(args: list[str], workers: int) -> list[str]:
@@ -77,9 +77,9 @@ def gather_worker(rows: int, dim: int, steps: int, output: str) -> None:
     import tensorflow as tf  # noqa: PLC0415
 
     import twotower  # noqa: F401, PLC0415  (Keras 2 before TensorFlow)
+    from common.config import TrainingConfig  # noqa: PLC0415
     from trainer.distribute import placement  # noqa: PLC0415
     from trainer.negatives.queue import gather_across_replicas  # noqa: PLC0415
-    from twotower.config import TrainingConfig  # noqa: PLC0415
 
     where = placement(TrainingConfig(batch_size=2 * rows))
     embeddings = tf.random.normal([rows, dim])
@@ -133,7 +133,7 @@ def benchmark_distributed(
     Returns:
       The contents of distributed.json.
     """
-    from trainer import bench_runner  # noqa: PLC0415
+    from twotower.bench import runner as bench_runner  # noqa: PLC0415
 
     (prepared,) = bench_runner.prepare_datasets(os.path.join(output_dir, "data"), [dataset], log)
     overrides = [
@@ -154,7 +154,7 @@ def benchmark_distributed(
     log(f"timing the queue all-gather ({rows} rows × {dim} floats + ids per worker)")
     _launch(
         [
-            "trainer.bench_distributed",
+            "twotower.bench.distributed",
             "--gather",
             str(rows),
             str(dim),

@@ -4,7 +4,7 @@ import pathlib
 import pytest
 import yaml
 
-from twotower.config import (
+from common.config import (
     Config,
     ConfigError,
     config_from_dict,

@@ -3,8 +3,8 @@
 import json
 import os
 
-from serving.benchmark import RESULT_FILE, ServingBenchmarkConfig, benchmark_serving
 from serving.item_index import IndexConfig
+from twotower.bench.serving import RESULT_FILE, ServingBenchmarkConfig, benchmark_serving
 
 
 def test_small_benchmark_reports_every_path(tmp_path):

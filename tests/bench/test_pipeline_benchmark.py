@@ -1,9 +1,10 @@
-"""pipelines.benchmark and pipelines.synthetic at a tiny size."""
+"""twotower.bench.pipeline and twotower.bench.synthetic at a tiny size."""
 
 import json
 import os
 
-from pipelines import benchmark, synthetic
+from twotower.bench import pipeline as benchmark
+from twotower.bench import synthetic
 
 
 def test_synthetic_logs_are_valid_and_repeatable(tmp_path):

@@ -1,0 +1,1 @@
+"""Benchmarks (`twotower bench NAME`): the top layer, free to import every package."""
