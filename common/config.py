@@ -1,33 +1,26 @@
-"""One typed configuration for every stage, loaded once at the entry point.
+"""The training configuration: one section per stage, loaded once at the entry point.
 
-Each section is a dataclass; a field's `metadata` holds its help text and its valid
-range (`min`, `max`) or `choices`. `load_config` reads YAML or JSON, applies
-`--set section.key=value` overrides and validates everything, naming the key at fault.
+Sections are `common.settings.Settings` dataclasses (type, default, range and help
+declared once per key). `load_config` reads YAML or JSON, applies `--set
+section.key=value` overrides and validates everything, naming the key at fault.
 """
 
 import dataclasses
-import json
 import os
 import typing
 from typing import Any
 
 import yaml
 
+from common.contracts import CONFIG_FILE
+from common.settings import ConfigError, Settings, describe, from_dict, parse_value, to_dict
+from common.settings import setting as _field
 
-class ConfigError(ValueError):
-    """A configuration file or override is invalid; the message names the key."""
-
-
-def _field(default: Any, help: str, **checks: Any) -> Any:
-    if isinstance(default, list):
-        return dataclasses.field(
-            default_factory=lambda: list(default), metadata={"help": help, **checks}
-        )
-    return dataclasses.field(default=default, metadata={"help": help, **checks})
+__all__ = ["CONFIG_FILE", "Config", "ConfigError", "config_from_dict", "load_config"]
 
 
 @dataclasses.dataclass
-class DataConfig:
+class DataConfig(Settings):
     """Where the data comes from and how examples are made from it."""
 
     source: str = _field(
@@ -77,7 +70,7 @@ class DataConfig:
 
 
 @dataclasses.dataclass
-class ModelConfig:
+class ModelConfig(Settings):
     """Tower architecture."""
 
     tower: str = _field(
@@ -94,7 +87,7 @@ class ModelConfig:
 
 
 @dataclasses.dataclass
-class NegativesConfig:
+class NegativesConfig(Settings):
     """Where negatives come from and how the loss corrects for them (docs/negatives.md)."""
 
     loss: str = _field(
@@ -126,7 +119,9 @@ class NegativesConfig:
         "queue holds embeddings (no gradient) or ids (re-encoded each step)",
         choices=("embeddings", "ids"),
     )
-    intentions: int = _field(0, "Multi-CLRec intention queues H; 0 = off", min=0)
+    intentions: int = _field(
+        0, "Multi-CLRec: H intention queues of queue_size / H items each; 0 = off", min=0
+    )
     cluster: int = _field(0, "same-cluster hard negatives per positive", min=0)
     cluster_random: int = _field(0, "random out-of-batch negatives mixed with them", min=0)
     cluster_source: str = _field(
@@ -142,9 +137,22 @@ class NegativesConfig:
         0, "UMA² Space C (uniform from the catalog) negatives per positive", min=0
     )
 
+    def check(self) -> None:
+        if self.intentions and not self.queue_size:
+            raise ConfigError(
+                "Multi-CLRec needs the main queue: set negatives.queue_size (CLRec uses 10x "
+                "the batch size)",
+                "intentions",
+            )
+        if self.intentions > self.queue_size:
+            raise ConfigError(
+                f"{self.intentions} intention queues cannot share a queue of {self.queue_size}",
+                "intentions",
+            )
+
 
 @dataclasses.dataclass
-class Uma2Config:
+class Uma2Config(Settings):
     """UMA²: sampling strategy presets and the negative samples debias network."""
 
     strategy: str = _field(
@@ -166,7 +174,7 @@ class Uma2Config:
 
 
 @dataclasses.dataclass
-class TrainingConfig:
+class TrainingConfig(Settings):
     """Optimisation."""
 
     batch_size: int = _field(512, "global batch size", min=1)
@@ -204,7 +212,7 @@ class TrainingConfig:
 
 
 @dataclasses.dataclass
-class EvaluationConfig:
+class EvaluationConfig(Settings):
     """Offline retrieval evaluation."""
 
     ks: list[int] = _field([10, 50, 100], "cut-offs K of the metrics")
@@ -215,15 +223,7 @@ class EvaluationConfig:
 
 
 @dataclasses.dataclass
-class ExportConfig:
-    """What `export` writes."""
-
-    version: int = _field(0, "query tower version folder (0 = one above the newest)", min=0)
-    top_k: int = _field(10, "items returned per user by the demo retrieval", min=1)
-
-
-@dataclasses.dataclass
-class Config:
+class Config(Settings):
     """The whole configuration, one section per stage."""
 
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -232,65 +232,20 @@ class Config:
     uma2: Uma2Config = dataclasses.field(default_factory=Uma2Config)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
-    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return to_dict(self)
 
 
-CONFIG_FILE = "config.yaml"
-
-
-def _check_value(key: str, value: Any, hint: Any, meta: dict[str, Any]) -> Any:
-    """Returns `value` converted to `hint`, or raises ConfigError naming `key`."""
-    origin = typing.get_origin(hint)
-    if origin is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
-        (item_hint,) = typing.get_args(hint)
-        return [_check_value(f"{key}[{i}]", v, item_hint, meta) for i, v in enumerate(value)]
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    elif hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-    elif hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        value = float(value)
-    elif hint is str and not isinstance(value, str):
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    if "choices" in meta and value not in meta["choices"]:
-        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(meta['choices'])}")
-    if "min" in meta and value < meta["min"]:
-        raise ConfigError(f"{key}: {value!r} is below the minimum {meta['min']}")
-    if "max" in meta and value > meta["max"]:
-        raise ConfigError(f"{key}: {value!r} is above the maximum {meta['max']}")
-    return value
-
-
-def _build(cls: type, values: Any, prefix: str) -> Any:
-    if not isinstance(values, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {values!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        key = f"{prefix}{unknown[0]}"
-        raise ConfigError(f"{key}: unknown key (known: {', '.join(sorted(fields))})")
-    kwargs = {}
-    for name, value in values.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value, f"{prefix}{name}.")
-        else:
-            kwargs[name] = _check_value(f"{prefix}{name}", value, hint, fields[name].metadata)
-    config = cls(**kwargs)
-    for name, f in fields.items():
-        if name not in values and not dataclasses.is_dataclass(hints[name]):
-            _check_value(f"{prefix}{name}", getattr(config, name), hints[name], f.metadata)
-    return config
+def _hint(key: str) -> Any:
+    """The declared type of a dotted key, or None for a key Config does not have."""
+    cls: Any = Config
+    for part in key.split("."):
+        hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+        if part not in hints:
+            return None
+        cls = hints[part]
+    return cls
 
 
 def _apply_override(values: dict[str, Any], override: str) -> None:
@@ -298,7 +253,9 @@ def _apply_override(values: dict[str, Any], override: str) -> None:
     if not sep or not key:
         raise ConfigError(f"--set {override!r}: expected section.key=value")
     try:
-        value = yaml.safe_load(raw)
+        # Typed by the key's declaration: a string key keeps "1.0" as text.
+        hint = _hint(key)
+        value = parse_value(raw, hint) if hint is not None else yaml.safe_load(raw)
     except yaml.YAMLError as e:
         raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {e}") from e
     *sections, leaf = key.split(".")
@@ -337,7 +294,7 @@ def load_config(path: str | None = None, overrides: typing.Sequence[str] = ()) -
             raise ConfigError(f"{path}: expected a mapping of sections, got {values!r}")
     for override in overrides:
         _apply_override(values, override)
-    return _build(Config, values, "")
+    return from_dict(Config, values)
 
 
 def save_config(config: Config, directory: str) -> str:
@@ -351,23 +308,9 @@ def save_config(config: Config, directory: str) -> str:
 
 def config_from_dict(values: dict[str, Any]) -> Config:
     """Validates a plain dict (e.g. a manifest's copy) into a Config."""
-    return _build(Config, json.loads(json.dumps(values)), "")
+    return from_dict(Config, values)
 
 
 def describe_options() -> str:
     """Every config key with its default and help, for `--help` epilogs."""
-    lines = ["config keys (set with --set section.key=value; defaults shown):"]
-    for section in dataclasses.fields(Config):
-        cls = typing.get_type_hints(Config)[section.name]
-        lines.append(f"  {section.name}:")
-        for f in dataclasses.fields(cls):
-            default = (
-                f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            )
-            extra = ""
-            if "choices" in f.metadata:
-                extra = f" [{'|'.join(f.metadata['choices'])}]"
-            lines.append(
-                f"    {section.name}.{f.name}={json.dumps(default)}  {f.metadata['help']}{extra}"
-            )
-    return "\n".join(lines)
+    return describe(Config, "config keys (set with --set section.key=value)")

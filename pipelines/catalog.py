@@ -10,9 +10,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from common.contracts import CATALOG_FILE
 from pipelines import fs, records, sources
-
-CATALOG_FILE = "item_catalog.jsonl"
 
 
 def validate_item(record: Any) -> dict[str, Any]:

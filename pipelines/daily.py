@@ -1,4 +1,4 @@
-"""`python -m pipelines.daily`: the scheduled run over the last N days of logs.
+"""`twotower preprocess --daily`: the scheduled run over the last N days of logs.
 
 The logs are laid out by day and `--logs` names them with a `{date}` placeholder
 (YYYY-MM-DD), e.g. `gs://bucket/logs/{date}/*.jsonl.gz`. A run on date D (default: today,
@@ -8,34 +8,22 @@ holding the folder name; locally also a `latest` symlink) at it. A failed run le
 LATEST where it was, so trainers keep reading the last good dataset. `{date}` in
 data.catalog and data.users becomes D-1 (that day's snapshot).
 
-Exit codes, which k8s/preprocess-cronjob.yaml maps to its retry policy: 0 success, 1 bad
-input or config (permanent: the job fails without retries), 3 anything else (a runner or
-storage failure: retried).
+Exit codes (`common.exit_codes`), which k8s/preprocess-cronjob.yaml maps to its retry
+policy: 0 success, 1 bad input or config (permanent: the job fails without retries), 138
+anything else (a runner or storage failure: retried).
 """
 
-import argparse
+import dataclasses
 import datetime
 import os
-import sys
-import traceback
 from collections.abc import Sequence
 from typing import Any
 
-from common.config import ConfigError, load_config
+from common.config import Config
+from common.contracts import LATEST_FILE, LATEST_LINK
 from pipelines import fs
-from pipelines.preprocess import DataError, preprocess
-
-EXIT_OK, EXIT_BAD_INPUT, EXIT_RETRY = 0, 1, 3
-LATEST_FILE = "LATEST"
-LATEST_LINK = "latest"
-
-
-def day_patterns(logs: str, run_date: datetime.date, days: int) -> list[str]:
-    """The `{date}` pattern filled with each of the `days` days before `run_date`, oldest first."""
-    if "{date}" not in logs:
-        raise ValueError(f"--logs {logs!r} has no {{date}} placeholder")
-    first = run_date - datetime.timedelta(days=days)
-    return [logs.format(date=first + datetime.timedelta(days=i)) for i in range(days)]
+from pipelines.daily_schedule import DailySchedule, day_patterns
+from pipelines.preprocess import preprocess
 
 
 def point_latest(output_root: str, folder: str) -> None:
@@ -54,16 +42,21 @@ def point_latest(output_root: str, folder: str) -> None:
 
 
 def run_daily(
-    logs: str,
+    schedule: DailySchedule,
+    config: Config,
     output_root: str,
     *,
-    days: int,
-    run_date: datetime.date,
-    config_path: str | None = None,
-    overrides: Sequence[str] = (),
     beam_args: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Preprocesses the `days` days before `run_date` into `<output_root>/<run_date>/`.
+    """Preprocesses the `schedule.days` days before its run date into
+    `<output_root>/<run date>/`, then points LATEST at it.
+
+    Args:
+      schedule: the logs pattern, the days and the run date.
+      config: the run's configuration; its data.source and data.input are set from the
+        schedule, `{date}` in data.catalog and data.users becomes the day before the run.
+      output_root: where the dated datasets and LATEST live.
+      beam_args: Beam pipeline options.
 
     Returns:
       The manifest of the new dataset (LATEST now points at it).
@@ -71,73 +64,22 @@ def run_daily(
     Raises:
       DataError, ConfigError, ValueError: bad input or config (LATEST unchanged).
     """
-    if days < 1:
-        raise ValueError(f"--days must be at least 1, got {days}")
+    run_date = schedule.run_date
     output_root = fs.absolute(output_root)
     snapshot = (run_date - datetime.timedelta(days=1)).isoformat()
-    config = load_config(config_path, overrides)
-    data = config.data
-    data.source = "logs"
-    data.input = ",".join(day_patterns(logs, run_date, days))
-    data.catalog = data.catalog.replace("{date}", snapshot)
-    data.users = data.users.replace("{date}", snapshot)
+    data = dataclasses.replace(
+        config.data,
+        source="logs",
+        input=",".join(day_patterns(schedule.logs, run_date, schedule.days)),
+        catalog=config.data.catalog.replace("{date}", snapshot),
+        users=config.data.users.replace("{date}", snapshot),
+    )
     folder = run_date.isoformat()
     built = preprocess(
-        config, fs.join(output_root, folder), beam_args=list(beam_args), overwrite=True
+        dataclasses.replace(config, data=data),
+        fs.join(output_root, folder),
+        beam_args=list(beam_args),
+        overwrite=True,
     )
     point_latest(output_root, folder)
     return built
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.daily", description=__doc__)
-    parser.add_argument("--logs", required=True, help="log files of one day, with {date}")
-    parser.add_argument("--output-root", required=True, help="dated datasets and LATEST go here")
-    parser.add_argument("--days", type=int, default=7, help="days of logs before the run date")
-    parser.add_argument("--date", help="run date YYYY-MM-DD (default: today, UTC)")
-    parser.add_argument("--config", help="YAML or JSON config file")
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
-    parser.add_argument("--runner", default="DirectRunner")
-    parser.add_argument("--direct-running-mode", default="multi_processing")
-    parser.add_argument("--direct-num-workers", type=int, default=2)
-    parser.add_argument("--beam-arg", dest="beam_args", action="append", default=[])
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs one scheduled preprocessing; returns the exit code (see module docstring)."""
-    args = _parser().parse_args(argv)
-    beam_args = [f"--runner={args.runner}"]
-    if args.runner == "DirectRunner":
-        beam_args += [
-            f"--direct_running_mode={args.direct_running_mode}",
-            f"--direct_num_workers={args.direct_num_workers}",
-        ]
-    try:
-        run_date = (
-            datetime.date.fromisoformat(args.date)
-            if args.date
-            else datetime.datetime.now(datetime.UTC).date()
-        )
-        built = run_daily(
-            args.logs,
-            args.output_root,
-            days=args.days,
-            run_date=run_date,
-            config_path=args.config,
-            overrides=args.overrides,
-            beam_args=beam_args + args.beam_args,
-        )
-    except (DataError, ConfigError, ValueError, FileNotFoundError) as e:
-        print(f"pipelines.daily: bad input: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except Exception:  # noqa: BLE001  (anything else may be transient: let k8s retry)
-        traceback.print_exc()
-        return EXIT_RETRY
-    counts = {split: block["examples"] for split, block in built["splits"].items()}
-    print(f"pipelines.daily: {run_date} done, examples {counts}, LATEST -> {run_date}")
-    return EXIT_OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,28 +16,23 @@ import itertools
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from common.contracts import (
+    BASE_FEATURE_SPEC,
+    EVAL,
+    HISTORY,
+    ITEM_ID,
+    NUM_SPACE_A,
+    NUM_SPACE_B,
+    REQUEST_ID,
+    SPACE_A,
+    SPACE_B,
+    STRING_LIST,
+    TIMESTAMP,
+    TRAIN,
+    USER_FEATURE_PREFIX,
+    USER_ID,
+)
 from pipelines import tf_example
-
-TRAIN = "train"
-EVAL = "eval"
-USER_FEATURE_PREFIX = "user."
-ITEM_FEATURE_PREFIX = "item."
-
-# The example layout, written into manifest.json for the trainer (the contract).
-SCALAR_STRING = {"dtype": "string", "shape": "scalar"}
-SCALAR_INT = {"dtype": "int64", "shape": "scalar"}
-STRING_LIST = {"dtype": "string", "shape": "list"}
-BASE_FEATURE_SPEC = {
-    "request_id": SCALAR_STRING,
-    "user_id": SCALAR_STRING,
-    "item_id": SCALAR_STRING,
-    "timestamp": SCALAR_INT,
-    "history": STRING_LIST,
-    "space_a": STRING_LIST,
-    "space_b": STRING_LIST,
-    "num_space_a": SCALAR_INT,
-    "num_space_b": SCALAR_INT,
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,15 +129,15 @@ def user_examples(
                 yield (
                     _split_of(options, timestamp, is_held_out),
                     {
-                        "request_id": request["request_id"],
-                        "user_id": request["user_id"],
-                        "item_id": item,
-                        "timestamp": timestamp,
-                        "history": history,
-                        "space_a": list(space_a),
-                        "space_b": list(space_b),
-                        "num_space_a": request["num_space_a"],
-                        "num_space_b": request["num_space_b"],
+                        REQUEST_ID: request["request_id"],
+                        USER_ID: request["user_id"],
+                        ITEM_ID: item,
+                        TIMESTAMP: timestamp,
+                        HISTORY: history,
+                        SPACE_A: list(space_a),
+                        SPACE_B: list(space_b),
+                        NUM_SPACE_A: request["num_space_a"],
+                        NUM_SPACE_B: request["num_space_b"],
                         **user_features,
                     },
                 )

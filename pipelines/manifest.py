@@ -16,19 +16,15 @@ import json
 import os
 from typing import Any
 
+from common import contracts
 from common.config import Config
 from pipelines import catalog, examples, fs
 
-SCHEMA_VERSION = 1
-MANIFEST_FILE = "manifest.json"
-DEAD_LETTER_DIR = "dead_letter"
-VOCABULARY_DIR = "vocab"
-VOCABULARY_COUNTS = "_vocabulary_counts.jsonl"
-ITEM_FREQUENCY_FILE = "item_frequency.tsv"
+VOCABULARY_COUNTS = "_vocabulary_counts.jsonl"  # the pipeline's counts, split up here
 
 
 def _write_vocabulary(staging: str, feature: str, tokens: list[tuple[str, int]]) -> str:
-    relative = f"{VOCABULARY_DIR}/{feature}.txt"
+    relative = f"{contracts.VOCABULARY_DIR}/{feature}.txt"
     fs.write_lines(fs.join(staging, relative), (f"{token}\n" for token, _ in tokens))
     return relative
 
@@ -45,7 +41,7 @@ def _item_feature_counts(staging: str, frequency: list[tuple[str, int]]) -> dict
                 for token in tokens:
                     counts[name][token] += weight
     return {
-        f"{examples.ITEM_FEATURE_PREFIX}{name}": sorted(c.items(), key=lambda p: (-p[1], p[0]))
+        f"{contracts.ITEM_FEATURE_PREFIX}{name}": sorted(c.items(), key=lambda p: (-p[1], p[0]))
         for name, c in sorted(counts.items())
     }
 
@@ -61,7 +57,7 @@ def _write_vocabularies(staging: str, num_oov_buckets: int) -> tuple[dict[str, A
     counted = {row["feature"]: [tuple(pair) for pair in row["tokens"]] for row in rows}
     frequency = counted.get("item_id", [])
     fs.write_lines(
-        fs.join(staging, ITEM_FREQUENCY_FILE), (f"{item}\t{n}\n" for item, n in frequency)
+        fs.join(staging, contracts.ITEM_FREQUENCY_FILE), (f"{item}\t{n}\n" for item, n in frequency)
     )
     counted.update(_item_feature_counts(staging, frequency))
     counted.setdefault("user_id", [])
@@ -74,7 +70,7 @@ def _write_vocabularies(staging: str, num_oov_buckets: int) -> tuple[dict[str, A
         }
         for feature, tokens in sorted(counted.items())
     }
-    prefix = examples.USER_FEATURE_PREFIX
+    prefix = contracts.USER_FEATURE_PREFIX
     user_features = sorted(f[len(prefix) :] for f in counted if f.startswith(prefix))
     fs.delete_file(counts_path)
     return vocabularies, user_features
@@ -122,15 +118,15 @@ def finalize(
     """
     vocabularies, user_features = _write_vocabularies(staging, config.data.num_oov_buckets)
     fs.write_lines(
-        fs.join(staging, DEAD_LETTER_DIR, "catalog.jsonl"),
+        fs.join(staging, contracts.DEAD_LETTER_DIR, "catalog.jsonl"),
         (
             json.dumps(r, sort_keys=True, default=str) + "\n"
             for r in catalog_summary["dead_letters"]
         ),
     )
     splits = {}
-    for split in (examples.TRAIN, examples.EVAL):
-        shards = fs.match(fs.join(staging, f"{split}-*.tfrecord.gz"))
+    for split in (contracts.TRAIN, contracts.EVAL):
+        shards = fs.match(fs.join(staging, contracts.shard_pattern(split)))
         splits[split] = {
             "files": [os.path.basename(s) for s in shards],
             "examples": counters.get(f"examples:{split}", 0),
@@ -141,7 +137,7 @@ def finalize(
         {k.replace(staging, "<generated>"): v for k, v in catalog_summary["per_file"].items()}
     )
     return {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": contracts.DATASET_SCHEMA_VERSION,
         "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "source": config.data.source,
         "inputs": {k: v.replace(staging, "<generated>") for k, v in inputs.items()},
@@ -157,10 +153,10 @@ def finalize(
         "timestamps": timestamps,
         "requests_without_clicks": counters.get("requests_without_clicks", 0),
         "files": {
-            "item_catalog": catalog.CATALOG_FILE,
-            "item_frequency": ITEM_FREQUENCY_FILE,
+            "item_catalog": contracts.CATALOG_FILE,
+            "item_frequency": contracts.ITEM_FREQUENCY_FILE,
             "vocabularies": {f: v["file"] for f, v in vocabularies.items()},
-            "dead_letter": f"{DEAD_LETTER_DIR}/",
+            "dead_letter": f"{contracts.DEAD_LETTER_DIR}/",
         },
         "reconciliation": {
             "requests": _per_file(counters, "requests", staging),
@@ -196,5 +192,7 @@ def bad_fraction_error(built: dict[str, Any], max_bad_fraction: float) -> str | 
     return "; ".join(problems) or None
 
 
-def write_manifest(staging: str, built: dict[str, Any], name: str = MANIFEST_FILE) -> None:
+def write_manifest(
+    staging: str, built: dict[str, Any], name: str = contracts.MANIFEST_FILE
+) -> None:
     fs.write_lines(fs.join(staging, name), [json.dumps(built, indent=2) + "\n"])

@@ -18,14 +18,12 @@ import yaml
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from common.config import CONFIG_FILE, Config
+from common import contracts
+from common.config import Config
 from pipelines import catalog, examples, fs, manifest, movielens, sources, transforms
+from pipelines.runner_options import RunnerOptions
 
-DEFAULT_BEAM_ARGS = (
-    "--runner=DirectRunner",
-    "--direct_running_mode=multi_processing",
-    "--direct_num_workers=2",
-)
+DEFAULT_BEAM_ARGS = tuple(RunnerOptions().pipeline_args())
 FAILED_SUFFIX = ".failed"
 SECONDS_PER_DAY = 86_400
 
@@ -65,13 +63,16 @@ def _resolve_inputs(config: Config, staging: str) -> Inputs:
         )
         requests, items = written["requests"], written["catalog"]
     elif data.source == "simulator":
-        world_path = fs.join(fs.absolute(data.input), "world.json")
+        world_path = fs.join(fs.absolute(data.input), contracts.SIM_WORLD_SUMMARY)
         if not fs.exists(world_path):
-            raise DataError(f"data.input={data.input!r}: no world.json; run `twotower simulate`")
+            raise DataError(
+                f"data.input={data.input!r}: no {contracts.SIM_WORLD_SUMMARY}; "
+                "run `twotower simulate`"
+            )
         world = json.loads("\n".join(fs.read_lines(world_path)))
         eval_from = data.eval_from or int(world["eval_from"])
-        requests = fs.join(fs.absolute(data.input), "requests.jsonl")
-        items = fs.join(fs.absolute(data.input), "items.jsonl")
+        requests = fs.join(fs.absolute(data.input), contracts.SIM_REQUESTS)
+        items = fs.join(fs.absolute(data.input), contracts.SIM_ITEMS)
     elif not data.input or not data.catalog:
         raise DataError("data.source=logs needs data.input (request logs) and data.catalog")
     catalog_files = _files(items, data.format, "data.catalog")
@@ -100,7 +101,7 @@ def _build_pipeline(
     days = config.data.eval_days if options.split == "time" and not options.eval_from else 0
     catalog_ids = (
         pipeline
-        | "ReadCatalog" >> beam.io.ReadFromText(fs.join(staging, catalog.CATALOG_FILE))
+        | "ReadCatalog" >> beam.io.ReadFromText(fs.join(staging, contracts.CATALOG_FILE))
         | "CatalogIds" >> beam.Map(lambda line: (json.loads(line)["item_id"], None))
     )
     parsed = (
@@ -112,7 +113,7 @@ def _build_pipeline(
             beam.pvalue.AsDict(catalog_ids),
         ).with_outputs(transforms.DEAD_LETTER, transforms.TIMESTAMPS, main="requests")
     )
-    dead_letter_dir = fs.join(staging, manifest.DEAD_LETTER_DIR)
+    dead_letter_dir = fs.join(staging, contracts.DEAD_LETTER_DIR)
     _ = parsed[transforms.DEAD_LETTER] | "DeadLetterRequests" >> transforms.WriteDeadLetters(
         fs.join(dead_letter_dir, "requests")
     )
@@ -148,7 +149,7 @@ def _build_pipeline(
         )
     splits = grouped | "Examples" >> beam.ParDo(
         transforms.UserExamplesFn(options), **side
-    ).with_outputs(examples.TRAIN, examples.EVAL, transforms.DEAD_LETTER)
+    ).with_outputs(contracts.TRAIN, contracts.EVAL, transforms.DEAD_LETTER)
     if inputs.users:  # duplicate_user rows come out of the join
         user_dead_letters.append(splits[transforms.DEAD_LETTER])
         _ = (
@@ -156,7 +157,7 @@ def _build_pipeline(
             | "FlattenUserDeadLetters" >> beam.Flatten()
             | "DeadLetterUsers" >> transforms.WriteDeadLetters(fs.join(dead_letter_dir, "users"))
         )
-    for split in (examples.TRAIN, examples.EVAL):
+    for split in (contracts.TRAIN, contracts.EVAL):
         _ = (
             splits[split]
             | f"Serialize{split.title()}" >> beam.Map(examples.to_tf_example)
@@ -168,7 +169,7 @@ def _build_pipeline(
             )
         )
     _ = (
-        splits[examples.TRAIN]
+        splits[contracts.TRAIN]
         | "Vocabularies" >> transforms.ComputeVocabularies()
         | "WriteVocabularies"
         >> beam.io.WriteToText(
@@ -198,14 +199,14 @@ def _fail(output_dir: str, staging: str, built: dict[str, Any], message: str) ->
     failed = output_dir + FAILED_SUFFIX
     fs.delete_tree(failed)
     fs.move_tree(
-        fs.join(staging, manifest.DEAD_LETTER_DIR), fs.join(failed, manifest.DEAD_LETTER_DIR), ""
+        fs.join(staging, contracts.DEAD_LETTER_DIR), fs.join(failed, contracts.DEAD_LETTER_DIR), ""
     )
     summary = {
         "error": message,
         **{k: built[k] for k in ("reconciliation", "dead_letter_reasons", "inputs", "options")},
     }
     manifest.write_manifest(failed, summary, name="failure.json")
-    raise DataError(f"{message}; dead letters in {failed}/{manifest.DEAD_LETTER_DIR}/")
+    raise DataError(f"{message}; dead letters in {failed}/{contracts.DEAD_LETTER_DIR}/")
 
 
 def preprocess(
@@ -262,13 +263,14 @@ def preprocess(
         if message:
             _fail(output_dir, staging, built, message)
         fs.write_lines(
-            fs.join(staging, CONFIG_FILE), [yaml.safe_dump(config.to_dict(), sort_keys=False)]
+            fs.join(staging, contracts.CONFIG_FILE),
+            [yaml.safe_dump(config.to_dict(), sort_keys=False)],
         )
         fs.delete_tree(fs.join(staging, "_logs"))
         manifest.write_manifest(staging, built)
         if fs.exists(output_dir):
-            fs.delete_tree(output_dir, first=manifest.MANIFEST_FILE)
-        fs.move_tree(staging, output_dir, last=manifest.MANIFEST_FILE)
+            fs.delete_tree(output_dir, first=contracts.MANIFEST_FILE)
+        fs.move_tree(staging, output_dir, last=contracts.MANIFEST_FILE)
         fs.delete_tree(output_dir + FAILED_SUFFIX)
     finally:
         fs.delete_tree(staging)

@@ -27,7 +27,6 @@ from typing import Any
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-FORMATS = ("jsonl", "csv", "parquet")
 EXTENSIONS = {
     ".jsonl": "jsonl",
     ".json": "jsonl",

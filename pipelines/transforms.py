@@ -15,6 +15,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from common import contracts
 from pipelines import examples, records, sources
 
 DEAD_LETTER = "dead_letter"
@@ -185,7 +186,7 @@ def _vocabulary_tokens(example: dict[str, Any]) -> Iterator[tuple[str, str]]:
     yield "user_id", example["user_id"]
     yield "item_id", example["item_id"]
     for name, tokens in example.items():
-        if name.startswith(examples.USER_FEATURE_PREFIX):
+        if name.startswith(contracts.USER_FEATURE_PREFIX):
             for token in tokens:
                 yield name, token
 

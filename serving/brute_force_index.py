@@ -4,7 +4,8 @@ import os
 
 import numpy as np
 
-from serving.item_index import IndexConfig, ItemIndex
+from serving.index_config import IndexConfig
+from serving.item_index import ItemIndex
 
 EMBEDDINGS_FILE = "embeddings.npy"
 # Queries scored at once: bounds the `[rows, num_items]` score matrix to ~256 MB at 1M items.

@@ -17,17 +17,14 @@ import json
 import os
 from typing import Any
 
-from serving.item_index import ItemIndex, load_index
-
-EXPORT_MANIFEST = "export_manifest.json"
-QUERY_TOWER_DIR = "query_tower"
-ITEMS_DIR = "items"
-RETRIEVAL_DIR = "retrieval"
-VERSION_MANIFEST = "manifest.json"
-ITEM_EMBEDDINGS = "item_embeddings.npy"
-ITEM_IDS = "item_ids.txt"
-INDEX_DIR = "index"
-USER_FEATURE_PREFIX = "user."
+from common.contracts import (
+    EXPORT_MANIFEST,
+    ITEMS_DIR,
+    USER_FEATURE_PREFIX,
+    VERSION_MANIFEST,
+)
+from serving.index_io import load_index
+from serving.item_index import ItemIndex
 
 
 def read_manifest(export_dir: str, version: int | None = None) -> dict[str, Any]:

@@ -1,88 +1,19 @@
-"""The item index: top-K items by inner product, exact or approximate (ScaNN).
+"""ItemIndex: top-K items by inner product, the base of the exact and ScaNN indexes.
 
-`build_index` picks the kind from the corpus size the way ScaNN's own guide does:
-brute force below ~20k items, asymmetric hashing (AH) with reordering up to ~100k,
-and a k-means partitioning tree (leaves ~ sqrt(n)) in front of AH above that. AH uses
-anisotropic quantization, which keeps the large inner products exact where it matters.
-An index saves to a folder with `index_config.json` beside its files and loads back with
-`load_index`, whatever its kind.
+An index saves to a folder with `index_config.json` beside its own files; see
+`serving.index_io` for building and loading whichever kind.
 """
 
-import dataclasses
 import json
-import math
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
+from serving.index_config import IndexConfig
+
 INDEX_CONFIG_FILE = "index_config.json"
-KINDS = ("auto", "brute_force", "scann")
-
-
-@dataclasses.dataclass(frozen=True)
-class IndexConfig:
-    """How to index the item embeddings.
-
-    Attributes:
-      kind: "brute_force", "scann", or "auto" (brute force below `brute_force_below`
-        items, ScaNN from there).
-      brute_force_below: corpus size under which "auto" stays exact.
-      partition_above: corpus size from which ScaNN partitions into leaves.
-      num_leaves: partitioning leaves; 0 means round(sqrt(num_items)).
-      num_leaves_to_search: leaves searched per query; 0 means max(1, num_leaves // 10).
-      dimensions_per_block: AH dimensions per 4-bit code (2 is ScaNN's recommendation).
-      anisotropic_quantization_threshold: AH noise-shaping threshold eta (ScaNN's guide:
-        0.2 for inner-product search).
-      reordering_num_neighbors: AH candidates rescored exactly per query.
-      training_sample_size: items sampled to train the partitioner and the quantizer.
-      spherical: spherical k-means (for unit-length embeddings, i.e. cosine models).
-      num_neighbors: default K of a search.
-    """
-
-    kind: str = "auto"
-    brute_force_below: int = 20_000
-    partition_above: int = 100_000
-    num_leaves: int = 0
-    num_leaves_to_search: int = 0
-    dimensions_per_block: int = 2
-    anisotropic_quantization_threshold: float = 0.2
-    reordering_num_neighbors: int = 1000
-    training_sample_size: int = 250_000
-    spherical: bool = False
-    num_neighbors: int = 100
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"IndexConfig.kind must be one of {KINDS}, got {self.kind!r}")
-        for name in ("brute_force_below", "partition_above", "num_leaves"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"IndexConfig.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("dimensions_per_block", "reordering_num_neighbors", "num_neighbors"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"IndexConfig.{name} must be >= 1, got {getattr(self, name)}")
-
-    def get_config(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "IndexConfig":
-        return cls(**config)
-
-    def resolved(self, num_items: int) -> "IndexConfig":
-        """This config with "auto" and the 0 defaults replaced for `num_items` items."""
-        kind = self.kind
-        if kind == "auto":
-            kind = "brute_force" if num_items < self.brute_force_below else "scann"
-        leaves = 0
-        to_search = 0
-        if kind == "scann" and num_items >= self.partition_above:
-            leaves = self.num_leaves or max(2, round(math.sqrt(num_items)))
-            to_search = min(leaves, self.num_leaves_to_search or max(1, leaves // 10))
-        return dataclasses.replace(
-            self, kind=kind, num_leaves=leaves, num_leaves_to_search=to_search
-        )
 
 
 class ItemIndex:
@@ -102,6 +33,10 @@ class ItemIndex:
     @property
     def config(self) -> IndexConfig:
         return self._config
+
+    def describe(self) -> dict[str, Any]:
+        """{"kind", "config": the resolved settings} (the export manifest's `index`)."""
+        return {"kind": self.kind, "config": self._config.get_config()}
 
     def search(
         self,
@@ -174,39 +109,3 @@ def _pad(indices: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, n
         np.pad(indices, ((0, 0), (0, missing)), constant_values=-1),
         np.pad(scores, ((0, 0), (0, missing)), constant_values=-np.inf),
     )
-
-
-def build_index(embeddings: np.ndarray, config: IndexConfig | None = None) -> ItemIndex:
-    """An index over `embeddings` `[num_items, dim]` as `config` describes (resolved)."""
-    from serving.brute_force_index import BruteForceIndex  # noqa: PLC0415
-    from serving.scann_index import ScannIndex  # noqa: PLC0415
-
-    embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
-    if embeddings.ndim != 2 or embeddings.shape[0] == 0:
-        raise ValueError(f"embeddings must be [num_items > 0, dim], got {embeddings.shape}")
-    config = (config or IndexConfig()).resolved(embeddings.shape[0])
-    if config.kind == "brute_force":
-        return BruteForceIndex(embeddings, config)
-    return ScannIndex.build(embeddings, config)
-
-
-def load_index(directory: str) -> ItemIndex:
-    """The index saved in `directory` by `ItemIndex.save`.
-
-    Raises:
-      FileNotFoundError: no `index_config.json` in `directory`.
-      ValueError: an unknown index kind.
-    """
-    from serving.brute_force_index import BruteForceIndex  # noqa: PLC0415
-    from serving.scann_index import ScannIndex  # noqa: PLC0415
-
-    path = os.path.join(directory, INDEX_CONFIG_FILE)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no index here (expected {INDEX_CONFIG_FILE})")
-    with open(path) as f:
-        saved = json.load(f)
-    config = IndexConfig.from_config(saved["config"])
-    kinds = {BruteForceIndex.kind: BruteForceIndex, ScannIndex.kind: ScannIndex}
-    if saved["kind"] not in kinds:
-        raise ValueError(f"{path}: unknown index kind {saved['kind']!r}")
-    return kinds[saved["kind"]].load(directory, config, int(saved["dim"]))

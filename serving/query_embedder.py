@@ -18,8 +18,8 @@ import numpy as np
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-OUTPUT = "embedding"
-SIGNATURE = "serving_default"
+from common.contracts import EMBEDDING_OUTPUT as OUTPUT
+from common.contracts import MODEL_NAME, SIGNATURE
 
 
 class EmbedderError(RuntimeError):
@@ -136,7 +136,7 @@ def make_embedder(
     tf_serving: str | None,
     saved_model_dir: str,
     version: int,
-    model_name: str = "query_tower",
+    model_name: str = MODEL_NAME,
     timeout_s: float = 5.0,
 ) -> QueryEmbedder:
     """The embedder for a `--tf-serving` value: None (in process), grpc:// or http(s)://.

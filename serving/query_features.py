@@ -5,7 +5,8 @@ from typing import Any
 
 import numpy as np
 
-USER_ID = "user_id"
+from common.contracts import USER_ID
+
 PAD = b""
 
 
@@ -47,8 +48,3 @@ def feature_batch(
             padded[i, : len(row)] = row
         batch[name] = padded
     return batch
-
-
-def batch_rows(batch: Mapping[str, np.ndarray], rows: slice) -> dict[str, np.ndarray]:
-    """A slice of users out of a batch (e.g. eval features) for a smaller request."""
-    return {name: np.asarray(values)[rows] for name, values in batch.items()}

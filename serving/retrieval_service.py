@@ -13,46 +13,18 @@ import threading
 import time
 from typing import Any
 
+from common.contracts import USER_FEATURE_PREFIX
 from serving.api import RetrieveRequest
 from serving.export_version import (
-    USER_FEATURE_PREFIX,
     ExportVersion,
     latest_version,
     load_export_version,
 )
 from serving.query_embedder import EmbedderError, QueryEmbedder, make_embedder
 from serving.query_features import feature_batch
+from serving.service_config import ServiceConfig
 
 log = logging.getLogger("twotower.serving")
-
-
-@dataclasses.dataclass(frozen=True)
-class ServiceConfig:
-    """Settings of the retrieval service.
-
-    Attributes:
-      tf_serving: None (query tower in process), "grpc://host:8500" or "http://host:8501".
-      model_name: the query tower's model name in TF Serving.
-      version: serve this export version only; None follows the latest and hot-reloads.
-      max_k: largest k a request may ask for.
-      max_batch: most queries in one request.
-      max_list: most history items, excluded items or tokens of one feature per query.
-      max_body_bytes: largest request body.
-      reload_interval_s: how often the export manifest is checked; 0 turns watching off.
-      tf_serving_timeout_s: deadline of one TF Serving call.
-      close_grace_s: how long a replaced version's connections stay open.
-    """
-
-    tf_serving: str | None = None
-    model_name: str = "query_tower"
-    version: int | None = None
-    max_k: int = 1000
-    max_batch: int = 256
-    max_list: int = 1000
-    max_body_bytes: int = 4 * 1024 * 1024
-    reload_interval_s: float = 10.0
-    tf_serving_timeout_s: float = 5.0
-    close_grace_s: float = 30.0
 
 
 class RequestError(ValueError):

@@ -7,7 +7,11 @@ inside it (stock TF Serving has no ScaNN ops).
 import numpy as np
 from scann.scann_ops.py import scann_ops_pybind
 
-from serving.item_index import IndexConfig, ItemIndex
+from serving.index_config import IndexConfig
+from serving.item_index import ItemIndex
+
+# Batches of at least this many queries are searched on ScaNN's thread pool.
+PARALLEL_FROM = 256
 
 
 class ScannIndex(ItemIndex):
@@ -40,25 +44,21 @@ class ScannIndex(ItemIndex):
         return cls(builder.build(), config, dim)
 
     def _search(self, queries: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        # One query: ScaNN's single search. A batch below PARALLEL_FROM: one thread (the
+        # service's concurrent requests already use the cores). A larger batch (offline
+        # evaluation, a big request): ScaNN splits it over its thread pool.
         pre_reorder = max(self._config.reordering_num_neighbors, n)
+        options = {"final_num_neighbors": n, "pre_reorder_num_neighbors": pre_reorder}
         if len(queries) == 1:
-            indices, scores = self._searcher.search(
-                queries[0], final_num_neighbors=n, pre_reorder_num_neighbors=pre_reorder
-            )
+            indices, scores = self._searcher.search(queries[0], **options)
             return np.asarray(indices)[None], np.asarray(scores)[None]
-        indices, scores = self._searcher.search_batched(
-            queries, final_num_neighbors=n, pre_reorder_num_neighbors=pre_reorder
+        search = (
+            self._searcher.search_batched_parallel
+            if len(queries) >= PARALLEL_FROM
+            else self._searcher.search_batched
         )
+        indices, scores = search(queries, **options)
         return np.asarray(indices), np.asarray(scores)
-
-    def search_parallel(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-`k` of a large batch on all cores (no exclusions), for offline use."""
-        queries = np.ascontiguousarray(queries, dtype=np.float32)
-        pre_reorder = max(self._config.reordering_num_neighbors, k)
-        indices, scores = self._searcher.search_batched_parallel(
-            queries, final_num_neighbors=k, pre_reorder_num_neighbors=pre_reorder
-        )
-        return np.asarray(indices, dtype=np.int64), np.asarray(scores, dtype=np.float32)
 
     def _save(self, directory: str) -> None:
         # Relative asset paths: the folder is written under a temporary name and renamed.

@@ -24,7 +24,8 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving.api import RetrieveRequest
-from serving.retrieval_service import RequestError, RetrievalService, ServiceConfig
+from serving.retrieval_service import RequestError, RetrievalService
+from serving.service_config import ServiceConfig
 
 
 def _validation_message(error: RequestValidationError) -> tuple[int, str]:
@@ -91,23 +92,17 @@ def create_app(service: RetrievalService) -> FastAPI:
     return app
 
 
-def serve(
-    export_dir: str,
-    host: str = "127.0.0.1",
-    port: int = 8080,
-    *,
-    config: ServiceConfig | None = None,
-    log_level: str = "info",
-) -> None:
-    """Loads the export and serves it until interrupted (the `twotower serve` entry).
+def serve(export_dir: str, config: ServiceConfig | None = None, log_level: str = "info") -> None:
+    """Loads the export and serves it on `config.host:config.port` until interrupted.
 
     Raises:
       FileNotFoundError: no export manifest in `export_dir`.
       ValueError: a bad `tf_serving` address or an inconsistent export.
     """
+    config = config or ServiceConfig()
     service = RetrievalService(export_dir, config)
     try:
-        uvicorn.run(create_app(service), host=host, port=port, log_level=log_level)
+        uvicorn.run(create_app(service), host=config.host, port=config.port, log_level=log_level)
     finally:
         service.close()
 

@@ -36,6 +36,7 @@ from collections.abc import Iterator
 import numpy as np
 import tqdm
 
+from common import contracts
 from simulator.recall import RecallSampler
 from simulator.world import (
     ACTIVITY_BANDS,
@@ -79,7 +80,7 @@ def simulate(config: SimulatorConfig, output_dir: str, progress: bool = False) -
     """Builds a world and writes its logs, random-exposure test set and truth.
 
     Args:
-      config: the world's size and behaviour; validated first.
+      config: the world's size and behaviour (validated when it was made).
       output_dir: created if missing; receives requests.jsonl, items.jsonl, users.jsonl,
         random_exposure.jsonl, true_top_k.jsonl, world.npz and world.json.
       progress: show tqdm progress bars.
@@ -87,16 +88,12 @@ def simulate(config: SimulatorConfig, output_dir: str, progress: bool = False) -
     Returns:
       The summary also written to world.json: {"config", "eval_from", "end_timestamp",
       "counts"}.
-
-    Raises:
-      ValueError: `config` is invalid (the field is named).
     """
-    config.validate()
     os.makedirs(output_dir, exist_ok=True)
     world = build_world(config)
-    save_world(world, os.path.join(output_dir, "world.npz"))
-    _write_lines(os.path.join(output_dir, "users.jsonl"), _user_lines(world))
-    _write_lines(os.path.join(output_dir, "items.jsonl"), _item_lines(world))
+    save_world(world, os.path.join(output_dir, contracts.SIM_WORLD_ARRAYS))
+    _write_lines(os.path.join(output_dir, contracts.SIM_USERS), _user_lines(world))
+    _write_lines(os.path.join(output_dir, contracts.SIM_ITEMS), _item_lines(world))
     eval_from = config.start_timestamp + (config.days - config.eval_days) * SECONDS_PER_DAY
     end = config.start_timestamp + config.days * SECONDS_PER_DAY
     item_json = [f'"i{k}"' for k in range(config.num_items)]
@@ -108,7 +105,7 @@ def simulate(config: SimulatorConfig, output_dir: str, progress: bool = False) -
         "end_timestamp": end,
         "counts": {"users": config.num_users, "items": config.num_items, **logged, **random},
     }
-    with open(os.path.join(output_dir, "world.json"), "w") as f:
+    with open(os.path.join(output_dir, contracts.SIM_WORLD_SUMMARY), "w") as f:
         json.dump(summary, f, indent=2)
         f.write("\n")
     return summary
@@ -207,7 +204,7 @@ def _write_requests(world: World, output_dir: str, item_json: list[str], progres
     prior_sums = [0.0, 0.0]  # popularity prior summed over recalled, exposed items
     request_id = 0
     bar = tqdm.tqdm(total=0, desc="requests", unit="req", disable=not progress)
-    with open(os.path.join(output_dir, "requests.jsonl"), "w") as f:
+    with open(os.path.join(output_dir, contracts.SIM_REQUESTS), "w") as f:
         for day in range(config.days):
             users, stamps = _day_requests(world, day)
             period = counts["eval" if day >= config.days - config.eval_days else "train"]
@@ -263,8 +260,8 @@ def _write_random_exposure(
     items_t = world.item_latents.T.astype(np.float64)
     block = max(1, SCORE_BLOCK_FLOATS // config.num_items)
     clicks_total, users_with_click = 0, 0
-    exposure_path = os.path.join(output_dir, "random_exposure.jsonl")
-    truth_path = os.path.join(output_dir, "true_top_k.jsonl")
+    exposure_path = os.path.join(output_dir, contracts.SIM_RANDOM_EXPOSURE)
+    truth_path = os.path.join(output_dir, contracts.SIM_TRUE_TOP_K)
     bar = tqdm.tqdm(total=users.size, desc="random exposure", unit="user", disable=not progress)
     with open(exposure_path, "w") as exposure_file, open(truth_path, "w") as truth_file:
         for first in range(0, users.size, block):

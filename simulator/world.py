@@ -27,6 +27,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from common import contracts
+from common.settings import ConfigError, Settings, setting
+
 ITEM_NOISE = 0.5
 USER_NORM = 2.0
 USER_NOISE = 0.5
@@ -60,61 +63,44 @@ _ARRAYS = (
 
 
 @dataclasses.dataclass(frozen=True)
-class SimulatorConfig:
+class SimulatorConfig(Settings):
     """Size and behaviour of a simulated world; defaults build in a couple of seconds."""
 
-    num_users: int = 1000
-    num_items: int = 2000
-    num_clusters: int = 20
-    dim: int = 16
-    days: int = 10
-    eval_days: int = 2  # the last eval_days are the "next period" (logged test clicks)
-    requests_per_user_per_day: float = 1.0  # Poisson mean for an average user
-    popularity_skew: float = 1.1  # Zipf exponent of the legacy popularity prior
-    recall_size: int = 100
-    expose_size: int = 10
-    random_exposure_users: int = 300
-    random_exposure_size: int = 50
-    true_top_k: int = 200
-    seed: int = 0
-    start_timestamp: int = 1_700_000_000
+    num_users: int = setting(1000, "users in the world", min=1)
+    num_items: int = setting(2000, "items in the corpus", min=1)
+    num_clusters: int = setting(20, "item clusters (categories)", min=1)
+    dim: int = setting(16, "latent dimension of true preferences", min=1)
+    days: int = setting(10, "logged days, eval period included", min=1)
+    eval_days: int = setting(2, "last days that form the next (eval) period", min=1)
+    requests_per_user_per_day: float = setting(
+        1.0, "mean requests per user per day (Poisson)", min=1e-9
+    )
+    popularity_skew: float = setting(
+        1.1, "Zipf exponent of the legacy system's popularity prior", min=0
+    )
+    recall_size: int = setting(100, "items the legacy recall stage returns per request", min=1)
+    expose_size: int = setting(10, "items the legacy ranker exposes per request", min=1)
+    random_exposure_users: int = setting(300, "test users given a random-exposure request", min=0)
+    random_exposure_size: int = setting(
+        50, "items shown uniformly at random to each of them", min=1
+    )
+    true_top_k: int = setting(200, "length of each test user's true top-K list", min=1)
+    seed: int = setting(0, "random seed (same seed, same bytes)", min=0)
+    start_timestamp: int = setting(1_700_000_000, "first logged second", min=0)
 
-    def validate(self) -> None:
-        """Checks every field.
-
-        Raises:
-          ValueError: naming the first field with a bad value.
-        """
-        for name in ("num_users", "num_items", "num_clusters", "dim", "days", "eval_days"):
-            _require(name, getattr(self, name), 1)
-        for name in ("recall_size", "expose_size", "random_exposure_size", "true_top_k"):
-            _require(name, getattr(self, name), 1)
-        for name in ("random_exposure_users", "seed", "start_timestamp"):
-            _require(name, getattr(self, name), 0)
+    def check(self) -> None:
         if self.eval_days >= self.days:
-            raise ValueError(f"eval_days ({self.eval_days}) must be < days ({self.days})")
-        if not self.requests_per_user_per_day > 0:
-            raise ValueError(
-                f"requests_per_user_per_day must be > 0, got {self.requests_per_user_per_day}"
-            )
-        if not self.popularity_skew >= 0:
-            raise ValueError(f"popularity_skew must be >= 0, got {self.popularity_skew}")
-        _require_le("expose_size", self.expose_size, "recall_size", self.recall_size)
-        for name in ("recall_size", "random_exposure_size", "true_top_k", "num_clusters"):
-            _require_le(name, getattr(self, name), "num_items", self.num_items)
-        _require_le(
-            "random_exposure_users", self.random_exposure_users, "num_users", self.num_users
-        )
-
-
-def _require(name: str, value: object, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-
-
-def _require_le(name: str, value: int, bound_name: str, bound: int) -> None:
-    if value > bound:
-        raise ValueError(f"{name} ({value}) must be <= {bound_name} ({bound})")
+            raise ConfigError(f"{self.eval_days} must be < days ({self.days})", "eval_days")
+        bounds = [("expose_size", "recall_size")]
+        bounds += [
+            (name, "num_items")
+            for name in ("recall_size", "random_exposure_size", "true_top_k", "num_clusters")
+        ]
+        bounds.append(("random_exposure_users", "num_users"))
+        for name, bound in bounds:
+            value, limit = getattr(self, name), getattr(self, bound)
+            if value > limit:
+                raise ConfigError(f"{value} must be <= {bound} ({limit})", name)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -151,7 +137,6 @@ class World:
 
 def build_world(config: SimulatorConfig) -> World:
     """Draws a world from `config.seed`; O(num_users + num_items) memory."""
-    config.validate()
     rng = np.random.default_rng([config.seed, STREAM_WORLD])
     num_clusters, dim, num_items, num_users = (
         config.num_clusters,
@@ -236,9 +221,9 @@ def load_world(output_dir: str) -> World:
     Raises:
       FileNotFoundError: either file is missing.
     """
-    with open(os.path.join(output_dir, "world.json")) as f:
+    with open(os.path.join(output_dir, contracts.SIM_WORLD_SUMMARY)) as f:
         config = SimulatorConfig(**json.load(f)["config"])
-    with np.load(os.path.join(output_dir, "world.npz")) as arrays:
+    with np.load(os.path.join(output_dir, contracts.SIM_WORLD_ARRAYS)) as arrays:
         return World(config=config, **{name: arrays[name] for name in _ARRAYS})
 
 

@@ -82,3 +82,13 @@ def tiny_dataset(tiny_logs, tmp_path_factory):
     output = str(tmp_path_factory.mktemp("tiny") / "dataset")
     run_preprocess(output, requests, catalog)
     return output
+
+
+def export(run_dir, index=None, **options):
+    """`twotower export RUN_DIR` as the command wires it: serving's item index builder
+    (`index`: an IndexConfig, default auto) and `ExportOptions(**options)`."""
+    from trainer.export import export_run
+    from trainer.export_options import ExportOptions
+    from twotower.wiring import export_builder
+
+    return export_run(run_dir, index=export_builder(index), options=ExportOptions(**options))

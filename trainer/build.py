@@ -6,6 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from common.config import Config, NegativesConfig
+from common.contracts import USER_FEATURE_PREFIX
 from trainer.dataset import Dataset
 from trainer.model import TwoTowerModel
 from trainer.negatives.cluster import ClusterNegatives
@@ -15,7 +16,7 @@ from trainer.negatives.intention_queue import IntentionQueueNegatives
 from trainer.negatives.logged import LoggedNegatives
 from trainer.negatives.queue import QueueNegatives
 from trainer.negatives.source import NegativeSource
-from trainer.towers import USER_FEATURE_PREFIX, CandidateTower, QueryTower
+from trainer.towers import CandidateTower, QueryTower
 
 # UMA² Table 1 rows. A and B counts are what preprocessing kept per positive
 # (data.num_a, data.num_b; 1 and 4 by default), C completes the paper's 1:4:20.

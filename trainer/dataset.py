@@ -11,7 +11,7 @@ from typing import Any
 
 import tensorflow as tf
 
-SCHEMA_VERSION = 1
+from common import contracts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,14 +64,15 @@ def load_dataset(directory: str) -> Dataset:
       FileNotFoundError: no manifest.json (the directory is missing or unfinished).
       ValueError: a schema version this trainer does not read.
     """
-    path = os.path.join(directory, "manifest.json")
+    path = os.path.join(directory, contracts.MANIFEST_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no manifest; run `twotower preprocess` first")
     with open(path) as f:
         manifest = json.load(f)
-    if manifest.get("schema_version") != SCHEMA_VERSION:
+    expected = contracts.DATASET_SCHEMA_VERSION
+    if manifest.get("schema_version") != expected:
         raise ValueError(
-            f"{path}: schema_version {manifest.get('schema_version')!r}, expected {SCHEMA_VERSION}"
+            f"{path}: schema_version {manifest.get('schema_version')!r}, expected {expected}"
         )
     item_ids, clusters = [], []
     features: dict[str, list[list[str]]] = {name: [] for name in manifest["item_features"]}

@@ -25,20 +25,6 @@ import tensorflow as tf
 
 from common.config import ConfigError, TrainingConfig
 
-# Kubeflow's ExitCode restart policy: 1, 2, 126, 127, 128, 139 are permanent; 130, 137,
-# 143 (SIGINT, SIGKILL, SIGTERM) and 138 (user-defined) are retried.
-EXIT_BAD_INPUT = 1
-EXIT_RETRYABLE = 138
-EXIT_INTERRUPTED = 130
-EXIT_SIGTERM = 143
-
-_RETRYABLE_ERRORS = (
-    tf.errors.UnavailableError,
-    tf.errors.DeadlineExceededError,
-    tf.errors.AbortedError,
-    tf.errors.CancelledError,
-)
-
 
 class ClusterError(ConfigError):
     """TF_CONFIG is malformed, or the cluster it names did not come up in time."""
@@ -334,33 +320,3 @@ def worker_dir(path: str, where: Placement) -> str:
 def remove_worker_dir(path: str, where: Placement) -> None:
     if not where.is_chief:
         shutil.rmtree(path, ignore_errors=True)
-
-
-def exit_code(error: BaseException) -> int:
-    """The process exit code for an error that ended training (TFJob ExitCode policy).
-
-    Bad input or config (ConfigError, ValueError, missing files) is permanent (1); a
-    lost peer or aborted collective is retryable (138); Ctrl-C is 130. SIGTERM and
-    SIGKILL end the process themselves (143, 137: retried).
-    """
-    if isinstance(error, KeyboardInterrupt):
-        return EXIT_INTERRUPTED
-    if isinstance(error, _RETRYABLE_ERRORS):
-        return EXIT_RETRYABLE
-    return EXIT_BAD_INPUT
-
-
-def describe_error(error: BaseException) -> dict[str, Any]:
-    code = exit_code(error)
-    return {"exit_code": code, "retryable": code != EXIT_BAD_INPUT, "error": str(error)}
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` TCP ports free on localhost now, for a local multi-worker TF_CONFIG."""
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("localhost", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports

@@ -22,13 +22,14 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from common import contracts
+from common.settings import ConfigError
 from trainer import metrics
 from trainer.dataset import Dataset, load_dataset, make_dataset
 from trainer.ground_truth import load_ground_truth
 from trainer.model import TwoTowerModel
 from trainer.train import load_run
 
-METRICS_FILE = "metrics.json"
 _CHUNK = 1024
 
 
@@ -111,7 +112,7 @@ def random_exposure_queries(
         ),
     }
     for name in truth.user_feature_names:
-        features[f"user.{name}"] = _pad(
+        features[contracts.USER_FEATURE_PREFIX + name] = _pad(
             [[t.encode() for t in truth.user_features.get(u, {}).get(name, [])] for u in users]
         )
     return QuerySet(
@@ -213,6 +214,7 @@ def evaluate_run(
     ground_truth: str | None = None,
     write: bool = True,
     plots: bool = True,
+    scann: Any = None,
 ) -> dict[str, Any]:
     """Evaluates a trained run.
 
@@ -223,6 +225,12 @@ def evaluate_run(
         by default the dataset's own simulator input, if it came from one.
       write: write `metrics.json` (and plots) into `run_dir`.
       plots: draw the PNGs (see trainer/plots.py).
+      scann: a ScaNN index builder (`serving.index_io.IndexBuilder`), needed when the run's
+        `evaluation.scann` is on: the same embeddings are then also retrieved through the
+        index the export serves ("two_tower_scann").
+
+    Raises:
+      ConfigError: `evaluation.scann` is on and no `scann` builder was given.
 
     Returns:
       {"num_items", "ks", "num_users", "methods": {method: {metric@K: value}}} for the
@@ -239,9 +247,11 @@ def evaluate_run(
     items = item_embeddings(model, dataset.item_ids)
     ann_index = None
     if config.evaluation.scann:
-        from serving.item_index import IndexConfig, build_index  # noqa: PLC0415
-
-        ann_index = build_index(items, IndexConfig(kind="scann"))
+        if scann is None:
+            raise ConfigError(
+                "needs a ScaNN index builder: evaluate_run(scann=...)", "evaluation.scann"
+            )
+        ann_index = scann.build(items, spherical=config.model.similarity == "cosine")
     score = lambda queries: _score_query_set(  # noqa: E731
         model,
         items,
@@ -277,6 +287,6 @@ def evaluate_run(
             from trainer.plots import plot_evaluation  # noqa: PLC0415  (matplotlib is slow)
 
             result["plots"] = plot_evaluation(result, rankings, popularity, run_dir)
-        with open(os.path.join(run_dir, METRICS_FILE), "w") as f:
+        with open(os.path.join(run_dir, contracts.METRICS_FILE), "w") as f:
             json.dump(result, f, indent=2)
     return result

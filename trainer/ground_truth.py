@@ -11,6 +11,8 @@ import json
 import os
 from typing import Any
 
+from common import contracts
+
 
 @dataclasses.dataclass(frozen=True)
 class GroundTruth:
@@ -36,8 +38,9 @@ def load_ground_truth(directory: str) -> GroundTruth:
       FileNotFoundError: naming the missing file.
     """
     paths = {
-        name: os.path.join(directory, f"{name}.jsonl")
-        for name in ("random_exposure", "true_top_k", "users")
+        "random_exposure": os.path.join(directory, contracts.SIM_RANDOM_EXPOSURE),
+        "true_top_k": os.path.join(directory, contracts.SIM_TRUE_TOP_K),
+        "users": os.path.join(directory, contracts.SIM_USERS),
     }
     for path in paths.values():
         if not os.path.exists(path):

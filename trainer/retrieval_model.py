@@ -7,17 +7,14 @@ tower in TF Serving and the index in the retrieval service (docs/serving.md).
 
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from serving import export_version as layout
+from common import contracts
 from trainer.model import TwoTowerModel
 from trainer.standard_ops import saved_model_ops
-
-if TYPE_CHECKING:
-    from trainer.export import ExportOptions
 
 
 def save_retrieval_model(
@@ -25,25 +22,36 @@ def save_retrieval_model(
     model: TwoTowerModel,
     item_ids: list[str],
     embeddings: np.ndarray,
-    options: "ExportOptions",
+    *,
+    kind: str,
+    k: int,
+    index_config: Mapping[str, Any],
     signature: tf.types.experimental.ConcreteFunction,
 ) -> dict[str, Any]:
     """A TFRS top-K SavedModel: raw user features -> {"scores", "item_ids"} `[batch, k]`.
 
-    `signature` is the query tower's serving function; its inputs are reused.
+    Args:
+      path: the SavedModel folder to write.
+      model: the trained model (its query tower is saved).
+      item_ids: `[num_items]` ids, returned for the top rows.
+      embeddings: `[num_items, dim]` item embeddings.
+      kind: "scann" (TFRS's ScaNN layer) or "brute_force".
+      k: items returned per query (at most the corpus).
+      index_config: the export's resolved item index settings; the ScaNN layer takes its
+        leaves, leaves searched, AH block size and reordering from them.
+      signature: the query tower's serving function; its inputs are reused.
     """
     import tensorflow_recommenders as tfrs  # noqa: PLC0415
 
-    k = min(options.retrieval_k, len(item_ids))
-    if options.retrieval_model == "scann":
-        config = options.index.resolved(len(item_ids))
-        leaves = config.num_leaves or max(1, min(len(item_ids) // 50, 100))
+    k = min(k, len(item_ids))
+    if kind == "scann":
+        leaves = index_config.get("num_leaves") or max(1, min(len(item_ids) // 50, 100))
         layer = tfrs.layers.factorized_top_k.ScaNN(
             k=k,
             num_leaves=leaves,
-            num_leaves_to_search=config.num_leaves_to_search or leaves,
-            dimensions_per_block=options.index.dimensions_per_block,
-            num_reordering_candidates=max(k, options.index.reordering_num_neighbors),
+            num_leaves_to_search=index_config.get("num_leaves_to_search") or leaves,
+            dimensions_per_block=index_config.get("dimensions_per_block", 2),
+            num_reordering_candidates=max(k, index_config.get("reordering_num_neighbors", k)),
         )
     else:
         layer = tfrs.layers.factorized_top_k.BruteForce(k=k)
@@ -61,24 +69,24 @@ def save_retrieval_model(
     tf.saved_model.save(
         module,
         path,
-        signatures={"serving_default": retrieve.get_concrete_function()},
+        signatures={contracts.SIGNATURE: retrieve.get_concrete_function()},
         options=tf.saved_model.SaveOptions(namespace_whitelist=["Scann"]),
     )
-    return {"kind": options.retrieval_model, "k": k, "outputs": ["scores", "item_ids"]}
+    return {"kind": kind, "k": k, "outputs": ["scores", "item_ids"]}
 
 
 def validate_retrieval_model(
     staging: str, users: Mapping[str, tf.Tensor], exact: np.ndarray
 ) -> dict[str, Any]:
     """Top-K agreement of the reloaded retrieval SavedModel with exact search."""
-    path = os.path.join(staging, layout.RETRIEVAL_DIR)
+    path = os.path.join(staging, contracts.RETRIEVAL_DIR)
     if not os.path.exists(path):
         return {}
     from scann.scann_ops.py import scann_ops  # noqa: F401, PLC0415  (registers Scann* ops)
 
-    with open(os.path.join(staging, layout.ITEMS_DIR, layout.ITEM_IDS)) as f:
+    with open(os.path.join(staging, contracts.ITEMS_DIR, contracts.ITEM_IDS)) as f:
         row = {line.rstrip("\n"): i for i, line in enumerate(f)}
-    top = tf.saved_model.load(path).signatures["serving_default"](**users)["item_ids"].numpy()
+    top = tf.saved_model.load(path).signatures[contracts.SIGNATURE](**users)["item_ids"].numpy()
     k = min(exact.shape[1], top.shape[1])
     found = [{row[i.decode()] for i in ids[:k]} for ids in top]
     recall = np.mean([len(f & set(e[:k])) / k for f, e in zip(found, exact, strict=True)])

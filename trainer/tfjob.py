@@ -13,7 +13,8 @@ from typing import Any
 
 import yaml
 
-from trainer.distribute import EXIT_BAD_INPUT
+from common import exit_codes
+from common.settings import ConfigError, Settings, setting
 
 # The training operator expects this container name and port name.
 CONTAINER = "tensorflow"
@@ -23,49 +24,35 @@ LABELS = {"app.kubernetes.io/name": "twotower", "app.kubernetes.io/component": "
 
 
 @dataclasses.dataclass(frozen=True)
-class TFJobSpec:
-    """What the manifest is rendered from.
+class TFJobSpec(Settings):
+    """What the manifest is rendered from (`twotower train --emit-tfjob` flags)."""
 
-    Attributes:
-      image: the trainer image (k8s/training/Dockerfile), pinned by tag or digest.
-      replicas: worker pods; worker 0 is the chief.
-      gpus: GPUs per worker (0: CPU workers, ring all-reduce).
-      config: config file path inside the pod (on the shared volume).
-      dataset: dataset directory inside the pod.
-      run_dir: run directory inside the pod (shared: every restart resumes from it).
-      namespace: Kubernetes namespace.
-      name: TFJob name.
-      volume_claim: PersistentVolumeClaim (ReadWriteMany) mounted at /data.
-      cpu, memory: requests and limits per worker.
-      backoff_limit: restarts of retryable failures before the job fails.
-      overrides: extra `section.key=value` config overrides.
-    """
+    image: str = setting("", "trainer image (k8s/training/Dockerfile), pinned by tag or digest")
+    replicas: int = setting(2, "worker pods (worker 0 is the chief)", min=1)
+    gpus: int = setting(1, "GPUs per worker (0: CPU workers, ring all-reduce)", min=0)
+    pod_config: str = setting("/data/config.yaml", "config file path inside the pods")
+    dataset: str = setting("/data/dataset", "dataset directory inside the pods")
+    run_dir: str = setting(
+        "/data/runs/twotower", "run directory inside the pods (shared: restarts resume from it)"
+    )
+    namespace: str = setting("default", "Kubernetes namespace of the job")
+    name: str = setting("twotower-train", "TFJob name")
+    volume_claim: str = setting(
+        "twotower-data", "PersistentVolumeClaim (ReadWriteMany) mounted at /data"
+    )
+    cpu: str = setting("4", "CPU request and limit per worker")
+    memory: str = setting("16Gi", "memory request and limit per worker")
+    backoff_limit: int = setting(6, "restarts of retryable failures before the job fails", min=0)
+    overrides: tuple[str, ...] = setting((), "extra section.key=value config overrides")
 
-    image: str
-    replicas: int = 2
-    gpus: int = 1
-    config: str = "/data/config.yaml"
-    dataset: str = "/data/dataset"
-    run_dir: str = "/data/runs/twotower"
-    namespace: str = "default"
-    name: str = "twotower-train"
-    volume_claim: str = "twotower-data"
-    cpu: str = "4"
-    memory: str = "16Gi"
-    backoff_limit: int = 6
-    overrides: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.replicas < 1:
-            raise ValueError(f"replicas must be >= 1, got {self.replicas}")
-        if self.gpus < 0:
-            raise ValueError(f"gpus must be >= 0, got {self.gpus}")
+    def check(self) -> None:
         if not self.image or self.image.endswith(":latest") or ":" not in self.image:
-            raise ValueError(f"image must be pinned by a tag or digest, got {self.image!r}")
+            raise ConfigError(f"must be pinned by a tag or digest, got {self.image!r}", "image")
 
 
 def _container(spec: TFJobSpec) -> dict[str, Any]:
-    command = ["python", "-m", "trainer.train", spec.dataset, spec.run_dir, "--config", spec.config]
+    command = ["twotower", "train", "--data", spec.dataset, "--run-dir", spec.run_dir]
+    command += ["--config", spec.pod_config, "--verbose", "2"]
     for override in spec.overrides:
         command += ["--set", override]
     resources = {"cpu": spec.cpu, "memory": spec.memory}
@@ -165,6 +152,6 @@ def emit_tfjob(spec: TFJobSpec, *, apply: bool = False, kubectl: str = "kubectl"
         return 0
     if shutil.which(kubectl) is None:
         print(f"twotower train: {kubectl} not found on PATH", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return exit_codes.BAD_INPUT
     done = subprocess.run([kubectl, "apply", "-f", "-"], input=manifest, text=True, check=False)
     return done.returncode

@@ -5,9 +5,8 @@ from typing import Any
 
 import tensorflow as tf
 
+from common.contracts import HISTORY, USER_FEATURE_PREFIX, USER_ID
 from trainer.token_bag import PAD, TokenBagEmbedding, mlp
-
-USER_FEATURE_PREFIX = "user."
 
 
 @tf.keras.utils.register_keras_serializable(package="twotower")
@@ -67,7 +66,7 @@ class QueryTower(tf.keras.Model):
 
     @property
     def feature_names(self) -> list[str]:
-        return ["user_id", "history"] + [USER_FEATURE_PREFIX + n for n in self._features]
+        return [USER_ID, HISTORY] + [USER_FEATURE_PREFIX + n for n in self._features]
 
     def call(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
         parts = [self._user_id(features["user_id"]), self._history(features["history"])]

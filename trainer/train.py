@@ -11,26 +11,24 @@ Run directory layout (see docs/run_directory.md):
   export/            written by export
 """
 
-import argparse
 import dataclasses
 import json
 import logging
 import os
 import shutil
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import tensorflow as tf
 
+from common import contracts
 from common.config import Config, ConfigError, TrainingConfig, load_config, save_config
 from trainer.build import build_model, training_callbacks
 from trainer.callbacks import Throughput
 from trainer.dataset import Dataset, load_dataset, make_dataset
 from trainer.distribute import (
     Placement,
-    describe_error,
     placement,
     remove_worker_dir,
     worker_dir,
@@ -38,9 +36,6 @@ from trainer.distribute import (
 )
 from trainer.model import TwoTowerModel
 
-RUN_FILE = "run.json"
-WEIGHTS = os.path.join("checkpoints", "final")
-BACKUP = "backup"
 _LOG = logging.getLogger("twotower.train")
 
 
@@ -164,7 +159,7 @@ def train(
     if backup or where.replicas > 1:
         steps_per_epoch = max(1, examples // where.global_batch)
         shard = _shard_mode(config.training, len(dataset.files("train")), where.num_workers)
-        backup_dir = os.path.join(run_dir, BACKUP)
+        backup_dir = os.path.join(run_dir, contracts.BACKUP_DIR)
         skipped = resume_step(backup_dir, steps_per_epoch) if backup else 0
         data = _resumable_input(dataset, config.training, where, shard, skipped)
     else:
@@ -180,7 +175,7 @@ def train(
         *training_callbacks(config, model),
         Throughput(config.training.batch_size),
         # Per-step summaries (every 50 steps) carry the IPW weight histograms.
-        tf.keras.callbacks.TensorBoard(os.path.join(run_dir, "logs"), update_freq=50),
+        tf.keras.callbacks.TensorBoard(os.path.join(run_dir, contracts.LOGS_DIR), update_freq=50),
         *callbacks,
     ]
     if backup:
@@ -202,7 +197,7 @@ def train(
         # BackupAndRestore removed its checkpoints; the finished run keeps no backup.
         shutil.rmtree(backup_dir, ignore_errors=True)
     weights = worker_dir(run_dir, where)
-    model.save_weights(os.path.join(weights, WEIGHTS))
+    model.save_weights(os.path.join(weights, contracts.WEIGHTS))
     remove_worker_dir(weights, where)
     summary = {
         "dataset_dir": os.path.abspath(dataset_dir),
@@ -223,7 +218,7 @@ def train(
         },
     }
     if where.is_chief:
-        with open(os.path.join(run_dir, RUN_FILE), "w") as f:
+        with open(os.path.join(run_dir, contracts.RUN_FILE), "w") as f:
             json.dump(summary, f, indent=2)
     return summary
 
@@ -234,42 +229,15 @@ def load_run(run_dir: str) -> tuple[Config, Any, TwoTowerModel]:
     Raises:
       FileNotFoundError: `run_dir` holds no finished training run.
     """
-    path = os.path.join(run_dir, RUN_FILE)
+    path = os.path.join(run_dir, contracts.RUN_FILE)
     if not os.path.exists(path):
         raise FileNotFoundError(
             f"{path}: no run.json; is {run_dir} a finished `twotower train` run?"
         )
     with open(path) as f:
         run = json.load(f)
-    config = load_config(os.path.join(run_dir, "config.yaml"))
+    config = load_config(os.path.join(run_dir, contracts.CONFIG_FILE))
     dataset = load_dataset(run["dataset_dir"])
     model = build_model(config, dataset)
-    model.load_weights(os.path.join(run_dir, WEIGHTS)).expect_partial()
+    model.load_weights(os.path.join(run_dir, contracts.WEIGHTS)).expect_partial()
     return config, dataset, model
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m trainer.train DATASET RUN_DIR [--config F] [--set k=v ...]`: trains and
-    returns the exit code the TFJob ExitCode policy expects (docs/distributed.md)."""
-    parser = argparse.ArgumentParser(prog="python -m trainer.train", description=__doc__)
-    parser.add_argument("dataset_dir")
-    parser.add_argument("run_dir")
-    parser.add_argument("--config", default=None)
-    parser.add_argument("--set", action="append", default=[], dest="overrides")
-    parser.add_argument("--verbose", type=int, default=2)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="twotower train: %(message)s")
-    try:
-        config = load_config(args.config, args.overrides)
-        summary = train(config, args.dataset_dir, args.run_dir, verbose=args.verbose)
-    except Exception as e:  # noqa: BLE001 - every failure becomes an exit code
-        failure = describe_error(e)
-        kind = "retryable" if failure["retryable"] else "permanent"
-        print(f"twotower train: {kind} error: {e}", file=sys.stderr, flush=True)
-        return failure["exit_code"]
-    print(f"trained {summary['epochs']} epochs in {summary['train_seconds']} s -> {args.run_dir}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

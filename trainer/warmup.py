@@ -10,12 +10,10 @@ from collections.abc import Mapping
 
 import numpy as np
 import tensorflow as tf
-from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-from serving.query_embedder import predict_request
-from serving.query_features import batch_rows
+from common import contracts
 
-WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 # TF Serving reads at most 1000 warm-up records.
 MAX_RECORDS = 1000
 
@@ -50,19 +48,19 @@ def write_warmup_requests(
     num_users = len(next(iter(features.values()), []))
     if num_users == 0:
         raise ValueError("warm-up needs at least one user's features")
-    batches = [
-        batch_rows(features, slice(i % num_users, i % num_users + 1))
-        for i in range(num_requests - 1)
-    ]
-    batches.append(batch_rows(features, slice(0, min(batch_size, num_users))))
-    path = os.path.join(saved_model_dir, WARMUP_FILE)
+    rows = [slice(i % num_users, i % num_users + 1) for i in range(num_requests - 1)]
+    rows.append(slice(0, min(batch_size, num_users)))
+    batches = [{name: np.asarray(v)[r] for name, v in features.items()} for r in rows]
+    path = os.path.join(saved_model_dir, contracts.WARMUP_FILE)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with tf.io.TFRecordWriter(path) as writer:
         for batch in batches:
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=contracts.SIGNATURE),
+                inputs={n: tf.make_tensor_proto(v, dtype=tf.string) for n, v in batch.items()},
+            )
             log = prediction_log_pb2.PredictionLog(
-                predict_log=prediction_log_pb2.PredictLog(
-                    request=predict_request(batch, model_name)
-                )
+                predict_log=prediction_log_pb2.PredictLog(request=request)
             )
             writer.write(log.SerializeToString())
     return {"records": len(batches), "batch_size": min(batch_size, num_users)}
@@ -71,7 +69,7 @@ def write_warmup_requests(
 def read_warmup_requests(saved_model_dir: str) -> list[predict_pb2.PredictRequest]:
     """The PredictRequests of a version's warm-up file, in order."""
     requests = []
-    for record in tf.data.TFRecordDataset(os.path.join(saved_model_dir, WARMUP_FILE)):
+    for record in tf.data.TFRecordDataset(os.path.join(saved_model_dir, contracts.WARMUP_FILE)):
         log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
         requests.append(log.predict_log.request)
     return requests

@@ -1,30 +1,37 @@
 """The `twotower` command: one subcommand per stage, each a thin layer over a library call.
 
-The arguments are defined here; `twotower/commands.py` holds the handlers. Exit codes
-follow the cluster's retry rules: 0 success, 1 bad input or config (permanent:
-retrying will not help), 2 usage errors.
+Every flag is generated from a settings dataclass (`common.settings`): its type,
+default, range and help are declared once, beside the code that uses it. The handlers
+live in `twotower/commands.py`. Exit codes are `common.exit_codes` (docs/cli.md): 0 done,
+1 bad input or config, 2 usage, 138 retryable, 130 interrupted.
 """
 
 import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from common.config import ConfigError, describe_options
+from common import exit_codes
+from common.config import DataConfig, describe_options
+from common.settings import ConfigError, add_flags
+from pipelines.daily_schedule import DailySchedule
+from pipelines.runner_options import RunnerOptions
+from serving.index_config import IndexConfig
+from serving.service_config import ServiceConfig
+from simulator.world import SimulatorConfig
+from trainer.export_options import ExportOptions
+from trainer.tfjob import TFJobSpec
 from twotower import __version__, commands
-
-EXIT_BAD_INPUT = 1
-EXIT_USAGE = 2
-
-_FORMATTER = argparse.RawDescriptionHelpFormatter
+from twotower.bench.settings import BENCHMARKS
 
 
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, _FORMATTER):
-    """Shows every option's default and keeps the epilog's line breaks."""
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the epilog's line breaks (the config keys, one a line)."""
 
 
 def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", metavar="FILE", help="YAML or JSON config file")
-    parser.add_argument(
+    group = parser.add_argument_group("configuration (docs/cli.md; every key below)")
+    group.add_argument("--config", metavar="FILE", help="YAML or JSON config file")
+    group.add_argument(
         "--set",
         dest="overrides",
         metavar="KEY=VALUE",
@@ -34,91 +41,32 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_beam_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("Beam runner")
-    group.add_argument(
-        "--runner",
-        default="DirectRunner",
-        help="Beam runner (DataflowRunner, FlinkRunner, SparkRunner, ...)",
+def _add_runner_options(parser: argparse.ArgumentParser) -> None:
+    add_flags(parser.add_argument_group("Beam runner (docs/pipeline.md)"), RunnerOptions)
+
+
+def _verbose(parser: argparse.ArgumentParser, default: int) -> None:
+    parser.add_argument(
+        "--verbose",
+        type=int,
+        default=default,
+        choices=(0, 1, 2),
+        help=f"Keras verbosity: 1 progress bar, 2 one line per epoch (default: {default})",
     )
-    group.add_argument(
-        "--direct-running-mode",
-        default="multi_processing",
-        choices=("in_memory", "multi_threading", "multi_processing"),
-        help="DirectRunner execution mode",
-    )
-    group.add_argument(
-        "--direct-num-workers", type=int, default=2, help="DirectRunner parallel workers"
-    )
-    group.add_argument(
-        "--beam-arg",
-        dest="beam_args",
-        action="append",
-        default=[],
-        metavar="--OPTION=VALUE",
-        help="any other Beam pipeline option, e.g. --beam-arg=--project=p (repeatable)",
-    )
-
-
-_SIMULATOR_HELP = {
-    "num_users": "users in the world",
-    "num_items": "items in the corpus",
-    "num_clusters": "item clusters (categories)",
-    "dim": "latent dimension of true preferences",
-    "days": "logged days, eval period included",
-    "eval_days": "last days that form the next (eval) period",
-    "requests_per_user_per_day": "mean requests per user per day (Poisson)",
-    "popularity_skew": "Zipf exponent of the legacy system's popularity prior",
-    "recall_size": "items the legacy recall stage returns per request",
-    "expose_size": "items the legacy ranker exposes per request",
-    "random_exposure_users": "test users given a random-exposure request",
-    "random_exposure_size": "items shown uniformly at random to each of them",
-    "true_top_k": "length of each test user's true top-K list",
-    "seed": "random seed (same seed, same bytes)",
-    "start_timestamp": "first logged second",
-}
-
-
-def _add_simulator_options(parser: argparse.ArgumentParser) -> None:
-    import dataclasses  # noqa: PLC0415
-
-    from simulator.world import SimulatorConfig  # noqa: PLC0415  (numpy only)
-
-    group = parser.add_argument_group("world")
-    for field in dataclasses.fields(SimulatorConfig):
-        kind = {"int": int, "float": float}[str(field.type)]
-        group.add_argument(
-            f"--{field.name.replace('_', '-')}",
-            type=kind,
-            default=field.default,
-            help=_SIMULATOR_HELP[field.name],
-        )
-
-
-def _add_data_shortcuts(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("data (shortcuts for --set data.KEY=VALUE)")
-    for name, (key, kind, help) in commands.DATA_SHORTCUTS.items():
-        group.add_argument(
-            f"--{name.replace('_', '-')}",
-            type=kind,
-            default=None,
-            help=f"{help} ({key}; default: the config's)",
-        )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="twotower",
         description="Debiased two-tower retrieval: preprocess logs with Beam, train with "
-        "TFRS, evaluate, export for TF Serving.",
-        epilog="`twotower COMMAND --help` lists a command's options and the config keys.",
-        formatter_class=_Formatter,
+        "TFRS, evaluate against the truth, export for TF Serving with a ScaNN index.",
+        epilog="`twotower COMMAND --help` lists a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"twotower {__version__}")
     subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def command(
-        name: str, help: str, handler: Callable[[argparse.Namespace], int], config: bool = True
+        name: str, help: str, handler: Callable[[argparse.Namespace], int], config: bool = False
     ) -> argparse.ArgumentParser:
         sub = subcommands.add_parser(
             name,
@@ -134,53 +82,57 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command(
         "simulate",
-        "simulate a logged multi-stage recommender with known truth",
+        "simulate a logged multi-stage recommender with known truth (docs/simulator.md)",
         commands.simulate,
-        config=False,
     )
     sub.add_argument("--output", required=True, metavar="DIR", help="folder to write")
-    _add_simulator_options(sub)
+    add_flags(sub.add_argument_group("world"), SimulatorConfig)
 
-    sub = command("preprocess", "request logs -> dataset directory (Beam)", commands.preprocess)
-    sub.add_argument("--output", required=True, metavar="DIR", help="dataset directory to write")
+    sub = command(
+        "preprocess",
+        "request logs -> dataset directory, with Apache Beam (docs/pipeline.md)",
+        commands.preprocess,
+        config=True,
+    )
+    sub.add_argument(
+        "--output",
+        required=True,
+        metavar="DIR",
+        help="dataset directory to write (with --daily: the root of the dated datasets)",
+    )
     sub.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    _add_data_shortcuts(sub)
-    _add_beam_options(sub)
+    add_flags(sub.add_argument_group("data (the same as --set data.KEY=VALUE)"), DataConfig)
+    sub.set_defaults(data_flags=True)
+    daily = sub.add_argument_group(
+        "scheduled run (the CronJob): OUTPUT/<date>/, then OUTPUT/LATEST moves to it"
+    )
+    daily.add_argument(
+        "--daily", action="store_true", help="read the days before the run date from --logs"
+    )
+    add_flags(daily, DailySchedule)
+    _add_runner_options(sub)
 
-    sub = command("train", "dataset directory -> run directory (two-tower model)", commands.train)
+    sub = command(
+        "train",
+        "dataset directory -> run directory: the two-tower model (docs/run_directory.md)",
+        commands.train,
+        config=True,
+    )
     sub.add_argument("--data", required=True, metavar="DIR", help="dataset directory")
     sub.add_argument("--run-dir", required=True, metavar="DIR", help="run directory to write")
-    sub.add_argument(
-        "--verbose",
-        type=int,
-        default=1,
-        choices=(0, 1, 2),
-        help="Keras verbosity: 1 progress bar, 2 one line per epoch",
-    )
+    _verbose(sub, 1)
     tfjob = sub.add_argument_group(
-        "cluster (Kubeflow TFJob; with --emit-tfjob, --data and --run-dir are paths in the pods)"
+        "cluster (Kubeflow TFJob, docs/distributed.md): print the manifest of this training "
+        "instead of training; --data and --run-dir are then paths in the pods"
     )
-    tfjob.add_argument(
-        "--emit-tfjob",
-        action="store_true",
-        help="print a TFJob manifest for this training instead of training",
-    )
-    tfjob.add_argument("--image", default="", help="trainer image, pinned by tag or digest")
-    tfjob.add_argument("--replicas", type=int, default=2, help="worker pods (worker 0 is chief)")
-    tfjob.add_argument("--gpus", type=int, default=1, help="GPUs per worker (0: CPU workers)")
-    tfjob.add_argument(
-        "--pod-config", default="/data/config.yaml", help="config file path inside the pods"
-    )
-    tfjob.add_argument("--namespace", default="default", help="Kubernetes namespace")
-    tfjob.add_argument(
-        "--apply", action="store_true", help="also run `kubectl apply -f -` with the manifest"
-    )
+    tfjob.add_argument("--emit-tfjob", action="store_true", help="print the TFJob manifest")
+    tfjob.add_argument("--apply", action="store_true", help="also run `kubectl apply -f -` with it")
+    add_flags(tfjob, TFJobSpec, skip=("dataset", "run_dir", "overrides"))
 
     sub = command(
         "evaluate",
-        "retrieval metrics of a trained run over the whole catalog",
+        "retrieval metrics of a trained run over the whole catalog (docs/metrics.md)",
         commands.evaluate,
-        config=False,
     )
     sub.add_argument("run_dir", metavar="RUN_DIR", help="a finished training run")
     sub.add_argument(
@@ -199,115 +151,45 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub = command(
         "export",
-        "trained run -> query tower SavedModel + item embeddings",
+        "trained run -> query tower SavedModel + item embeddings + item index (docs/serving.md)",
         commands.export,
-        config=False,
     )
     sub.add_argument("run_dir", metavar="RUN_DIR", help="a finished training run")
-    sub.add_argument(
-        "--version", type=int, default=0, help="version folder to write (0 = one above the newest)"
-    )
-    sub.add_argument(
-        "--index",
-        default="auto",
-        choices=("auto", "brute_force", "scann"),
-        help="item index: auto = brute force below 20k items, else ScaNN",
-    )
-    sub.add_argument(
-        "--num-leaves",
-        type=int,
-        default=0,
-        help="ScaNN partitioning leaves (0 = sqrt(items), used above 100k items)",
-    )
-    sub.add_argument(
-        "--leaves-to-search",
-        type=int,
-        default=0,
-        help="ScaNN leaves searched per query (0 = leaves / 10)",
-    )
-    sub.add_argument(
-        "--reorder", type=int, default=1000, help="ScaNN candidates rescored exactly per query"
-    )
-    sub.add_argument(
-        "--retrieval-model",
-        default="none",
-        choices=("none", "brute_force", "scann"),
-        help="also write a TFRS retrieval SavedModel (needs TF Serving with ScaNN "
-        "ops for scann; optional)",
-    )
-    sub.add_argument(
-        "--warmup-requests",
-        type=int,
-        default=8,
-        help="TF Serving warm-up requests built from eval users",
-    )
+    add_flags(sub.add_argument_group("export"), ExportOptions)
+    add_flags(sub.add_argument_group("item index"), IndexConfig, prefix="index-")
 
     sub = command(
-        "serve", "retrieval service over an export directory", commands.serve, config=False
+        "serve", "retrieval service over an export directory (docs/serving.md)", commands.serve
     )
     sub.add_argument("export_dir", metavar="EXPORT_DIR", help="an export directory")
-    sub.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    sub.add_argument("--port", type=int, default=8080, help="port to listen on")
-    sub.add_argument(
-        "--tf-serving",
-        default=None,
-        metavar="URL",
-        help="query tower from TF Serving: grpc://host:8500 or http://host:8501 "
-        "(default: the SavedModel in process)",
-    )
-    sub.add_argument("--model-name", default="query_tower", help="TF Serving model name")
-    sub.add_argument(
-        "--version",
-        type=int,
-        default=None,
-        help="serve this export version only (default: latest, hot-reloaded)",
-    )
-    sub.add_argument(
-        "--reload-interval",
-        type=float,
-        default=10.0,
-        help="seconds between checks for a new export version (0 = off)",
-    )
-    sub.add_argument("--max-k", type=int, default=1000, help="largest k a request may ask for")
-    sub.add_argument("--max-batch", type=int, default=256, help="most queries in one request")
-    sub.add_argument(
-        "--tf-serving-timeout",
-        type=float,
-        default=5.0,
-        help="deadline of one TF Serving call, seconds",
-    )
+    add_flags(sub.add_argument_group("service"), ServiceConfig)
 
     sub = command(
-        "bench",
-        "benchmarks that print a table and save JSON (and a PNG)",
-        commands.bench,
-        config=False,
+        "bench", "benchmarks: print a table, save OUTPUT/NAME.json (and a PNG)", commands.bench
     )
-    sub.add_argument(
-        "name",
-        choices=("pipeline", "uma2", "negatives", "distributed", "serving"),
-        help="which benchmark",
-    )
-    sub.add_argument(
-        "--output", default="work/bench", metavar="DIR", help="where datasets, runs and results go"
-    )
-    sub.add_argument("--seeds", default="1,2,3", help="training benchmarks: comma-separated seeds")
-    sub.add_argument("--epochs", type=int, default=5, help="training benchmarks: epochs per run")
-    sub.add_argument(
-        "--sizes",
-        default="100000,1000000",
-        help="pipeline: synthetic request counts, comma-separated",
-    )
-    sub.add_argument(
-        "--datasets",
-        default="simulator,movielens",
-        help="training benchmarks: comma-separated, from simulator and movielens",
-    )
+    benchmarks = sub.add_subparsers(dest="name", metavar="NAME", required=True)
+    for name, settings in BENCHMARKS.items():
+        bench = benchmarks.add_parser(
+            name, help=settings.__doc__, description=settings.__doc__, formatter_class=_Formatter
+        )
+        bench.add_argument(
+            "--output",
+            default="work/bench",
+            metavar="DIR",
+            help="where NAME.json, data and runs go",
+        )
+        bench.add_argument(
+            "--quick", action="store_true", help="tiny sizes (about a minute on 2 cores)"
+        )
+        add_flags(bench.add_argument_group(name), settings)
+        if name == "serving":
+            add_flags(bench.add_argument_group("item index"), IndexConfig, prefix="index-")
 
     sub = command(
         "demo",
         "MovieLens-100K end to end: preprocess, train, evaluate, export, retrieve",
         commands.demo,
+        config=True,
     )
     sub.add_argument(
         "--work-dir",
@@ -315,25 +197,26 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="where the dataset, run and results go",
     )
-    sub.add_argument(
-        "--verbose",
-        type=int,
-        default=2,
-        choices=(0, 1, 2),
-        help="Keras verbosity: 1 progress bar, 2 one line per epoch",
-    )
-    _add_beam_options(sub)
+    sub.add_argument("--top-k", type=int, default=10, help="items retrieved per demo user")
+    _verbose(sub, 2)
+    _add_runner_options(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the command line; returns the exit code."""
+    """Runs the command line; returns the exit code (`common.exit_codes`)."""
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except ConfigError as e:
-        print(f"twotower {args.command}: config error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except (FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"twotower {args.command}: error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    except (Exception, KeyboardInterrupt) as e:  # every failure becomes an exit code
+        code = exit_codes.exit_code(e)
+        if code == exit_codes.RETRYABLE and not type(e).__module__.startswith("tensorflow"):
+            import traceback  # noqa: PLC0415
+
+            traceback.print_exception(e)  # unexpected: the trace is what a person needs
+        kind = {
+            exit_codes.BAD_INPUT: "config error" if isinstance(e, ConfigError) else "error",
+            exit_codes.INTERRUPTED: "interrupted",
+        }.get(code, "retryable error")
+        print(f"twotower {args.command}: {kind}: {e}", file=sys.stderr, flush=True)
+        return code

@@ -18,6 +18,7 @@ from trainer.evaluate import eval_queries, evaluate_run
 from trainer.export import export_run
 from trainer.train import train
 from twotower.report import format_table
+from twotower.wiring import export_builder, scann_builder
 
 
 def _demo_users(dataset_dir: str, count: int) -> list[dict[str, Any]]:
@@ -43,6 +44,7 @@ def run_demo(
     *,
     beam_args: Sequence[str] = DEFAULT_BEAM_ARGS,
     verbose: int = 2,
+    top_k: int = 10,
     log: Any = print,
 ) -> dict[str, Any]:
     """Runs every stage on MovieLens-100K under `work_dir` and returns the results.
@@ -70,19 +72,19 @@ def run_demo(
     timings["train"] = time.perf_counter() - start
     log("[3/5] evaluate over the whole catalog (training clicks excluded)")
     start = time.perf_counter()
-    metrics = evaluate_run(run_dir)
+    metrics = evaluate_run(run_dir, scann=scann_builder())
     timings["evaluate"] = time.perf_counter() - start
     log("[4/5] export query tower + item embeddings")
     start = time.perf_counter()
-    exported = export_run(run_dir)
+    exported = export_run(run_dir, index=export_builder())
     timings["export"] = time.perf_counter() - start
-    log("[5/5] top-10 from the exported model for three users")
+    log(f"[5/5] top-{top_k} from the exported model for three users")
     from serving.retriever import Retriever  # noqa: PLC0415
 
     retriever = Retriever(os.path.join(run_dir, "export"))
     top = []
     for user in _demo_users(dataset_dir, 3):
-        items = retriever.retrieve(user, k=config.export.top_k, exclude=user.get("history", []))
+        items = retriever.retrieve(user, k=top_k, exclude=user.get("history", []))
         top.append({"user_id": user["user_id"], "items": items})
     results = {
         "metrics": metrics,

@@ -1,6 +1,5 @@
 """twotower.bench.pipeline and twotower.bench.synthetic at a tiny size."""
 
-import json
 import os
 
 from twotower.bench import pipeline as benchmark
@@ -25,17 +24,14 @@ def test_tree_rss_counts_children():
     assert benchmark.tree_rss_bytes(os.getpid()) > 10 * 2**20
 
 
-def test_benchmark_runs_both_systems_and_saves_json(tmp_path):
-    printed = []
-    results = benchmark.benchmark_pipeline(
-        sizes=(300,), output_dir=str(tmp_path), running_mode="in_memory", log=printed.append
-    )
-    rows = {row["system"]: row for row in results["rows"]}
-    assert set(rows) == {"reference", "beam"}
-    assert rows["beam"]["examples"] == rows["reference"]["examples"] > 0
-    for row in rows.values():
-        assert row["rps"] > 0 and row["peak_rss_mb"] > 10
-    with open(tmp_path / benchmark.RESULTS_FILE) as f:
-        assert json.load(f) == results
-    assert "requests_per_second" in printed[-1]
-    assert not os.path.exists(tmp_path / "out-beam-300")
+def test_beam_and_reference_write_the_same_examples(tiny_logs, tiny_dataset, tmp_path):
+    from pipelines import examples
+    from tests.pipelines.conftest import read_records, read_tfrecords
+    from twotower.bench.reference import reference_preprocess
+
+    requests, catalog = tiny_logs
+    summary = reference_preprocess(requests, catalog, str(tmp_path), examples.ExampleOptions())
+    for split in ("train", "eval"):
+        mine = sorted(read_tfrecords(str(tmp_path / f"{split}.tfrecord.gz")))
+        assert mine == read_records(tiny_dataset, split)
+        assert summary["examples"][split] == len(mine)

@@ -52,7 +52,7 @@ def test_int_is_accepted_for_float():
         ("model:\n  similarity: l1\n", "model.similarity: 'l1' is not one of dot, cosine"),
         ("model:\n  hidden_units: [64, x]\n", "model.hidden_units[1]: expected an integer"),
         ("negatives:\n  remove_accidental_hits: 1\n", "expected true or false"),
-        ("training: 5\n", "training.: expected a mapping"),
+        ("training: 5\n", "training: expected a mapping, got 5"),
         ("[1, 2]\n", "expected a mapping of sections"),
     ],
 )
@@ -86,5 +86,6 @@ def test_describe_options_lists_every_key_with_default():
     text = describe_options()
     assert "training.batch_size=512" in text
     assert 'data.source="movielens-100k"' in text
-    for section in ("data", "model", "negatives", "uma2", "training", "evaluation", "export"):
+    assert "training.batch_size=512  global batch size (>= 1)" in text
+    for section in ("data", "model", "negatives", "uma2", "training", "evaluation"):
         assert f"  {section}:" in text

@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from trainer.distribute import free_ports
+from twotower.bench.distributed import free_ports
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker_main.py")

@@ -8,13 +8,8 @@ import tensorflow as tf
 from distributed_workers import TINY, free_ports, start
 
 from common.config import ConfigError
-from trainer.distribute import (
-    EXIT_BAD_INPUT,
-    EXIT_RETRYABLE,
-    ClusterError,
-    exit_code,
-    parse_tf_config,
-)
+from common.exit_codes import BAD_INPUT, RETRYABLE, exit_code
+from trainer.distribute import ClusterError, parse_tf_config
 
 
 @pytest.mark.parametrize(
@@ -45,9 +40,13 @@ def test_parse_finds_the_chief():
 
 def test_exit_codes_follow_the_tfjob_policy():
     # 1 is permanent for the TFJob ExitCode policy; 138 (user-defined) is retried.
-    assert exit_code(ConfigError("x")) == exit_code(FileNotFoundError("x")) == EXIT_BAD_INPUT
-    assert exit_code(tf.errors.UnavailableError(None, None, "peer down")) == EXIT_RETRYABLE
-    assert exit_code(tf.errors.DeadlineExceededError(None, None, "timeout")) == EXIT_RETRYABLE
+    assert exit_code(ConfigError("x")) == exit_code(FileNotFoundError("x")) == BAD_INPUT
+    assert exit_code(tf.errors.UnavailableError(None, None, "peer down")) == RETRYABLE
+    assert exit_code(tf.errors.DeadlineExceededError(None, None, "timeout")) == RETRYABLE
+    # A corrupt record is permanent; an unexpected failure (storage, runner) is retried.
+    assert exit_code(tf.errors.DataLossError(None, None, "bad record")) == BAD_INPUT
+    assert exit_code(OSError("connection reset")) == RETRYABLE
+    assert exit_code(KeyboardInterrupt()) == 130
 
 
 def test_bad_tf_config_exits_1_quickly(tiny_dataset, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from distributed_workers import TINY, start, start_cluster, wait_all
 
-from trainer.distribute import EXIT_RETRYABLE
+from common.exit_codes import RETRYABLE
 
 
 def _read(path) -> list:
@@ -93,7 +93,7 @@ def test_killed_worker_resumes_and_finishes_like_an_uninterrupted_run(
     assert workers[1].returncode == -signal.SIGKILL
     # The survivor sees its peer gone and exits with the retryable code: the TFJob
     # restarts both pods.
-    assert workers[0].returncode == EXIT_RETRYABLE
+    assert workers[0].returncode == RETRYABLE
     steps_before = len(_read(record[0]))
     assert 0 < steps_before < 21
     wait_all(start_cluster(lambda i: [tiny_dataset, str(run), record[i], *TINY]))

@@ -65,8 +65,12 @@ def test_tfjob_fields_follow_the_training_operator(spec):
     assert container["ports"] == [{"name": "tfjob-port", "containerPort": 2222}]
     limits = container["resources"]["limits"]
     assert limits.get("nvidia.com/gpu", 0) == spec.gpus
-    assert container["command"][:3] == ["python", "-m", "trainer.train"]
-    assert all(o in container["command"] for o in spec.overrides)
+    command = container["command"]
+    assert command[:2] == ["twotower", "train"]  # the one entry point, as the docs show it
+    assert command[command.index("--data") + 1] == spec.dataset
+    assert command[command.index("--run-dir") + 1] == spec.run_dir
+    assert command[command.index("--config") + 1] == spec.pod_config
+    assert all(o in command for o in spec.overrides)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=["default", "4x8gpu", "cpu"])
@@ -95,6 +99,7 @@ def test_dockerfile_runs_as_the_pods_non_root_user():
         lines = [line.strip() for line in f if line.strip() and not line.startswith("#")]
     assert lines[0].startswith("FROM tensorflow/tensorflow:2.20.0")
     assert "USER 10001:10001" in lines
+    assert lines[-1] == 'CMD ["twotower", "--help"]'
 
 
 @pytest.mark.parametrize("image", ["trainer", "trainer:latest", ""])

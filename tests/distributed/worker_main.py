@@ -13,11 +13,11 @@ import time
 import numpy as np
 import tensorflow as tf
 
-import twotower  # noqa: F401  (Keras 2 before TensorFlow)
 from common.config import load_config
-from trainer.distribute import exit_code
+from common.exit_codes import exit_code
 from trainer.negatives.queue import QueueNegatives
-from trainer.train import main, train
+from trainer.train import train
+from twotower import cli
 
 
 class Recorder(tf.keras.callbacks.Callback):
@@ -50,7 +50,8 @@ class Recorder(tf.keras.callbacks.Callback):
 if __name__ == "__main__":
     dataset, run_dir, record, *overrides = sys.argv[1:]
     if record == "-":  # the real entry point, for exit codes
-        sys.exit(main([dataset, run_dir, "--verbose", "0", *[f"--set={o}" for o in overrides]]))
+        flags = ["--data", dataset, "--run-dir", run_dir, "--verbose", "0"]
+        sys.exit(cli.main(["train", *flags, *[f"--set={o}" for o in overrides]]))
     config = load_config(overrides=overrides)
     try:
         train(config, dataset, run_dir, verbose=0, callbacks=[Recorder(record)])

@@ -1,4 +1,4 @@
-"""pipelines.daily (the CronJob's entry point) and k8s/preprocess-cronjob.yaml."""
+"""`twotower preprocess --daily` (the CronJob's command) and k8s/preprocess-cronjob.yaml."""
 
 import datetime
 import json
@@ -9,22 +9,36 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from pipelines import daily
+from common import exit_codes
+from common.settings import ConfigError
+from pipelines.daily_schedule import DailySchedule, day_patterns
 from tests.conftest import tiny_world_rows, write_jsonl
+from twotower import cli
 
 CRONJOB = pathlib.Path(__file__).parents[2] / "k8s" / "preprocess-cronjob.yaml"
 RUN_DATE = datetime.date(2024, 6, 8)
 
 
 def test_day_patterns_are_the_days_before_the_run_date():
-    patterns = daily.day_patterns("gs://b/logs/{date}/*.jsonl.gz", RUN_DATE, 3)
+    patterns = day_patterns("gs://b/logs/{date}/*.jsonl.gz", RUN_DATE, 3)
     assert patterns == [
         "gs://b/logs/2024-06-05/*.jsonl.gz",
         "gs://b/logs/2024-06-06/*.jsonl.gz",
         "gs://b/logs/2024-06-07/*.jsonl.gz",
     ]
-    with pytest.raises(ValueError, match="placeholder"):
-        daily.day_patterns("logs/*.jsonl", RUN_DATE, 3)
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"logs": "logs/*.jsonl"}, "logs: 'logs/\\*.jsonl' has no {date} placeholder"),
+        ({"logs": "l/{date}", "date": "8 June"}, "date: '8 June' is not YYYY-MM-DD"),
+        ({"logs": "l/{date}", "days": 0}, "days: 0 is below the minimum 1"),
+    ],
+)
+def test_bad_schedules_name_the_setting(values, message):
+    with pytest.raises(ConfigError, match=message):
+        DailySchedule(**values)
 
 
 @pytest.fixture
@@ -41,10 +55,12 @@ def logs_root(tmp_path):
 
 
 def _main(root, *extra):
-    return daily.main(
+    return cli.main(
         [
+            "preprocess",
+            "--daily",
             f"--logs={root}/logs/{{date}}/*.jsonl",
-            f"--output-root={root}/datasets",
+            f"--output={root}/datasets",
             "--days=2",
             "--date=2024-06-08",
             "--direct-running-mode=in_memory",
@@ -70,7 +86,7 @@ def test_daily_run_writes_a_dated_dataset_then_moves_latest(logs_root):
     (logs_root / "logs" / "2024-06-08").mkdir()
     (logs_root / "logs" / "2024-06-08" / "part-0.jsonl").write_text("{broken\n" * 5)
     catalog = f"--set=data.catalog={logs_root}/catalog/2024-06-07/items.jsonl"
-    assert _main(logs_root, "--date=2024-06-09", catalog) == daily.EXIT_BAD_INPUT
+    assert _main(logs_root, "--date=2024-06-09", catalog) == exit_codes.BAD_INPUT
     assert (datasets / "LATEST").read_text() == "2024-06-08\n"
     assert os.readlink(datasets / "latest") == "2024-06-08"
     assert not (datasets / "2024-06-09" / "manifest.json").exists()
@@ -78,7 +94,7 @@ def test_daily_run_writes_a_dated_dataset_then_moves_latest(logs_root):
 
 
 def test_missing_day_is_bad_input(logs_root):
-    assert _main(logs_root, "--days=5") == daily.EXIT_BAD_INPUT
+    assert _main(logs_root, "--days=5") == exit_codes.BAD_INPUT
     assert not (logs_root / "datasets" / "LATEST").exists()
 
 
@@ -114,8 +130,9 @@ def test_cronjob_is_locked_down():
     (mount,) = container["volumeMounts"]
     volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
     assert mount["mountPath"] == "/tmp" and "emptyDir" in volume
-    # Exit 1 (bad input) fails the job without retries, as pipelines.daily documents.
+    # Exit 1 (bad input) fails the job without retries (common/exit_codes.py).
     (rule, *_) = job["podFailurePolicy"]["rules"]
-    assert rule["action"] == "FailJob" and rule["onExitCodes"]["values"] == [daily.EXIT_BAD_INPUT]
-    assert container["command"] == ["python", "-m", "pipelines.daily"]
+    assert rule["action"] == "FailJob"
+    assert rule["onExitCodes"]["values"] == [exit_codes.BAD_INPUT]
+    assert container["command"] == ["twotower", "preprocess", "--daily"]
     assert any(arg.startswith("--logs=") and "{date}" in arg for arg in container["args"])

@@ -184,18 +184,6 @@ def test_no_history_leaks_from_the_future(tiny_logs, tiny_dataset):
             assert min(clicks[(user, item)]) < timestamp
 
 
-def test_beam_and_reference_write_the_same_examples(tiny_logs, tiny_dataset, tmp_path):
-    from pipelines import examples
-    from twotower.bench.reference import read_tfrecords, reference_preprocess
-
-    requests, catalog = tiny_logs
-    summary = reference_preprocess(requests, catalog, str(tmp_path), examples.ExampleOptions())
-    for split in ("train", "eval"):
-        mine = sorted(read_tfrecords(str(tmp_path / f"{split}.tfrecord.gz")))
-        assert mine == read_records(tiny_dataset, split)
-        assert summary["examples"][split] == len(mine)
-
-
 def _as_csv(rows, path):
     import csv
 

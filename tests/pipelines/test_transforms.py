@@ -8,6 +8,7 @@ import apache_beam as beam
 from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from common import contracts
 from pipelines import examples, transforms
 from tests.conftest import IN_MEMORY_BEAM
 
@@ -131,13 +132,13 @@ def test_user_examples_fn_joins_profiles_and_rejects_duplicates():
             p
             | beam.Create([("u1", (requests, [second, first]))])
             | beam.ParDo(transforms.UserExamplesFn(OPTIONS)).with_outputs(
-                examples.TRAIN, examples.EVAL, transforms.DEAD_LETTER
+                contracts.TRAIN, contracts.EVAL, transforms.DEAD_LETTER
             )
         )
         as_tuple = lambda e: (e["item_id"], tuple(e["history"]), tuple(e["user.age"]))  # noqa: E731
-        assert_that(outputs[examples.TRAIN] | beam.Map(as_tuple), equal_to([("i1", (), ("30",))]))
+        assert_that(outputs[contracts.TRAIN] | beam.Map(as_tuple), equal_to([("i1", (), ("30",))]))
         assert_that(
-            outputs[examples.EVAL] | "Eval" >> beam.Map(as_tuple),
+            outputs[contracts.EVAL] | "Eval" >> beam.Map(as_tuple),
             equal_to([("i2", ("i1",), ("30",))]),
             label="Eval",
         )
@@ -171,10 +172,10 @@ def test_user_examples_fn_takes_eval_from_as_side_input():
             p
             | beam.Create([("u1", (requests, []))])
             | beam.ParDo(transforms.UserExamplesFn(options), eval_from=cut).with_outputs(
-                examples.TRAIN, examples.EVAL
+                contracts.TRAIN, contracts.EVAL
             )
         )
-        assert_that(outputs[examples.EVAL] | beam.Map(lambda e: e["timestamp"]), equal_to([200]))
+        assert_that(outputs[contracts.EVAL] | beam.Map(lambda e: e["timestamp"]), equal_to([200]))
 
 
 def test_compute_vocabularies_counts_and_orders():

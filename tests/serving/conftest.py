@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 
 from common.config import load_config
-from trainer.export import export_run
+from tests.conftest import export
 from trainer.train import train
 
 TINY_MODEL = [
@@ -43,7 +43,7 @@ def exported(trained_run, tmp_path_factory):
     """(run copy, export dir) with version 1 exported, shared read-only."""
     path = str(tmp_path_factory.mktemp("exported") / "run")
     shutil.copytree(trained_run, path)
-    export_run(path)
+    export(path)
     return path, os.path.join(path, "export")
 
 

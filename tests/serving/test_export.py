@@ -8,10 +8,10 @@ import pytest
 import tensorflow as tf
 
 from serving.export_version import load_export_version, read_manifest
-from serving.item_index import IndexConfig
+from serving.index_config import IndexConfig
+from tests.conftest import export
 from trainer import export as export_module
 from trainer.evaluate import eval_queries
-from trainer.export import ExportOptions, export_run
 from trainer.standard_ops import assert_standard_ops, nonstandard_ops
 from trainer.train import load_run
 from trainer.warmup import read_warmup_requests
@@ -89,11 +89,11 @@ def test_query_tower_has_only_standard_ops(exported):
 
 
 def test_versions_are_never_overwritten(fresh_run):
-    assert export_run(fresh_run)["version"] == 1
+    assert export(fresh_run)["version"] == 1
     with pytest.raises(FileExistsError, match="never overwritten"):
-        export_run(fresh_run, version=1)
-    assert export_run(fresh_run, version=5)["query_tower"]["versions"] == [1, 5]
-    assert export_run(fresh_run)["version"] == 6
+        export(fresh_run, version=1)
+    assert export(fresh_run, version=5)["query_tower"]["versions"] == [1, 5]
+    assert export(fresh_run)["version"] == 6
     # an older version stays loadable by number, with its own manifest
     old = load_export_version(os.path.join(fresh_run, "export"), version=5)
     assert old.version == 5 and old.manifest["query_tower"]["path"] == "query_tower/5"
@@ -102,7 +102,7 @@ def test_versions_are_never_overwritten(fresh_run):
 
 
 def test_a_failed_export_publishes_nothing(fresh_run, monkeypatch):
-    export_run(fresh_run)
+    export(fresh_run)
     export_dir = os.path.join(fresh_run, "export")
     before = read_manifest(export_dir)
 
@@ -111,7 +111,7 @@ def test_a_failed_export_publishes_nothing(fresh_run, monkeypatch):
 
     monkeypatch.setattr(export_module, "_validate", broken)
     with pytest.raises(ValueError, match="differs"):
-        export_run(fresh_run)
+        export(fresh_run)
     assert read_manifest(export_dir) == before
     for part in ("query_tower", "items"):
         assert sorted(os.listdir(os.path.join(export_dir, part))) == ["1"]
@@ -120,7 +120,7 @@ def test_a_failed_export_publishes_nothing(fresh_run, monkeypatch):
 
 @pytest.mark.parametrize("kind", ["brute_force", "scann"])
 def test_optional_retrieval_model(fresh_run, kind):
-    manifest = export_run(fresh_run, options=ExportOptions(retrieval_model=kind, retrieval_k=5))
+    manifest = export(fresh_run, retrieval_model=kind, retrieval_k=5)
     path = os.path.join(fresh_run, "export", manifest["retrieval_model"]["path"])
     assert manifest["validation"]["retrieval_model_recall_vs_brute_force"] == 1.0
     if kind == "scann":
@@ -133,8 +133,7 @@ def test_optional_retrieval_model(fresh_run, kind):
 
 
 def test_scann_item_index_is_exported_and_loads(fresh_run):
-    options = ExportOptions(index=IndexConfig(kind="scann", partition_above=0))
-    manifest = export_run(fresh_run, options=options)
+    manifest = export(fresh_run, index=IndexConfig(kind="scann", partition_above=0))
     # sqrt(30) -> 5 leaves, a tenth of them (at least one) searched
     assert manifest["index"]["kind"] == "scann"
     assert manifest["index"]["config"]["num_leaves"] == 5

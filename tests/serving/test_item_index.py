@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from serving.brute_force_index import BruteForceIndex
-from serving.item_index import IndexConfig, build_index, load_index
-from serving.scann_index import ScannIndex
+from serving.index_config import IndexConfig
+from serving.index_io import build_index, load_index
+from serving.scann_index import PARALLEL_FROM, ScannIndex
 
 
 def _clustered(num_items: int, dim: int, seed: int) -> np.ndarray:
@@ -90,6 +91,20 @@ def test_scann_recall_against_brute_force(corpus):
     assert recall >= 0.9
     # reordering rescored exactly: the returned scores are the true inner products
     np.testing.assert_allclose(scores, np.einsum("bd,bkd->bk", queries, items[found]), rtol=1e-5)
+
+
+def test_scann_single_batched_and_parallel_searches_agree(corpus):
+    items, queries = corpus
+    index = build_index(items, IndexConfig(kind="scann", partition_above=0))
+    many = np.concatenate([queries, queries])  # 400 >= PARALLEL_FROM: the thread pool
+    assert len(many) >= PARALLEL_FROM > len(queries[:100])
+    parallel, parallel_scores = index.search(many, 10)
+    batched, batched_scores = index.search(queries[:100], 10)
+    single = np.concatenate([index.search(q[None], 10)[0] for q in queries[:100]])
+    np.testing.assert_array_equal(parallel[:100], batched)
+    np.testing.assert_array_equal(single, batched)
+    np.testing.assert_array_equal(parallel[:200], parallel[200:])  # same queries, same answer
+    np.testing.assert_allclose(parallel_scores[:100], batched_scores, rtol=1e-6)
 
 
 def test_scann_round_trips_through_a_renamed_folder(corpus, tmp_path):

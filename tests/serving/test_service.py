@@ -5,9 +5,10 @@ import json
 import pytest
 from conftest import get_json, post_json
 
-from serving.retrieval_service import RetrievalService, ServiceConfig
+from serving.retrieval_service import RetrievalService
 from serving.retriever import Retriever
 from serving.service import run_in_thread
+from serving.service_config import ServiceConfig
 
 U1 = {"user_id": "u1", "history": ["i1", "i4"], "features": {"segment": "s1"}}
 
@@ -46,10 +47,27 @@ def test_batch_equals_single_requests_and_exclusions_hold(service_url):
     assert not {"i0", "i3"} & {i["item_id"] for i in single["results"][0]["items"]}
 
 
-def test_unknown_user_and_items_fall_back_to_oov(service_url):
-    query = {"user_id": "nobody", "history": ["no-such-item"], "features": {"segment": "s9"}}
-    status, body = post_json(f"{service_url}/v1/retrieve", {"queries": [query], "k": 3})
-    assert status == 200 and len(body["results"][0]["items"]) == 3
+def test_unknown_user_and_items_fall_back_to_oov(service_url, exported):
+    def query(user_id, history):
+        return {"user_id": user_id, "history": history, "features": {"segment": "s9"}}
+
+    queries = [query("nobody", ["no-such-item"]), query("stranger", ["other-unknown"])]
+    queries.append(query("u1", ["no-such-item"]))  # a known user, same unknown rest
+    status, body = post_json(f"{service_url}/v1/retrieve", {"queries": queries, "k": 5})
+    assert status == 200
+    nobody, stranger, known = (
+        [(i["item_id"], i["score"]) for i in r["items"]] for r in body["results"]
+    )
+    assert len(nobody) == 5
+    # Both unknown users (and their unknown items and token) hit the same OOV buckets:
+    # the same embedding, so the same items with the same scores, unlike the known user.
+    assert nobody == stranger
+    assert [s for _, s in nobody] != pytest.approx([s for _, s in known], abs=1e-4)
+    # And it is the embedding the exported model gives an unknown user, not an error path.
+    retriever = Retriever(exported[1])
+    expected = retriever.retrieve({"user_id": "x", "history": ["y"], "user.segment": "s9"}, k=5)
+    assert [i for i, _ in nobody] == [i for i, _ in expected]
+    assert [s for _, s in nobody] == pytest.approx([s for _, s in expected], rel=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -9,9 +9,10 @@ import urllib.parse
 
 from tf_serving_standin import Models, start_grpc
 
-from serving.retrieval_service import RetrievalService, ServiceConfig
+from serving.retrieval_service import RetrievalService
 from serving.service import run_in_thread
-from trainer.export import export_run
+from serving.service_config import ServiceConfig
+from tests.conftest import export
 
 CLIENTS = 8  # concurrent connections
 MAX_REQUESTS_PER_CLIENT = 400  # hard bound on the traffic
@@ -75,14 +76,14 @@ class Load:
 
 
 def test_reload_under_load_loses_no_request(fresh_run):
-    export_run(fresh_run)
+    export(fresh_run)
     export_dir = os.path.join(fresh_run, "export")
     service = RetrievalService(export_dir, ServiceConfig(reload_interval_s=0.05))
     server = run_in_thread(service)
     try:
         with Load(server.url) as load:
             load.wait_for(200)
-            export_run(fresh_run)  # version 2, published while requests are in flight
+            export(fresh_run)  # version 2, published while requests are in flight
             deadline = time.monotonic() + DEADLINE_S
             while service.version != 2 and time.monotonic() < deadline:
                 time.sleep(0.01)
@@ -101,7 +102,7 @@ def test_reload_under_load_loses_no_request(fresh_run):
 
 
 def test_reload_waits_until_tf_serving_has_the_version(fresh_run):
-    export_run(fresh_run)
+    export(fresh_run)
     export_dir = os.path.join(fresh_run, "export")
     models = Models(os.path.join(export_dir, "query_tower"), "query_tower", versions={1})
     grpc_server, grpc_url, _ = start_grpc(models)
@@ -112,7 +113,7 @@ def test_reload_waits_until_tf_serving_has_the_version(fresh_run):
     try:
         with Load(server.url) as load:
             load.wait_for(50)
-            export_run(fresh_run)  # on disk, but "TF Serving" has not loaded it yet
+            export(fresh_run)  # on disk, but "TF Serving" has not loaded it yet
             deadline = time.monotonic() + DEADLINE_S
             while service.reload_errors < 2 and time.monotonic() < deadline:
                 time.sleep(0.01)

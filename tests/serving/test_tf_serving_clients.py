@@ -14,7 +14,8 @@ from serving.api import RetrieveRequest
 from serving.export_version import load_export_version
 from serving.query_embedder import EmbedderError, SavedModelEmbedder, make_embedder
 from serving.query_features import feature_batch
-from serving.retrieval_service import RequestError, RetrievalService, ServiceConfig
+from serving.retrieval_service import RequestError, RetrievalService
+from serving.service_config import ServiceConfig
 
 USERS = [
     {"user_id": "u1", "history": ["i1", "i4"], "user.segment": "s1"},

@@ -64,9 +64,32 @@ def test_cosine_uses_unit_vectors_and_temperature():
 def test_unknown_user_and_item_get_oov_embeddings():
     tf.keras.utils.set_random_seed(3)
     model = _model()
-    batch = dict(BATCH, user_id=tf.constant(["nobody", "u2", "u1"]))
-    assert np.isfinite(model.query_embeddings(batch).numpy()).all()
-    assert np.isfinite(model.candidate_embeddings(tf.constant(["not-an-item"])).numpy()).all()
+    # One OOV bucket: lookup index 0 is padding, 1 the bucket, 2.. the vocabulary.
+    user_id = model.query_tower._user_id
+    looked_up = user_id(tf.constant(["nobody", "stranger", "u1", "u2"])).numpy()
+    table = user_id._embedding.embeddings.numpy()
+    np.testing.assert_array_equal(looked_up[0], table[1])
+    np.testing.assert_array_equal(looked_up[1], table[1])
+    np.testing.assert_array_equal(looked_up[2:], table[2:4])
+    assert not np.allclose(table[1], table[2]) and not np.allclose(table[1], table[3])
+
+    # Through the whole tower: two unknown users with the same features and history
+    # get the same embedding, which is not a known user's.
+    batch = dict(BATCH, user_id=tf.constant(["nobody", "stranger", "u1"]))
+    batch["history"] = tf.constant([["i2", ""]] * 3)
+    batch["user.seg"] = tf.constant([["s1"]] * 3)
+    users = model.query_embeddings(batch).numpy()
+    np.testing.assert_array_equal(users[0], users[1])
+    assert np.abs(users[0] - users[2]).max() > 1e-4
+
+    # Items outside the catalog share the item OOV bucket (no cluster, no features).
+    items = model.candidate_embeddings(tf.constant(["not-an-item", "another", "i1"])).numpy()
+    np.testing.assert_array_equal(items[0], items[1])
+    assert np.abs(items[0] - items[2]).max() > 1e-4
+    item_id = model.candidate_tower._item_id
+    np.testing.assert_array_equal(
+        item_id(tf.constant(["not-an-item"])).numpy()[0], item_id._embedding.embeddings.numpy()[1]
+    )
 
 
 def test_config_round_trip_and_weights_give_identical_scores(tmp_path):

@@ -9,11 +9,13 @@ import pytest
 import tensorflow as tf
 
 from common.config import load_config
+from common.settings import ConfigError
 from serving.retriever import Retriever
+from tests.conftest import export
 from trainer.dataset import load_dataset, make_dataset
 from trainer.evaluate import evaluate_run
-from trainer.export import export_run
 from trainer.train import load_run, train
+from twotower.wiring import scann_builder
 
 
 @pytest.fixture(scope="module")
@@ -70,11 +72,11 @@ def test_evaluate_writes_metrics_for_model_and_references(run_dir):
 
 
 def test_export_versions_and_retriever_agree_with_the_model(run_dir):
-    first = export_run(run_dir)
-    second = export_run(run_dir)
+    first = export(run_dir)
+    second = export(run_dir)
     assert first["query_tower"]["latest"] == 1 and second["query_tower"]["versions"] == [1, 2]
     with pytest.raises(FileExistsError):
-        export_run(run_dir, version=2)
+        export(run_dir, version=2)
     export_dir = os.path.join(run_dir, "export")
     retriever = Retriever(export_dir)
     assert retriever.version == 2
@@ -118,7 +120,9 @@ def test_evaluate_through_scann_matches_exact_search_on_a_small_catalog(run_dir)
     config["evaluation"]["scann"] = True
     pathlib.Path(path).write_text(yaml.safe_dump(config))
     try:
-        result = evaluate_run(run_dir, write=False, plots=False)
+        with pytest.raises(ConfigError, match="evaluation.scann: needs a ScaNN index builder"):
+            evaluate_run(run_dir, write=False, plots=False)
+        result = evaluate_run(run_dir, write=False, plots=False, scann=scann_builder())
     finally:
         pathlib.Path(path).write_text(original)
     exact, approximate = result["methods"]["two_tower"], result["methods"]["two_tower_scann"]

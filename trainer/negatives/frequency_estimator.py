@@ -122,10 +122,6 @@ class StreamingFrequencyEstimator(tf.keras.layers.Layer):
         """
         return 1.0 / self._mean_gap_of(item_ids)
 
-    def log_probability(self, item_ids: tf.Tensor) -> tf.Tensor:
-        """`log(probability(item_ids))`, `[batch_size]` float32 <= 0 (the logQ term)."""
-        return -tf.math.log(self._mean_gap_of(item_ids))
-
     def call(self, item_ids: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         """Returns `probability(item_ids)`, after `update(item_ids)` when training.
 

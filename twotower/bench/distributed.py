@@ -10,16 +10,31 @@ workers run only the CLRec queue's per-step gathers (embeddings and ids).
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from trainer.distribute import free_ports
+from common import contracts
+from common.settings import to_dict
+from twotower.bench import runner
+from twotower.bench.settings import DistributedBench
+from twotower.report import save_results
 
-RESULT_FILE = "distributed.json"
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` TCP ports free on localhost now, for a local multi-worker TF_CONFIG."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
 
 
 def _launch(args: list[str], workers: int) -> list[str]:
@@ -55,11 +70,11 @@ def _launch(args: list[str], workers: int) -> list[str]:
 
 
 def _train(dataset_dir: str, run_dir: str, workers: int, overrides: Sequence[str]) -> dict:
-    args = ["trainer.train", dataset_dir, run_dir, "--verbose", "0"]
+    args = ["twotower", "train", "--data", dataset_dir, "--run-dir", run_dir, "--verbose", "0"]
     args += [f"--set={o}" for o in overrides]
     start = time.perf_counter()
     _launch(args, workers)
-    with open(os.path.join(run_dir, "run.json")) as f:
+    with open(os.path.join(run_dir, contracts.RUN_FILE)) as f:
         run = json.load(f)
     return {
         "workers": workers,
@@ -76,7 +91,6 @@ def gather_worker(rows: int, dim: int, steps: int, output: str) -> None:
     """One worker of the all-gather timing: the queue's per-step gathers, `steps` times."""
     import tensorflow as tf  # noqa: PLC0415
 
-    import twotower  # noqa: F401, PLC0415  (Keras 2 before TensorFlow)
     from common.config import TrainingConfig  # noqa: PLC0415
     from trainer.distribute import placement  # noqa: PLC0415
     from trainer.negatives.queue import gather_across_replicas  # noqa: PLC0415
@@ -109,64 +123,45 @@ def gather_worker(rows: int, dim: int, steps: int, output: str) -> None:
             json.dump(timings, f)
 
 
-def benchmark_distributed(
-    output_dir: str,
-    *,
-    dataset: str = "movielens",
-    epochs: int = 2,
-    batch_size: int = 512,
-    queue_size: int = 5120,
-    gather_steps: int = 200,
-    log: Callable[[str], Any] = print,
+def run(
+    settings: DistributedBench, output_dir: str, log: Callable[[str], Any] = print
 ) -> dict[str, Any]:
     """Times 1 vs 2 local workers and the queue all-gather; writes distributed.json.
 
     Args:
-      output_dir: where the datasets (cached), runs and distributed.json go.
-      dataset: "movielens" or "simulator" (built by the benchmark runner, reused).
-      epochs: epochs per run; the last one is timed.
-      batch_size: global batch size of both runs.
-      queue_size: CLRec queue length (the all-gathered state).
-      gather_steps: steps of the all-gather timing.
+      settings: the dataset ("movielens", "simulator" or "tiny", built by the benchmark
+        runner and reused), epochs (the last one is timed), global batch size, CLRec queue
+        length (the all-gathered state) and the steps of the all-gather timing.
+      output_dir: receives distributed.json; datasets and runs go under distributed/.
       log: progress and the table go here.
 
     Returns:
       The contents of distributed.json.
     """
-    from twotower.bench import runner as bench_runner  # noqa: PLC0415
-
-    (prepared,) = bench_runner.prepare_datasets(os.path.join(output_dir, "data"), [dataset], log)
+    work_dir = os.path.join(output_dir, "distributed")
+    (prepared,) = runner.prepare_datasets(os.path.join(work_dir, "data"), [settings.dataset], log)
     overrides = [
-        f"training.epochs={epochs}",
-        f"training.batch_size={batch_size}",
-        f"negatives.queue_size={queue_size}",
+        f"training.epochs={settings.epochs}",
+        f"training.batch_size={settings.batch_size}",
+        f"negatives.queue_size={settings.queue_size}",
         "negatives.in_batch_correction=streaming",
         "negatives.cross_replica_in_batch=true",
         "training.backup=never",
     ]
     runs = []
     for workers in (1, 2):
-        run_dir = os.path.join(output_dir, "runs", f"workers{workers}")
+        run_dir = os.path.join(work_dir, "runs", f"workers{workers}")
         log(f"training with {workers} local worker(s) -> {run_dir}")
         runs.append(_train(prepared.directory, run_dir, workers, overrides))
-    rows, dim = batch_size // 2, 32
-    gather_file = os.path.join(output_dir, "gather.json")
+    rows, dim = settings.batch_size // 2, 32
+    gather_file = os.path.join(work_dir, "gather.json")
     log(f"timing the queue all-gather ({rows} rows × {dim} floats + ids per worker)")
-    _launch(
-        [
-            "twotower.bench.distributed",
-            "--gather",
-            str(rows),
-            str(dim),
-            str(gather_steps),
-            gather_file,
-        ],
-        2,
-    )
+    command = ["twotower.bench.distributed", "--gather", str(rows), str(dim)]
+    _launch([*command, str(settings.gather_steps), gather_file], 2)
     with open(gather_file) as f:
         gather = json.load(f)
     result = {
-        "dataset": dataset,
+        "settings": to_dict(settings),
         "cpu_count": os.cpu_count(),
         "config": overrides,
         "runs": runs,
@@ -179,9 +174,7 @@ def benchmark_distributed(
             "gather_over_barrier_ms": 1000 * (gather["gather"] - gather["barrier"]),
         },
     }
-    os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, RESULT_FILE), "w") as f:
-        json.dump(result, f, indent=2)
+    save_results(result, output_dir, "distributed")
     log(format_table(result))
     return result
 
@@ -204,9 +197,6 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    if sys.argv[1:2] == ["--gather"]:
-        rows, dim, steps, output = sys.argv[2:6]
-        gather_worker(int(rows), int(dim), int(steps), output)
-    else:
-        benchmark_distributed(sys.argv[1] if len(sys.argv) > 1 else "work/bench-distributed")
+if __name__ == "__main__":  # one worker of the all-gather timing
+    rows, dim, steps, output = sys.argv[2:6]
+    gather_worker(int(rows), int(dim), int(steps), output)

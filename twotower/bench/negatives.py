@@ -2,11 +2,12 @@
 simulator (random-exposure set) and MovieLens-100K; docs/negatives.md has the numbers."""
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
-from twotower.bench import runner as bench_runner
-from twotower.report import format_table
+from twotower.bench import runner
+from twotower.bench.settings import NegativesBench
+from twotower.report import format_table, save_results
 
 KS = (10, 50, 100)
 CLREC = [
@@ -70,15 +71,13 @@ def tables(results: dict[str, Any]) -> str:
                     {
                         "variant": variant,
                         **{
-                            f"hit_rate@{k}": bench_runner.cell_text(
-                                summary, query_set, f"hit_rate@{k}"
-                            )
+                            f"hit_rate@{k}": runner.cell_text(summary, query_set, f"hit_rate@{k}")
                             for k in KS
                         },
-                        "aggregate_diversity@100": bench_runner.cell_text(
+                        "aggregate_diversity@100": runner.cell_text(
                             summary, query_set, "aggregate_diversity@100"
                         ),
-                        "popularity_index@100": bench_runner.cell_text(
+                        "popularity_index@100": runner.cell_text(
                             summary, query_set, "popularity_index@100"
                         ),
                         "examples/s": f"{speed:.0f}",
@@ -94,7 +93,7 @@ def tables(results: dict[str, Any]) -> str:
 
 
 def plot(results: dict[str, Any], path: str) -> None:
-    figure, axes, panels = bench_runner.panel_figure(results, height=4.5)
+    figure, axes, panels = runner.panel_figure(results, height=4.5)
     for axis, (dataset, query_set) in zip(axes, panels, strict=True):
         for variant, cell in results[dataset].items():
             stats = cell["summary"][query_set]
@@ -111,27 +110,21 @@ def plot(results: dict[str, Any], path: str) -> None:
         )
         axis.grid(alpha=0.3)
     axes[-1].legend(fontsize=7, loc="best")
-    bench_runner.save_figure(figure, path)
+    runner.save_figure(figure, path)
 
 
-def benchmark_negatives(
-    output_dir: str,
-    *,
-    datasets: Sequence[str] = ("simulator", "movielens"),
-    seeds: Sequence[int] = (1, 2, 3),
-    epochs: int = 5,
-    only: Sequence[str] = (),
-    log: Callable[[str], Any] = print,
+def run(
+    settings: NegativesBench, output_dir: str, log: Callable[[str], Any] = print
 ) -> dict[str, Any]:
     """Runs the grid; writes negatives.json and negatives.png into `output_dir`."""
-    prepared = bench_runner.prepare_datasets(os.path.join(output_dir, "data"), datasets, log)
-    grid = variants(epochs)
-    if only:
-        grid = {k: v for k, v in grid.items() if k in only or k == "tfrs_retrieval"}
-    results = bench_runner.run_grid(
-        prepared, grid, seeds, os.path.join(output_dir, "negatives"), log
+    prepared = runner.prepare_datasets(os.path.join(output_dir, "data"), settings.datasets, log)
+    grid = variants(settings.epochs, settings.batch_size)
+    if settings.variants:
+        grid = {k: v for k, v in grid.items() if k in settings.variants or k == "tfrs_retrieval"}
+    results = runner.run_grid(
+        prepared, grid, settings.seeds, os.path.join(output_dir, "negatives"), log
     )
-    bench_runner.save_json(results, os.path.join(output_dir, "negatives.json"))
+    save_results(results, output_dir, "negatives")
     plot(results, os.path.join(output_dir, "negatives.png"))
     log(tables(results))
     return results

@@ -1,5 +1,8 @@
 """`twotower bench pipeline`: requests/second and peak memory of the preprocessing.
 
+Writes OUTPUT/pipeline.json; the synthetic logs and the runs' outputs go to
+OUTPUT/pipeline/.
+
 For each size, synthetic JSONL logs (`twotower.bench.synthetic`) are preprocessed twice, each
 in a fresh child process: by the Beam pipeline (DirectRunner, `num_workers` worker
 processes) and by the single-process pure-Python reference (`twotower.bench.reference`, the
@@ -20,8 +23,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from common.settings import to_dict
+from twotower.bench import synthetic
+from twotower.bench.settings import PipelineBench
+from twotower.report import format_table, save_results
+
 SAMPLE_SECONDS = 0.2
-RESULTS_FILE = "pipeline_benchmark.json"
 SYSTEMS = ("reference", "beam")
 
 
@@ -84,8 +91,8 @@ def _work(
     """The measured work, run inside the child process."""
     from pipelines import examples  # noqa: PLC0415
 
-    requests = os.path.join(data_dir, "requests.jsonl")
-    catalog = os.path.join(data_dir, "items.jsonl")
+    requests = os.path.join(data_dir, synthetic.REQUESTS_FILE)
+    catalog = os.path.join(data_dir, synthetic.CATALOG_FILE)
     start = time.perf_counter()
     if system == "reference":
         from twotower.bench.reference import reference_preprocess  # noqa: PLC0415
@@ -117,8 +124,6 @@ def _work(
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    from twotower.report import format_table  # noqa: PLC0415
-
     columns = ["system", "requests", "seconds", "requests_per_second", "peak_rss_mb", "examples"]
     shown = [
         {**row, "seconds": f"{row['seconds']:.1f}", "requests_per_second": f"{row['rps']:,.0f}"}
@@ -127,51 +132,46 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return format_table(shown, columns)
 
 
-def benchmark_pipeline(
-    sizes: Sequence[int] = (100_000, 1_000_000),
-    output_dir: str = "work/bench/pipeline",
+def run(
+    settings: PipelineBench,
+    output_dir: str,
     *,
-    num_workers: int = 2,
-    running_mode: str = "multi_processing",
     systems: Sequence[str] = SYSTEMS,
     keep_outputs: bool = False,
-    overrides: Sequence[str] = (),
     log: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
     """Benchmarks the pipeline against the pure-Python reference on synthetic logs.
 
     Args:
-      sizes: numbers of synthetic requests, one run per size and system.
-      output_dir: receives data-<n>/ (the synthetic logs, reused when present), the
-        outputs of each run (deleted unless keep_outputs) and pipeline_benchmark.json.
-      num_workers: DirectRunner worker processes.
-      running_mode: DirectRunner mode (multi_processing, multi_threading, in_memory).
+      settings: sizes, DirectRunner workers and mode, shard count of the Beam run.
+      output_dir: receives pipeline.json; the synthetic logs (pipeline/data-<n>/, reused
+        when present) and each run's output (deleted unless keep_outputs) go under
+        pipeline/.
       systems: which of "reference" and "beam" to run.
       keep_outputs: keep the datasets written by each run.
-      overrides: config overrides for the Beam run, e.g. ["data.num_shards=0"].
       log: where progress and the table go.
 
     Returns:
       {"rows": [{"system", "requests", "seconds", "rps", "peak_rss_mb", "examples"}],
-       "num_workers", "running_mode", "cpus", "python", "beam"}; also saved as JSON.
+       "settings", "cpus", "python", "beam"}; also saved as JSON.
     """
     import shutil  # noqa: PLC0415
 
     import apache_beam  # noqa: PLC0415
 
-    from twotower.bench.synthetic import write_synthetic_logs  # noqa: PLC0415
-
+    work_dir = os.path.join(output_dir, "pipeline")
+    overrides = [f"data.num_shards={settings.num_shards}"]
     rows = []
-    for size in sizes:
-        data_dir = os.path.join(output_dir, f"data-{size}")
-        if not os.path.exists(os.path.join(data_dir, "requests.jsonl")):
+    for size in settings.sizes:
+        data_dir = os.path.join(work_dir, f"data-{size}")
+        if not os.path.exists(os.path.join(data_dir, synthetic.REQUESTS_FILE)):
             log(f"writing {size:,} synthetic requests -> {data_dir}")
-            write_synthetic_logs(data_dir, size)
+            synthetic.write_synthetic_logs(data_dir, size)
         for system in systems:
-            out_dir = os.path.abspath(os.path.join(output_dir, f"out-{system}-{size}"))
+            out_dir = os.path.abspath(os.path.join(work_dir, f"out-{system}-{size}"))
             log(f"{system}: {size:,} requests ...")
             command = [sys.executable, "-m", "twotower.bench.pipeline", system, data_dir, out_dir]
-            extra = [str(num_workers), running_mode, json.dumps(list(overrides))]
+            extra = [str(settings.workers), settings.running_mode, json.dumps(overrides)]
             measured, peak = _run_measured(command + extra)
             row = {
                 "system": system,
@@ -187,22 +187,16 @@ def benchmark_pipeline(
                 shutil.rmtree(out_dir, ignore_errors=True)
     results = {
         "rows": rows,
-        "num_workers": num_workers,
-        "running_mode": running_mode,
-        "overrides": list(overrides),
+        "settings": to_dict(settings),
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
         "beam": apache_beam.__version__,
     }
-    os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, RESULTS_FILE), "w") as f:
-        json.dump(results, f, indent=2)
+    save_results(results, output_dir, "pipeline")
     log(_table(rows))
     return results
 
 
 if __name__ == "__main__":  # the measured child: python -m twotower.bench.pipeline SYSTEM ...
-    import twotower  # noqa: F401  (environment before any TensorFlow import)
-
     system, data, out, workers, mode, extra = sys.argv[1:7]
     print(json.dumps(_work(system, data, out, int(workers), mode, json.loads(extra))))

@@ -12,11 +12,11 @@ import gzip
 import json
 import os
 import struct
-from collections.abc import Iterator
 from typing import Any
 
 import google_crc32c
 
+from common import contracts
 from pipelines import examples, records
 
 
@@ -67,31 +67,12 @@ def reference_preprocess(
             counts["valid"] += 1
             if request["clicked"]:
                 by_user[request["user_id"]].append(examples.request_positives(request, options))
-    written = {examples.TRAIN: 0, examples.EVAL: 0}
+    written = {contracts.TRAIN: 0, contracts.EVAL: 0}
     train_path, eval_path = (os.path.join(output_dir, f"{s}.tfrecord.gz") for s in written)
     with gzip.open(train_path, "wb") as train, gzip.open(eval_path, "wb") as evaluation:
-        outputs = {examples.TRAIN: train, examples.EVAL: evaluation}
+        outputs = {contracts.TRAIN: train, contracts.EVAL: evaluation}
         for user in sorted(by_user):
             for split, example in examples.user_examples(by_user.pop(user), options):
                 outputs[split].write(tfrecord(examples.to_tf_example(example)))
                 written[split] += 1
     return {**counts, "examples": written}
-
-
-def read_tfrecords(path: str) -> Iterator[bytes]:
-    """The records of a gzipped TFRecord file, CRCs checked.
-
-    Raises:
-      ValueError: a frame whose CRC does not match (names the file and record).
-    """
-    with gzip.open(path, "rb") as f:
-        index = 0
-        while header := f.read(12):
-            (length,) = struct.unpack("<Q", header[:8])
-            if struct.unpack("<I", header[8:])[0] != _masked_crc(header[:8]):
-                raise ValueError(f"{path}: record {index}: bad length CRC")
-            data = f.read(length)
-            if struct.unpack("<I", f.read(4))[0] != _masked_crc(data):
-                raise ValueError(f"{path}: record {index}: bad data CRC")
-            yield data
-            index += 1

@@ -6,7 +6,6 @@ saved as JSON and drawn as a PNG by the caller.
 """
 
 import dataclasses
-import json
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -14,7 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from common import contracts
 from common.config import load_config
+from pipelines.preprocess import preprocess
+from simulator.simulate import simulate
+from simulator.world import SimulatorConfig
 from trainer.evaluate import evaluate_run
 from trainer.train import train
 
@@ -31,33 +34,45 @@ class BenchDataset:
     overrides: tuple[str, ...] = ()
 
 
+# "tiny": a world small enough for `--quick` runs (a few seconds to build and train on).
+TINY_WORLD = SimulatorConfig(
+    num_users=200,
+    num_items=300,
+    num_clusters=6,
+    days=4,
+    eval_days=1,
+    recall_size=40,
+    random_exposure_users=100,
+    random_exposure_size=30,
+    true_top_k=200,
+)
+
+
 def prepare_datasets(
     work_dir: str, names: Sequence[str], log: Callable[[str], Any] = print
 ) -> list[BenchDataset]:
     """Builds (once; reused when present) the benchmark datasets under `work_dir`.
 
     "simulator": the default simulated world, time split (logged + random exposure).
+    "tiny": `TINY_WORLD`, the same way.
     "movielens": MovieLens-100K, leave-last-click-out (logged only).
     """
-    from pipelines.preprocess import preprocess  # noqa: PLC0415
-    from simulator.simulate import SimulatorConfig, simulate  # noqa: PLC0415
-
     prepared = []
     for name in names:
         directory = os.path.join(work_dir, name, "dataset")
-        if name == "simulator":
+        if name in ("simulator", "tiny"):
             world = os.path.join(work_dir, name, "world")
             overrides = ["data.source=simulator", f"data.input={world}", "data.split=time"]
-            if not os.path.exists(os.path.join(directory, "manifest.json")):
-                log(f"simulating the default world -> {world}")
-                simulate(SimulatorConfig(), world)
+            if not os.path.exists(os.path.join(directory, contracts.MANIFEST_FILE)):
+                log(f"simulating the {name} world -> {world}")
+                simulate(TINY_WORLD if name == "tiny" else SimulatorConfig(), world)
             query_sets = ("random_exposure", "logged")
         elif name == "movielens":
             overrides = ["data.source=movielens-100k"]
             query_sets = ("logged",)
         else:
-            raise ValueError(f"unknown benchmark dataset {name!r}: simulator or movielens")
-        if not os.path.exists(os.path.join(directory, "manifest.json")):
+            raise ValueError(f"unknown benchmark dataset {name!r}: simulator, tiny or movielens")
+        if not os.path.exists(os.path.join(directory, contracts.MANIFEST_FILE)):
             log(f"preprocessing {name} -> {directory}")
             preprocess(
                 load_config(overrides=overrides),
@@ -130,12 +145,6 @@ def run_grid(
                 "summary": summarize(cells),
             }
     return results
-
-
-def save_json(results: dict[str, Any], path: str) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(results, f, indent=2)
 
 
 def cell_text(summary: dict[str, Any], query_set: str, metric: str) -> str:

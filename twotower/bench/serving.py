@@ -13,7 +13,6 @@ queries are drawn from the same mixture. Uniform noise, which no real model prod
 is the hardest case for any partitioning index; `num_clusters=0` measures it.
 """
 
-import dataclasses
 import json
 import os
 import tempfile
@@ -23,16 +22,20 @@ from typing import Any
 
 import numpy as np
 
+from common.settings import to_dict
 from serving.brute_force_index import BruteForceIndex
 from serving.export_version import load_export_version
-from serving.item_index import IndexConfig, ItemIndex
+from serving.index_config import IndexConfig
+from serving.index_io import IndexBuilder
+from serving.item_index import ItemIndex
 from serving.query_embedder import SavedModelEmbedder
 from serving.query_features import feature_batch
-from serving.retrieval_service import RetrievalService, ServiceConfig
+from serving.retrieval_service import RetrievalService
 from serving.service import run_in_thread
+from serving.service_config import ServiceConfig
 from twotower.bench.load_client import run_load_in_subprocess
-
-RESULT_FILE = "serving_benchmark.json"
+from twotower.bench.settings import ServingBench
+from twotower.report import format_table, save_results
 
 
 def synthetic_embeddings(
@@ -117,7 +120,7 @@ def _synthetic_export(
     """An export of a random-weight `QueryTower` over `embeddings` (the real export code)."""
     import tensorflow as tf  # noqa: PLC0415
 
-    from trainer.export import ExportOptions, write_export  # noqa: PLC0415
+    from trainer.export import write_export  # noqa: PLC0415
     from trainer.towers import QueryTower  # noqa: PLC0415
 
     tf.keras.utils.set_random_seed(seed)
@@ -138,30 +141,9 @@ def _synthetic_export(
         [f"item{i}" for i in range(len(embeddings))],
         embeddings,
         features,
-        options=ExportOptions(index=index),
+        index=IndexBuilder(index),
         source={"synthetic": True, "seed": seed},
     )
-
-
-@dataclasses.dataclass(frozen=True)
-class ServingBenchmarkConfig:
-    """Sizes of `benchmark_serving` (defaults: the issue's 1M x 32-d corpus)."""
-
-    num_items: int = 1_000_000
-    dim: int = 32
-    num_clusters: int = 1_000
-    spread: float = 1.0
-    k: int = 100
-    num_queries: int = 1_000
-    single_queries: int = 200
-    batch_size: int = 100
-    vocabulary: int = 100_000
-    tower_calls: int = 500
-    e2e_requests: int = 2_000
-    e2e_clients: int = 8
-    e2e_k: int = 100
-    seed: int = 0
-    index: IndexConfig = dataclasses.field(default_factory=lambda: IndexConfig(kind="scann"))
 
 
 def _rows(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -195,26 +177,20 @@ def _rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def benchmark_serving(
-    config: ServingBenchmarkConfig | None = None,
-    *,
-    output_dir: str | None = None,
-    log: Callable[[str], None] = print,
+def run(
+    config: ServingBench, output_dir: str | None = None, log: Callable[[str], None] = print
 ) -> dict[str, Any]:
-    """Runs the serving benchmark; prints a table and saves `serving_benchmark.json`.
+    """Runs the serving benchmark; prints a table and saves OUTPUT/serving.json.
 
     Args:
       config: sizes and the ScaNN config (default: 1M items, 32-d, K=100).
-      output_dir: where the JSON goes (created); None saves nothing.
+      output_dir: where serving.json goes (created); None saves nothing.
       log: progress and the final table.
 
     Returns:
       {"config", "scann": {"recall", "build_seconds", latencies...}, "brute_force",
       "speedup_single_p50", "speedup_batched_p50", "query_tower", "e2e", "table"}.
     """
-    from twotower.report import format_table  # noqa: PLC0415
-
-    config = config or ServingBenchmarkConfig()
     log(f"corpus: {config.num_items} items x {config.dim}-d, {config.num_clusters} clusters")
     items = synthetic_embeddings(
         config.num_items, config.dim, config.num_clusters, config.seed, config.spread
@@ -283,7 +259,7 @@ def benchmark_serving(
             server.stop()
             service.close()
     result = {
-        "config": {**dataclasses.asdict(config), "cpus": os.cpu_count()},
+        "config": {**to_dict(config), "cpus": os.cpu_count()},
         "brute_force": brute_result,
         "scann": scann_result,
         "speedup_single_p50": brute_result["single"]["p50_ms"] / scann_result["single"]["p50_ms"],
@@ -296,9 +272,5 @@ def benchmark_serving(
     result["table"] = format_table(_rows(result), columns)
     log(result["table"])
     if output_dir:
-        os.makedirs(output_dir, exist_ok=True)
-        path = os.path.join(output_dir, RESULT_FILE)
-        with open(path, "w") as f:
-            json.dump(result, f, indent=2)
-        log(f"saved {path}")
+        log(f"saved {save_results(result, output_dir, 'serving')}")
     return result

@@ -12,6 +12,8 @@ import os
 
 import numpy as np
 
+REQUESTS_FILE = "requests.jsonl"
+CATALOG_FILE = "items.jsonl"
 CHUNK = 10_000
 START_TIMESTAMP = 1_700_000_000
 DAYS = 30
@@ -39,7 +41,7 @@ def write_synthetic_logs(
     """
     os.makedirs(output_dir, exist_ok=True)
     item_json = [f'"i{i}"' for i in range(num_items)]
-    catalog_path = os.path.join(output_dir, "items.jsonl")
+    catalog_path = os.path.join(output_dir, CATALOG_FILE)
     with open(catalog_path, "w") as f:
         f.writelines(
             f'{{"item_id": "i{i}", "cluster": "c{i % 50}", "features": {{"band": "b{i % 7}"}}}}\n'
@@ -48,7 +50,7 @@ def write_synthetic_logs(
     num_users = max(num_requests // requests_per_user, 1)
     steps = _steps(num_items)
     positions = np.arange(recall_size)
-    requests_path = os.path.join(output_dir, "requests.jsonl")
+    requests_path = os.path.join(output_dir, REQUESTS_FILE)
     with open(requests_path, "w") as f:
         for chunk, first in enumerate(range(0, num_requests, CHUNK)):
             rng = np.random.default_rng([seed, chunk])

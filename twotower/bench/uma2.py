@@ -7,18 +7,15 @@ from typing import Any
 
 import numpy as np
 
-from twotower.bench import runner as bench_runner
-from twotower.report import format_table
+from twotower.bench import runner
+from twotower.bench.settings import Uma2Bench
+from twotower.report import format_table, save_results
 
-STRATEGIES = ("SS-A", "SS-AB", "SS-ABC-random", "SS-ABC-fixed", "UMA2")
-TOWERS = ("youtube_dnn", "dat")
 METRICS = ("hit_rate", "recall", "precision")
 KS = (100, 200)
 
 
-def variants(
-    epochs: int, strategies: Sequence[str] = STRATEGIES, towers: Sequence[str] = TOWERS
-) -> dict[str, list[str]]:
+def variants(epochs: int, strategies: Sequence[str], towers: Sequence[str]) -> dict[str, list[str]]:
     return {
         f"{strategy}/{tower}": [
             f"uma2.strategy={strategy}",
@@ -42,7 +39,7 @@ def tables(results: dict[str, Any]) -> str:
                 {
                     "variant": variant,
                     **{
-                        f"{m}@{k}": bench_runner.cell_text(cell["summary"], query_set, f"{m}@{k}")
+                        f"{m}@{k}": runner.cell_text(cell["summary"], query_set, f"{m}@{k}")
                         for k in KS
                         for m in METRICS
                     },
@@ -58,7 +55,7 @@ def tables(results: dict[str, Any]) -> str:
 
 
 def plot(results: dict[str, Any], path: str) -> None:
-    figure, axes, panels = bench_runner.panel_figure(results, height=4.0)
+    figure, axes, panels = runner.panel_figure(results, height=4.0)
     for axis, (dataset, query_set) in zip(axes, panels, strict=True):
         by_variant = results[dataset]
         towers = sorted({v.split("/")[1] for v in by_variant})
@@ -80,25 +77,15 @@ def plot(results: dict[str, Any], path: str) -> None:
         axis.set(title=f"Recall@100, {dataset} / {query_set}", ylabel="Recall@100")
         axis.legend()
         axis.grid(axis="y", alpha=0.3)
-    bench_runner.save_figure(figure, path)
+    runner.save_figure(figure, path)
 
 
-def benchmark_uma2(
-    output_dir: str,
-    *,
-    datasets: Sequence[str] = ("simulator", "movielens"),
-    seeds: Sequence[int] = (1, 2, 3),
-    epochs: int = 5,
-    strategies: Sequence[str] = STRATEGIES,
-    towers: Sequence[str] = TOWERS,
-    log: Callable[[str], Any] = print,
-) -> dict[str, Any]:
+def run(settings: Uma2Bench, output_dir: str, log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Runs the grid; writes uma2.json and uma2.png into `output_dir`; returns the results."""
-    prepared = bench_runner.prepare_datasets(os.path.join(output_dir, "data"), datasets, log)
-    results = bench_runner.run_grid(
-        prepared, variants(epochs, strategies, towers), seeds, os.path.join(output_dir, "uma2"), log
-    )
-    bench_runner.save_json(results, os.path.join(output_dir, "uma2.json"))
+    prepared = runner.prepare_datasets(os.path.join(output_dir, "data"), settings.datasets, log)
+    grid = variants(settings.epochs, settings.strategies, settings.towers)
+    results = runner.run_grid(prepared, grid, settings.seeds, os.path.join(output_dir, "uma2"), log)
+    save_results(results, output_dir, "uma2")
     plot(results, os.path.join(output_dir, "uma2.png"))
     log(tables(results))
     return results

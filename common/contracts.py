@@ -1,0 +1,87 @@
+"""The file contracts between the stages: every name a writer and its readers share.
+
+Each stage talks to the next through a folder, never through the other's code:
+  simulator folder   simulator/ writes; pipelines/ (logs) and trainer/ (ground truth) read
+  dataset directory  pipelines/ writes; trainer/ reads (docs/dataset.md)
+  run directory      trainer/ writes and reads back (docs/run_directory.md)
+  export directory   trainer/ writes; serving/ and TF Serving read (docs/run_directory.md)
+Writers and readers import these names from here, so a name is spelled once.
+"""
+
+# --- Simulator folder (`twotower simulate --output DIR`, docs/simulator.md) ---
+SIM_REQUESTS = "requests.jsonl"
+SIM_ITEMS = "items.jsonl"
+SIM_USERS = "users.jsonl"
+SIM_RANDOM_EXPOSURE = "random_exposure.jsonl"
+SIM_TRUE_TOP_K = "true_top_k.jsonl"
+SIM_WORLD_SUMMARY = "world.json"  # config, eval_from, end_timestamp, counts
+SIM_WORLD_ARRAYS = "world.npz"
+
+# --- Dataset directory (`twotower preprocess --output DIR`, docs/dataset.md) ---
+DATASET_SCHEMA_VERSION = 1
+MANIFEST_FILE = "manifest.json"  # written last: a directory without it is unfinished
+CONFIG_FILE = "config.yaml"  # also in every run directory
+CATALOG_FILE = "item_catalog.jsonl"
+ITEM_FREQUENCY_FILE = "item_frequency.tsv"
+VOCABULARY_DIR = "vocab"
+DEAD_LETTER_DIR = "dead_letter"
+TRAIN = "train"
+EVAL = "eval"
+SHARD_SUFFIX = ".tfrecord.gz"
+LATEST_FILE = "LATEST"  # daily runs: the folder name of the newest good dataset
+LATEST_LINK = "latest"
+
+# Example features (manifest `feature_spec`); user features are "user.<name>".
+USER_FEATURE_PREFIX = "user."
+ITEM_FEATURE_PREFIX = "item."
+REQUEST_ID = "request_id"
+USER_ID = "user_id"
+ITEM_ID = "item_id"
+TIMESTAMP = "timestamp"
+HISTORY = "history"
+SPACE_A = "space_a"
+SPACE_B = "space_b"
+NUM_SPACE_A = "num_space_a"
+NUM_SPACE_B = "num_space_b"
+SCALAR_STRING = {"dtype": "string", "shape": "scalar"}
+SCALAR_INT = {"dtype": "int64", "shape": "scalar"}
+STRING_LIST = {"dtype": "string", "shape": "list"}
+BASE_FEATURE_SPEC = {
+    REQUEST_ID: SCALAR_STRING,
+    USER_ID: SCALAR_STRING,
+    ITEM_ID: SCALAR_STRING,
+    TIMESTAMP: SCALAR_INT,
+    HISTORY: STRING_LIST,
+    SPACE_A: STRING_LIST,
+    SPACE_B: STRING_LIST,
+    NUM_SPACE_A: SCALAR_INT,
+    NUM_SPACE_B: SCALAR_INT,
+}
+
+
+def shard_pattern(split: str) -> str:
+    """The glob of one split's TFRecord shards inside a dataset directory."""
+    return f"{split}-*{SHARD_SUFFIX}"
+
+
+# --- Run directory (`twotower train --run-dir DIR`, docs/run_directory.md) ---
+RUN_FILE = "run.json"
+WEIGHTS = "checkpoints/final"
+BACKUP_DIR = "backup"
+LOGS_DIR = "logs"
+METRICS_FILE = "metrics.json"
+EXPORT_DIR = "export"
+
+# --- Export directory (`twotower export RUN_DIR`, docs/run_directory.md) ---
+EXPORT_MANIFEST = "export_manifest.json"  # the latest version's; replaced atomically
+QUERY_TOWER_DIR = "query_tower"  # TF Serving's model base path: <v>/saved_model.pb
+ITEMS_DIR = "items"
+RETRIEVAL_DIR = "retrieval"
+VERSION_MANIFEST = "manifest.json"  # items/<v>/manifest.json
+ITEM_EMBEDDINGS = "item_embeddings.npy"
+ITEM_IDS = "item_ids.txt"
+INDEX_DIR = "index"
+WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
+SIGNATURE = "serving_default"
+EMBEDDING_OUTPUT = "embedding"
+MODEL_NAME = "query_tower"  # TF Serving's model name (k8s/serving/tf-serving-config.yaml)

@@ -1,0 +1,90 @@
+"""Every `twotower bench NAME --quick` runs through the command line and writes
+OUTPUT/NAME.json with its keys and finite numbers (the docs' commands cannot rot)."""
+
+import json
+import math
+
+import pytest
+
+from twotower import cli
+from twotower.bench.settings import BENCHMARKS
+
+
+def _numbers(value):
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from _numbers(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _numbers(item)
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        yield value
+
+
+def _run(tmp_path, name, *flags):
+    assert cli.main(["bench", name, "--quick", "--output", str(tmp_path), *flags]) == 0
+    with open(tmp_path / f"{name}.json") as f:
+        result = json.load(f)
+    numbers = list(_numbers(result))
+    assert numbers and all(math.isfinite(n) for n in numbers)
+    return result
+
+
+def test_every_benchmark_is_tested_here():
+    assert set(BENCHMARKS) == {"pipeline", "uma2", "negatives", "distributed", "serving"}
+
+
+def test_pipeline(tmp_path):
+    result = _run(tmp_path, "pipeline", "--running-mode=in_memory")
+    rows = {row["system"]: row for row in result["rows"]}
+    assert set(rows) == {"reference", "beam"}
+    assert rows["beam"]["requests"] == 2_000  # PipelineBench.QUICK
+    assert rows["beam"]["examples"] == rows["reference"]["examples"] > 0
+    for row in rows.values():
+        assert row["rps"] > 0 and row["peak_rss_mb"] > 10
+    assert not (tmp_path / "pipeline" / "out-beam-2000").exists()  # outputs are removed
+
+
+def test_serving(tmp_path):
+    # partition_above=0 puts the tree in front of AH even at the quick corpus's 5k items.
+    result = _run(tmp_path, "serving", "--index-partition-above=0", "--k=10", "--e2e-k=10")
+    assert result["scann"]["config"]["num_leaves"] == 71  # round(sqrt(5000))
+    assert result["scann"]["recall"] >= 0.9
+    assert result["e2e"]["requests"] == 200 and result["e2e"]["errors"] == 0
+    for part in (result["brute_force"], result["scann"]):
+        for mode in ("single", "batched_per_query"):
+            assert 0 < part[mode]["p50_ms"] <= part[mode]["p99_ms"]
+    assert result["query_tower"]["p50_ms"] > 0
+    assert "POST /v1/retrieve" in result["table"]
+
+
+@pytest.mark.parametrize("name", ["negatives", "uma2"])
+def test_training_grids(tmp_path, name):
+    result = _run(tmp_path, name)
+    (cells,) = result.values()  # one dataset: tiny
+    for cell in cells.values():
+        assert len(cell["seeds"]) == 1
+        summary = cell["summary"]
+        assert set(summary) == {"random_exposure", "logged", "examples_per_second"}
+        for values in summary["random_exposure"].values():
+            assert values["std"] == 0.0  # one seed
+    assert (tmp_path / f"{name}.png").stat().st_size > 0
+    if name == "negatives":
+        assert "tfrs_retrieval" in cells and "clrec_queue_ids" in cells
+    else:
+        assert set(cells) == {
+            f"{s}/{t}" for s in BENCHMARKS["uma2"]().strategies for t in ("youtube_dnn", "dat")
+        }
+
+
+def test_distributed(tmp_path):
+    result = _run(tmp_path, "distributed")
+    assert [run["workers"] for run in result["runs"]] == [1, 2]
+    assert result["runs"][1]["distribution"]["workers"] == 2
+    assert result["ratio_2_to_1"] > 0
+    assert result["queue_all_gather_ms"]["gather_ms"] > 0
+
+
+def test_a_bad_flag_names_it(tmp_path, capsys):
+    assert cli.main(["bench", "uma2", "--output", str(tmp_path), "--towers=cnn"]) == 1
+    assert "--towers: ['cnn'] not among youtube_dnn, dat" in capsys.readouterr().err

@@ -1,0 +1,145 @@
+"""The settings of every benchmark (`twotower bench NAME` flags), and their quick sizes.
+
+Kept apart from the benchmark code so that building the command line imports no
+TensorFlow. Each class's `QUICK` holds the overrides of `--quick`: tiny sizes that run in
+about a minute on 2 cores (the tests run every benchmark that way).
+"""
+
+import dataclasses
+from typing import Any, ClassVar
+
+from common.settings import ConfigError, Settings, setting
+from serving.index_config import IndexConfig
+
+TRAINING_DATASETS = ("simulator", "movielens", "tiny")
+UMA2_STRATEGIES = ("SS-A", "SS-AB", "SS-ABC-random", "SS-ABC-fixed", "UMA2")
+_DATASETS_HELP = (
+    "datasets: simulator (the default world), movielens (MovieLens-100K), tiny (a small "
+    "simulated world, for --quick)"
+)
+
+
+def _check_names(values: list[str], allowed: tuple[str, ...], key: str) -> None:
+    unknown = [v for v in values if v not in allowed]
+    if unknown or not values:
+        raise ConfigError(f"{unknown or values} not among {', '.join(allowed)}", key)
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineBench(Settings):
+    """`twotower bench pipeline`: Beam against the pure-Python reference."""
+
+    QUICK: ClassVar[dict[str, Any]] = {"sizes": [2_000]}
+
+    sizes: list[int] = setting([100_000, 1_000_000], "synthetic request counts")
+    workers: int = setting(2, "DirectRunner worker processes", min=1)
+    running_mode: str = setting(
+        "multi_processing",
+        "DirectRunner mode",
+        choices=("in_memory", "multi_threading", "multi_processing"),
+    )
+    num_shards: int = setting(
+        4, "data.num_shards of the Beam run (0: the runner decides, saving a shuffle)", min=0
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Uma2Bench(Settings):
+    """`twotower bench uma2`: UMA²'s sampling strategies × towers × seeds."""
+
+    QUICK: ClassVar[dict[str, Any]] = {"datasets": ["tiny"], "seeds": [1], "epochs": 1}
+
+    datasets: list[str] = setting(["simulator", "movielens"], _DATASETS_HELP)
+    seeds: list[int] = setting([1, 2, 3], "training seeds; results are mean ± std over them")
+    epochs: int = setting(5, "epochs per run", min=1)
+    strategies: list[str] = setting(list(UMA2_STRATEGIES), "uma2.strategy values")
+    towers: list[str] = setting(["youtube_dnn", "dat"], "model.tower values")
+
+    def check(self) -> None:
+        _check_names(self.datasets, TRAINING_DATASETS, "datasets")
+        _check_names(self.strategies, UMA2_STRATEGIES, "strategies")
+        _check_names(self.towers, ("youtube_dnn", "dat"), "towers")
+
+
+@dataclasses.dataclass(frozen=True)
+class NegativesBench(Settings):
+    """`twotower bench negatives`: every negative source against the TFRS baseline."""
+
+    QUICK: ClassVar[dict[str, Any]] = {
+        "datasets": ["tiny"],
+        "seeds": [1],
+        "epochs": 1,
+        "batch_size": 64,
+    }
+
+    datasets: list[str] = setting(["simulator", "movielens"], _DATASETS_HELP)
+    seeds: list[int] = setting([1, 2, 3], "training seeds; results are mean ± std over them")
+    epochs: int = setting(5, "epochs per run", min=1)
+    batch_size: int = setting(512, "batch size of every variant (the queue is 10x)", min=1)
+    variants: list[str] = setting([], "only these variants (and the TFRS baseline); [] = all")
+
+    def check(self) -> None:
+        _check_names(self.datasets, TRAINING_DATASETS, "datasets")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributedBench(Settings):
+    """`twotower bench distributed`: one local worker against two, and the queue all-gather."""
+
+    QUICK: ClassVar[dict[str, Any]] = {
+        "dataset": "tiny",
+        "epochs": 1,
+        "batch_size": 64,
+        "queue_size": 640,
+        "gather_steps": 20,
+    }
+
+    dataset: str = setting("movielens", "training data", choices=TRAINING_DATASETS)
+    epochs: int = setting(2, "epochs per run; the last one is timed", min=1)
+    batch_size: int = setting(512, "global batch size of both runs", min=2)
+    queue_size: int = setting(5120, "CLRec queue length (the all-gathered state)", min=1)
+    gather_steps: int = setting(200, "steps of the all-gather timing", min=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingBench(Settings):
+    """`twotower bench serving`: ScaNN against brute force, the query tower, the service."""
+
+    QUICK: ClassVar[dict[str, Any]] = {
+        "num_items": 5_000,
+        "num_clusters": 50,
+        "num_queries": 100,
+        "single_queries": 50,
+        "batch_size": 50,
+        "vocabulary": 1_000,
+        "tower_calls": 50,
+        "e2e_requests": 200,
+        "e2e_clients": 4,
+    }
+
+    num_items: int = setting(1_000_000, "synthetic corpus size", min=1)
+    dim: int = setting(32, "embedding dimension", min=1)
+    num_clusters: int = setting(
+        1_000, "Gaussian clusters of the corpus (0: structureless N(0, I) noise)", min=0
+    )
+    spread: float = setting(1.0, "noise around a cluster centre, relative to the centres", min=0)
+    k: int = setting(100, "K of every search", min=1)
+    num_queries: int = setting(1_000, "queries for recall and batched latency", min=1)
+    single_queries: int = setting(200, "queries timed one at a time", min=1)
+    batch_size: int = setting(100, "queries per batched search", min=1)
+    vocabulary: int = setting(100_000, "user and item id vocabulary of the query tower", min=1)
+    tower_calls: int = setting(500, "query tower calls timed in process", min=1)
+    e2e_requests: int = setting(2_000, "POST /v1/retrieve requests end to end", min=1)
+    e2e_clients: int = setting(8, "concurrent keep-alive clients", min=1)
+    e2e_k: int = setting(100, "k of the end-to-end requests", min=1)
+    seed: int = setting(0, "random seed", min=0)
+    index: IndexConfig = dataclasses.field(default_factory=lambda: IndexConfig(kind="scann"))
+
+
+BENCHMARKS: dict[str, type] = {
+    "pipeline": PipelineBench,
+    "uma2": Uma2Bench,
+    "negatives": NegativesBench,
+    "distributed": DistributedBench,
+    "serving": ServingBench,
+}
