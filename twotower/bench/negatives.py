@@ -7,7 +7,7 @@ from typing import Any
 
 from twotower.bench import runner
 from twotower.bench.settings import NegativesBench
-from twotower.report import format_table, save_results
+from twotower.report import save_results
 
 KS = (10, 50, 100)
 CLREC = [
@@ -48,48 +48,15 @@ def variants(epochs: int, batch_size: int = 512) -> dict[str, list[str]]:
     return {name: [*overrides, *common] for name, overrides in grid.items()}
 
 
+def _speed(by_variant: dict[str, Any], cell: dict[str, Any]) -> dict[str, str]:
+    base = by_variant["tfrs_retrieval"]["summary"]["examples_per_second"]["mean"]
+    speed = cell["summary"]["examples_per_second"]["mean"]
+    return {"examples/s": f"{speed:.0f}", "time/example vs tfrs": f"{base / speed:.2f}x"}
+
+
 def tables(results: dict[str, Any]) -> str:
-    parts = []
-    for dataset, by_variant in results.items():
-        base = by_variant["tfrs_retrieval"]["summary"]["examples_per_second"]["mean"]
-        for query_set in next(iter(by_variant.values()))["summary"]:
-            if query_set == "examples_per_second":
-                continue
-            columns = [
-                "variant",
-                *(f"hit_rate@{k}" for k in KS),
-                "aggregate_diversity@100",
-                "popularity_index@100",
-                "examples/s",
-                "time/example vs tfrs",
-            ]
-            rows = []
-            for variant, cell in by_variant.items():
-                summary = cell["summary"]
-                speed = summary["examples_per_second"]["mean"]
-                rows.append(
-                    {
-                        "variant": variant,
-                        **{
-                            f"hit_rate@{k}": runner.cell_text(summary, query_set, f"hit_rate@{k}")
-                            for k in KS
-                        },
-                        "aggregate_diversity@100": runner.cell_text(
-                            summary, query_set, "aggregate_diversity@100"
-                        ),
-                        "popularity_index@100": runner.cell_text(
-                            summary, query_set, "popularity_index@100"
-                        ),
-                        "examples/s": f"{speed:.0f}",
-                        "time/example vs tfrs": f"{base / speed:.2f}x",
-                    }
-                )
-            parts += [
-                f"{dataset} / {query_set} (mean±std over seeds)",
-                format_table(rows, columns),
-                "",
-            ]
-    return "\n".join(parts)
+    metrics = [*(f"hit_rate@{k}" for k in KS), "aggregate_diversity@100", "popularity_index@100"]
+    return runner.grid_tables(results, metrics, _speed)
 
 
 def plot(results: dict[str, Any], path: str) -> None:

@@ -20,6 +20,7 @@ from simulator.simulate import simulate
 from simulator.world import SimulatorConfig
 from trainer.evaluate import evaluate_run
 from trainer.train import train
+from twotower.report import format_table
 
 IN_MEMORY_BEAM = ("--runner=DirectRunner", "--direct_running_mode=in_memory")
 
@@ -150,6 +151,27 @@ def run_grid(
 def cell_text(summary: dict[str, Any], query_set: str, metric: str) -> str:
     value = summary[query_set][metric]
     return f"{value['mean']:.4f}±{value['std']:.4f}"
+
+
+def grid_tables(
+    results: dict[str, Any],
+    metrics: Sequence[str],
+    extra: Callable[[dict[str, Any], dict[str, Any]], dict[str, str]] | None = None,
+) -> str:
+    """One table per (dataset, query set) of a grid: each metric's mean±std over seeds,
+    a row per variant; `extra(by_variant, cell)` adds columns of its own."""
+    parts = []
+    for dataset, query_set in query_panels(results):
+        by_variant = results[dataset]
+        rows = []
+        for variant, cell in by_variant.items():
+            row = {"variant": variant}
+            row.update({m: cell_text(cell["summary"], query_set, m) for m in metrics})
+            row.update(extra(by_variant, cell) if extra else {})
+            rows.append(row)
+        title = f"{dataset} / {query_set} (mean±std over seeds)"
+        parts += [title, format_table(rows, list(rows[0])), ""]
+    return "\n".join(parts)
 
 
 def query_panels(results: dict[str, Any]) -> list[tuple[str, str]]:

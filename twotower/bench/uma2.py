@@ -9,7 +9,7 @@ import numpy as np
 
 from twotower.bench import runner
 from twotower.bench.settings import Uma2Bench
-from twotower.report import format_table, save_results
+from twotower.report import save_results
 
 METRICS = ("hit_rate", "recall", "precision")
 KS = (100, 200)
@@ -29,29 +29,7 @@ def variants(epochs: int, strategies: Sequence[str], towers: Sequence[str]) -> d
 
 
 def tables(results: dict[str, Any]) -> str:
-    parts = []
-    for dataset, by_variant in results.items():
-        for query_set in next(iter(by_variant.values()))["summary"]:
-            if query_set == "examples_per_second":
-                continue
-            columns = ["variant", *(f"{m}@{k}" for k in KS for m in METRICS)]
-            rows = [
-                {
-                    "variant": variant,
-                    **{
-                        f"{m}@{k}": runner.cell_text(cell["summary"], query_set, f"{m}@{k}")
-                        for k in KS
-                        for m in METRICS
-                    },
-                }
-                for variant, cell in by_variant.items()
-            ]
-            parts += [
-                f"{dataset} / {query_set} (mean±std over seeds)",
-                format_table(rows, columns),
-                "",
-            ]
-    return "\n".join(parts)
+    return runner.grid_tables(results, [f"{m}@{k}" for k in KS for m in METRICS])
 
 
 def plot(results: dict[str, Any], path: str) -> None:
