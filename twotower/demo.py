@@ -1,6 +1,6 @@
 """`twotower demo`: the whole path on MovieLens-100K, end to end.
 
-preprocess (Beam) -> train (TFRS Retrieval) -> evaluate (HitRate@K, leave-last-click-out,
+preprocess (Beam) -> train (the default recipe) -> evaluate (HitRate@K, leave-last-click-out,
 training clicks excluded) -> export (query tower SavedModel + item embeddings) ->
 top-10 items for three users from the exported model.
 """
