@@ -14,6 +14,7 @@ SIM_ITEMS = "items.jsonl"
 SIM_USERS = "users.jsonl"
 SIM_RANDOM_EXPOSURE = "random_exposure.jsonl"
 SIM_TRUE_TOP_K = "true_top_k.jsonl"
+SIM_PROPENSITIES = "propensities.jsonl"  # true P(recalled), P(exposed | recalled) per pair
 SIM_WORLD_SUMMARY = "world.json"  # config, eval_from, end_timestamp, counts
 SIM_WORLD_ARRAYS = "world.npz"
 

@@ -50,12 +50,14 @@ class RecallSampler:
         """Draws made per request before the fallback."""
         return self._draws
 
-    def sample(self, rng: np.random.Generator, users: np.ndarray) -> np.ndarray:
+    def sample(self, rng: np.random.Generator, users: np.ndarray, day: int = 0) -> np.ndarray:
         """Recalls items for a chunk of requests.
 
         Args:
           rng: the chunk's generator.
           users: int array [num_requests] of user indices.
+          day: the requests' day: items that arrive later are never recalled (their draws
+            count as repeats).
 
         Returns:
           int64 [num_requests, recall_size] distinct items per row, in draw order.
@@ -82,6 +84,7 @@ class RecallSampler:
         new[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
         is_first = np.empty(shape, dtype=bool)
         np.put_along_axis(is_first, by_item, new, axis=1)  # first draw of each distinct item
+        is_first &= world.item_arrival_day[items] <= day
         keep = is_first & (np.cumsum(is_first, axis=1) <= self._recall_size)
         short = keep.sum(axis=1) < self._recall_size
         recalled = np.empty((users.size, self._recall_size), dtype=np.int64)
@@ -92,12 +95,13 @@ class RecallSampler:
                 world.config.num_items,
                 size=self._recall_size,
                 replace=False,
-                p=self._mixture(int(users[row])),
+                p=self._mixture(int(users[row]), day),
             )
         return recalled
 
-    def _mixture(self, user: int) -> np.ndarray:
-        """The per-draw item distribution of `user` [num_items] (fallback path only)."""
+    def _mixture(self, user: int, day: int = 0) -> np.ndarray:
+        """The per-draw item distribution of `user` [num_items] over the items arrived by
+        `day` (the fallback path, and the true recall propensities)."""
         world = self._world
         probability = (1.0 - self._favourite_share) * world.popularity_prior
         for cluster, weight in zip(
@@ -108,6 +112,7 @@ class RecallSampler:
             probability = probability + (
                 self._favourite_share * weight * world.popularity_prior * in_cluster / mass
             )
+        probability = probability * (world.item_arrival_day <= day)
         return probability / probability.sum()
 
 

@@ -1,24 +1,18 @@
 """Simulated logs of a multi-stage recommender whose true preferences are known.
 
-The world (users, items, clusters, true affinity, popularity prior) is described in
-`simulator.world`. Per request the legacy system does:
-
-1. Recall, biased toward popular items: it draws items until it has `recall_size` distinct
-   ones (the first distinct draws are kept). Each draw comes with probability
-   FAVOURITE_CLUSTER_SHARE from one of the user's favourite clusters (picked by the user's
-   cluster weights), otherwise from the whole corpus; both draws follow the popularity
-   prior (within the cluster, renormalised). Draws use cumulative sums + `searchsorted`.
-2. Legacy ranker: score = affinity + N(0, RANKER_NOISE^2) + RANKER_POPULARITY_WEIGHT *
-   z(log prior), with z the corpus-wide standardisation; the top `expose_size` are exposed
-   best first.
-3. Clicks: each exposed position p (0-based) is clicked independently with
-   P = sigmoid(CLICK_SCALE * affinity + CLICK_BIAS) / sqrt(1 + p).
+The world (users, items, clusters, true affinity, popularity prior, arrivals) is
+described in `simulator.world`; each request goes through the legacy system of
+`simulator.legacy_system` (a popularity-biased recall, a noisy ranker, position-biased
+clicks), which is where the logs' bias comes from. Users make no request before their
+arrival day.
 
 Logged days run from `start_timestamp`; the last `eval_days` are the next (eval) period.
 For `random_exposure_users` users, `random_exposure.jsonl` holds one eval-period request
 that exposes `random_exposure_size` items drawn uniformly from the corpus, clicked with the
 same sigmoid and no position effect; `true_top_k.jsonl` holds their top items by true
-affinity over the whole corpus (training clicks not removed).
+affinity over the whole corpus (training clicks not removed). `propensities.jsonl`
+holds, for a sample of users, the true probabilities that the legacy system recalls an
+item and exposes it once recalled (`simulator.propensities`).
 
 Streaming: a day's requests are drawn for all users (a [num_users] vector), sorted by
 timestamp and then recalled, ranked, clicked and written in chunks of REQUEST_CHUNK
@@ -37,7 +31,8 @@ import numpy as np
 import tqdm
 
 from common import contracts
-from simulator.recall import RecallSampler
+from simulator.legacy_system import LegacySystem, click_probability
+from simulator.propensities import write_propensities
 from simulator.world import (
     ACTIVITY_BANDS,
     AGE_BANDS,
@@ -58,22 +53,8 @@ from simulator.world import (
 
 __all__ = ["SimulatorConfig", "World", "load_world", "simulate", "true_scores"]
 
-FAVOURITE_CLUSTER_SHARE = 0.25
-RANKER_NOISE = 1.0
-RANKER_POPULARITY_WEIGHT = 1.0
-CLICK_SCALE = 2.0
-CLICK_BIAS = -3.8
 REQUEST_CHUNK = 2048
 SECONDS_PER_DAY = 86_400
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-def click_probability(true_affinity: np.ndarray) -> np.ndarray:
-    """Click probability before any position effect; same shape as `true_affinity`."""
-    return _sigmoid(CLICK_SCALE * true_affinity + CLICK_BIAS)
 
 
 def simulate(config: SimulatorConfig, output_dir: str, progress: bool = False) -> dict:
@@ -99,11 +80,20 @@ def simulate(config: SimulatorConfig, output_dir: str, progress: bool = False) -
     item_json = [f'"i{k}"' for k in range(config.num_items)]
     logged = _write_requests(world, output_dir, item_json, progress)
     random = _write_random_exposure(world, output_dir, item_json, eval_from, end, progress)
+    propensities = write_propensities(
+        world, LegacySystem(world), os.path.join(output_dir, contracts.SIM_PROPENSITIES)
+    )
     summary = {
         "config": dataclasses.asdict(config),
         "eval_from": eval_from,
         "end_timestamp": end,
-        "counts": {"users": config.num_users, "items": config.num_items, **logged, **random},
+        "counts": {
+            "users": config.num_users,
+            "items": config.num_items,
+            **logged,
+            **random,
+            "propensities": propensities,
+        },
     }
     with open(os.path.join(output_dir, contracts.SIM_WORLD_SUMMARY), "w") as f:
         json.dump(summary, f, indent=2)
@@ -136,52 +126,12 @@ def _item_lines(world: World) -> Iterator[str]:
         yield f'{{"item_id": "i{item}", "cluster": "c{cluster}", "features": {features}}}\n'
 
 
-class LegacySystem:
-    """The logged recommender: popularity-biased recall, noisy ranker, position-biased clicks."""
-
-    def __init__(self, world: World) -> None:
-        """Precomputes what every request needs; O(num_items) memory."""
-        self._world = world
-        self._expose_size = world.config.expose_size
-        self._sampler = RecallSampler(world, world.config.recall_size, FAVOURITE_CLUSTER_SHARE)
-        log_prior = np.log(world.popularity_prior)
-        self._prior_z = (log_prior - log_prior.mean()) / max(log_prior.std(), 1e-12)
-        self._items = world.item_latents.astype(np.float64)
-        self._users = world.user_latents.astype(np.float64)
-        self._position_effect = 1.0 / np.sqrt(1.0 + np.arange(self._expose_size))
-
-    def serve(
-        self, rng: np.random.Generator, users: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Runs a chunk of requests through recall, ranking and clicks.
-
-        Args:
-          rng: the chunk's generator.
-          users: int array [num_requests] of user indices.
-
-        Returns:
-          recalled: int64 [num_requests, recall_size].
-          exposed: int64 [num_requests, expose_size], best first.
-          clicked: bool [num_requests, expose_size], per exposed position.
-        """
-        recalled = self._sampler.sample(rng, users)
-        true_affinity = np.einsum("rd,rnd->rn", self._users[users], self._items[recalled])
-        true_affinity += self._world.item_quality[recalled]
-        score = true_affinity + RANKER_NOISE * rng.standard_normal(true_affinity.shape)
-        score += RANKER_POPULARITY_WEIGHT * self._prior_z[recalled]
-        top = np.argpartition(-score, self._expose_size - 1, axis=1)[:, : self._expose_size]
-        rank = np.argsort(-np.take_along_axis(score, top, axis=1), axis=1, kind="stable")
-        top = np.take_along_axis(top, rank, axis=1)
-        p_click = click_probability(np.take_along_axis(true_affinity, top, axis=1))
-        clicked = rng.random(p_click.shape) < p_click * self._position_effect
-        return recalled, np.take_along_axis(recalled, top, axis=1), clicked
-
-
 def _day_requests(world: World, day: int) -> tuple[np.ndarray, np.ndarray]:
     """The (users, timestamps) of one day's requests, sorted by timestamp."""
     config = world.config
     rng = np.random.default_rng([config.seed, STREAM_DAYS, day])
     per_user = rng.poisson(config.requests_per_user_per_day * world.user_activity)
+    per_user[world.user_arrival_day > day] = 0  # not arrived yet
     users = np.repeat(np.arange(config.num_users), per_user)
     start = config.start_timestamp + day * SECONDS_PER_DAY
     stamps = start + rng.integers(0, SECONDS_PER_DAY, size=users.size)
@@ -213,7 +163,7 @@ def _write_requests(world: World, output_dir: str, item_json: list[str], progres
             for chunk, first in enumerate(range(0, users.size, REQUEST_CHUNK)):
                 rng = np.random.default_rng([config.seed, STREAM_REQUESTS, day, chunk])
                 chunk_users = users[first : first + REQUEST_CHUNK]
-                recalled, exposed, clicked = legacy.serve(rng, chunk_users)
+                recalled, exposed, clicked = legacy.serve(rng, chunk_users, day)
                 lines = []
                 for row, user in enumerate(chunk_users.tolist()):
                     exposed_row = exposed[row].tolist()

@@ -1,16 +1,21 @@
 """The simulator's ground truth: users, items, clusters, quality and popularity.
 
-Geometry (constants below, fixed so a seed alone fixes the world):
+Geometry (the knobs are `SimulatorConfig` fields, the rest constants, so a config and
+its seed alone fix the world):
 - `num_clusters` unit-norm centroids in `dim` dimensions. Cluster sizes follow a
   Dirichlet(5) share, and every cluster holds at least one item.
-- Item latent = its cluster's centroid + N(0, ITEM_NOISE^2 / dim) per coordinate.
+- Item latent = its cluster's centroid + N(0, item_noise^2 / dim) per coordinate.
   Item quality ~ N(0, QUALITY_STD^2).
-- A user likes 1..MAX_FAVOURITE_CLUSTERS clusters with Dirichlet(1) weights; the latent is
-  USER_NORM times the normalised weighted sum of those centroids + N(0, USER_NOISE^2 / dim).
+- A user likes 1..favourite_clusters clusters with Dirichlet(1) weights; the latent is
+  USER_NORM times the normalised weighted sum of those centroids + N(0, user_noise^2 / dim).
 - True affinity = dot(user, item) + item quality.
 - Popularity prior: Zipf, p ∝ rank^-popularity_skew, where the rank sorts a key that is
-  correlated only POPULARITY_QUALITY_CORRELATION with quality. Popularity is therefore
+  correlated only popularity_quality_correlation with quality. Popularity is therefore
   mostly luck, and the gap between it and affinity is the bias a trainer must undo.
+- Request rate: lognormal with sigma activity_skew and mean 1.
+- Arrival: a late_item_share of items and a late_user_share of users arrive on a day
+  drawn uniformly from the second half of the logs (drawn from a stream of their own, so
+  a world without late arrivals is the same as before they existed).
 - Features: user segment from the dominant cluster, activity band from the request-rate
   multiplier; item price band from a latent direction, age band from popularity + noise.
 """
@@ -28,15 +33,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from common import contracts
-from common.settings import ConfigError, Settings, setting
+from simulator.config import SimulatorConfig
 
-ITEM_NOISE = 0.5
 USER_NORM = 2.0
-USER_NOISE = 0.5
 QUALITY_STD = 0.3
-MAX_FAVOURITE_CLUSTERS = 3
-POPULARITY_QUALITY_CORRELATION = 0.3
-ACTIVITY_SIGMA = 0.5
 NUM_SEGMENTS = 8
 ACTIVITY_BANDS = ("low", "mid", "high")
 PRICE_BANDS = ("p0", "p1", "p2", "p3")
@@ -45,6 +45,7 @@ AGE_BANDS = ("new", "mid", "old")
 SCORE_BLOCK_FLOATS = 1 << 22
 # Seed streams, so each stage draws from its own generator whatever the others do.
 STREAM_WORLD, STREAM_DAYS, STREAM_REQUESTS, STREAM_RANDOM_EXPOSURE = 1, 2, 3, 4
+STREAM_ARRIVALS, STREAM_PROPENSITIES = 5, 6
 
 _ARRAYS = (
     "user_latents",
@@ -59,48 +60,9 @@ _ARRAYS = (
     "user_activity_band",
     "item_price_band",
     "item_age_band",
+    "item_arrival_day",
+    "user_arrival_day",
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class SimulatorConfig(Settings):
-    """Size and behaviour of a simulated world; defaults build in a couple of seconds."""
-
-    num_users: int = setting(1000, "users in the world", min=1)
-    num_items: int = setting(2000, "items in the corpus", min=1)
-    num_clusters: int = setting(20, "item clusters (categories)", min=1)
-    dim: int = setting(16, "latent dimension of true preferences", min=1)
-    days: int = setting(10, "logged days, eval period included", min=1)
-    eval_days: int = setting(2, "last days that form the next (eval) period", min=1)
-    requests_per_user_per_day: float = setting(
-        1.0, "mean requests per user per day (Poisson)", min=1e-9
-    )
-    popularity_skew: float = setting(
-        1.1, "Zipf exponent of the legacy system's popularity prior", min=0
-    )
-    recall_size: int = setting(100, "items the legacy recall stage returns per request", min=1)
-    expose_size: int = setting(10, "items the legacy ranker exposes per request", min=1)
-    random_exposure_users: int = setting(300, "test users given a random-exposure request", min=0)
-    random_exposure_size: int = setting(
-        50, "items shown uniformly at random to each of them", min=1
-    )
-    true_top_k: int = setting(200, "length of each test user's true top-K list", min=1)
-    seed: int = setting(0, "random seed (same seed, same bytes)", min=0)
-    start_timestamp: int = setting(1_700_000_000, "first logged second", min=0)
-
-    def check(self) -> None:
-        if self.eval_days >= self.days:
-            raise ConfigError(f"{self.eval_days} must be < days ({self.days})", "eval_days")
-        bounds = [("expose_size", "recall_size")]
-        bounds += [
-            (name, "num_items")
-            for name in ("recall_size", "random_exposure_size", "true_top_k", "num_clusters")
-        ]
-        bounds.append(("random_exposure_users", "num_users"))
-        for name, bound in bounds:
-            value, limit = getattr(self, name), getattr(self, bound)
-            if value > limit:
-                raise ConfigError(f"{value} must be <= {bound} ({limit})", name)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -114,10 +76,12 @@ class World:
       item_quality: float64 [num_items], added to every user's affinity.
       popularity_prior: float64 [num_items], the legacy system's prior; sums to 1.
       item_cluster: int32 [num_items].
-      user_clusters: int32 [num_users, MAX_FAVOURITE_CLUSTERS] favourite clusters.
-      user_cluster_weights: float64 [num_users, MAX_FAVOURITE_CLUSTERS]; rows sum to 1.
+      user_clusters: int32 [num_users, favourite_clusters] favourite clusters.
+      user_cluster_weights: float64 [num_users, favourite_clusters]; rows sum to 1.
       user_activity: float64 [num_users] request-rate multiplier with mean 1.
       user_segment, user_activity_band, item_price_band, item_age_band: int8 feature codes.
+      item_arrival_day, user_arrival_day: int16 [num_items], [num_users]: the first day
+        an item can be recalled, a user makes requests (0 for all but the late ones).
     """
 
     config: SimulatorConfig
@@ -133,6 +97,8 @@ class World:
     user_activity_band: np.ndarray
     item_price_band: np.ndarray
     item_age_band: np.ndarray
+    item_arrival_day: np.ndarray
+    user_arrival_day: np.ndarray
 
 
 def build_world(config: SimulatorConfig) -> World:
@@ -149,11 +115,11 @@ def build_world(config: SimulatorConfig) -> World:
     cluster_share = rng.dirichlet(np.full(num_clusters, 5.0))
     extra = rng.choice(num_clusters, size=num_items - num_clusters, p=cluster_share)
     item_cluster = rng.permutation(np.concatenate([np.arange(num_clusters), extra]))
-    item_latents = centroids[item_cluster] + ITEM_NOISE / np.sqrt(dim) * rng.standard_normal(
+    item_latents = centroids[item_cluster] + config.item_noise / np.sqrt(dim) * rng.standard_normal(
         (num_items, dim)
     )
     item_quality = QUALITY_STD * rng.standard_normal(num_items)
-    rho = POPULARITY_QUALITY_CORRELATION
+    rho = config.popularity_quality_correlation
     key = rho * item_quality / QUALITY_STD + np.sqrt(1 - rho**2) * rng.standard_normal(num_items)
     rank = np.empty(num_items)
     rank[np.argsort(-key, kind="stable")] = np.arange(1, num_items + 1)
@@ -162,21 +128,21 @@ def build_world(config: SimulatorConfig) -> World:
 
     # Favourites drawn with replacement: a repeat just merges weights, and it avoids a
     # [num_users, num_clusters] draw that would not fit for large worlds.
-    user_clusters = rng.choice(
-        num_clusters, size=(num_users, MAX_FAVOURITE_CLUSTERS), p=cluster_share
-    )
-    weights = rng.dirichlet(np.ones(MAX_FAVOURITE_CLUSTERS), size=num_users)
-    num_favourite = rng.integers(1, MAX_FAVOURITE_CLUSTERS + 1, size=num_users)
-    weights *= np.arange(MAX_FAVOURITE_CLUSTERS)[None, :] < num_favourite[:, None]
+    favourites = config.favourite_clusters
+    user_clusters = rng.choice(num_clusters, size=(num_users, favourites), p=cluster_share)
+    weights = rng.dirichlet(np.ones(favourites), size=num_users)
+    num_favourite = rng.integers(1, favourites + 1, size=num_users)
+    weights *= np.arange(favourites)[None, :] < num_favourite[:, None]
     weights /= weights.sum(axis=1, keepdims=True)
     # Unused slots repeat the first favourite, so rounding in a slot lookup stays harmless.
     user_clusters = np.where(weights > 0, user_clusters, user_clusters[:, :1])
     direction = np.einsum("uk,ukd->ud", weights, centroids[user_clusters])
     direction /= np.maximum(np.linalg.norm(direction, axis=1, keepdims=True), 1e-9)
-    user_latents = USER_NORM * direction + USER_NOISE / np.sqrt(dim) * rng.standard_normal(
+    user_latents = USER_NORM * direction + config.user_noise / np.sqrt(dim) * rng.standard_normal(
         (num_users, dim)
     )
-    activity = rng.lognormal(-(ACTIVITY_SIGMA**2) / 2, ACTIVITY_SIGMA, size=num_users)
+    sigma = config.activity_skew
+    activity = rng.lognormal(-(sigma**2) / 2, sigma, size=num_users)
 
     dominant = user_clusters[np.arange(num_users), np.argmax(weights, axis=1)]
     price_key = item_latents @ rng.standard_normal(dim)
@@ -195,7 +161,24 @@ def build_world(config: SimulatorConfig) -> World:
         user_activity_band=np.digitize(activity, [0.75, 1.33]).astype(np.int8),
         item_price_band=_quantile_band(price_key, len(PRICE_BANDS)),
         item_age_band=_quantile_band(age_key, len(AGE_BANDS)),
+        **_arrival_days(config),
     )
+
+
+def _arrival_days(config: SimulatorConfig) -> dict[str, np.ndarray]:
+    """{"item_arrival_day", "user_arrival_day"}: 0, or for the late share a day drawn
+    uniformly from the second half of the logs."""
+    rng = np.random.default_rng([config.seed, STREAM_ARRIVALS])
+    first_late = config.days // 2
+    arrivals = {}
+    for name, count, share in (
+        ("item_arrival_day", config.num_items, config.late_item_share),
+        ("user_arrival_day", config.num_users, config.late_user_share),
+    ):
+        late = rng.random(count) < share
+        day = rng.integers(first_late, config.days, size=count)
+        arrivals[name] = np.where(late, day, 0).astype(np.int16)
+    return arrivals
 
 
 def _quantile_band(key: np.ndarray, bands: int) -> np.ndarray:
@@ -224,7 +207,10 @@ def load_world(output_dir: str) -> World:
     with open(os.path.join(output_dir, contracts.SIM_WORLD_SUMMARY)) as f:
         config = SimulatorConfig(**json.load(f)["config"])
     with np.load(os.path.join(output_dir, contracts.SIM_WORLD_ARRAYS)) as arrays:
-        return World(config=config, **{name: arrays[name] for name in _ARRAYS})
+        loaded = {name: arrays[name] for name in _ARRAYS if name in arrays}
+    # Worlds written before late arrivals existed: everything arrives on day 0.
+    loaded.update({k: v for k, v in _arrival_days(config).items() if k not in loaded})
+    return World(config=config, **loaded)
 
 
 def parse_ids(ids: Sequence[str], prefix: str, count: int, what: str) -> np.ndarray:

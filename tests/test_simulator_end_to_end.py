@@ -72,9 +72,15 @@ def test_metrics_cover_logged_and_random_exposure_sets(evaluated):
     result = json.loads((evaluated / "metrics.json").read_text())
     assert result["num_items"] == 600
     assert result["random_exposure"]["num_users"] == 150
-    for part in (result, result["random_exposure"]):
-        assert set(part["methods"]) == {"two_tower", "most_popular", "random"}
+    assert set(result["methods"]) == {"two_tower", "most_popular", "random"}
+    # The random-exposure set also has the oracle: the true affinity's own ranking.
     exposure = result["random_exposure"]["methods"]
+    assert set(exposure) == {"two_tower", "most_popular", "random", "oracle"}
+    assert exposure["oracle"]["oracle_share@100"] == 1.0
+    assert exposure["oracle"]["recall@100"] > exposure["two_tower"]["recall@100"]
+    assert exposure["two_tower"]["oracle_share@100"] == pytest.approx(
+        exposure["two_tower"]["recall@100"] / exposure["oracle"]["recall@100"]
+    )
     assert "true_top_k_overlap@50" in exposure["two_tower"]
     assert "true_top_k_overlap@50" not in result["methods"]["two_tower"]
     # The trained model must beat random on the unbiased set and on the true top-K.

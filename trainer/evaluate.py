@@ -198,13 +198,33 @@ def _score_query_set(
     }
     if ann_index is not None:  # the approximate index the export serves, same exclusions
         rankings["two_tower_scann"] = ann_index.search(embedded, max(ks), excluded)[0]
+    if queries.true_top is not None:
+        rankings["oracle"] = _oracle_ranking(queries, index, excluded, max(ks))
     methods = {
         name: metrics.evaluate_rankings(
             ranked, relevant, ks, true_top=true_top, train_popularity=popularity
         )
         for name, ranked in rankings.items()
     }
+    if "oracle" in methods:  # the share of what ranking by the true affinity reaches
+        for values in methods.values():
+            for k in ks:
+                best = methods["oracle"][f"recall@{k}"]
+                values[f"oracle_share@{k}"] = values[f"recall@{k}"] / best if best else 0.0
     return {"num_users": len(queries.users), "methods": methods, "rankings": rankings}
+
+
+def _oracle_ranking(
+    queries: QuerySet, index: dict[str, int], excluded: list[np.ndarray], k: int
+) -> np.ndarray:
+    """`[num_users, k]` each user's items by true affinity, without the excluded ones
+    (-1 pads where the true list runs out)."""
+    ranked = np.full((len(queries.users), k), -1, dtype=np.int64)
+    for row, (items, skip) in enumerate(zip(queries.true_top, excluded, strict=True)):
+        skipped = set(skip.tolist())
+        kept = [index[i] for i in items if i in index and index[i] not in skipped][:k]
+        ranked[row, : len(kept)] = kept
+    return ranked
 
 
 def evaluate_run(

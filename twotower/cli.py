@@ -17,7 +17,7 @@ from pipelines.daily_schedule import DailySchedule
 from pipelines.runner_options import RunnerOptions
 from serving.index_config import IndexConfig
 from serving.service_config import ServiceConfig
-from simulator.world import SimulatorConfig
+from simulator.config import PRESETS, SimulatorConfig
 from trainer.export_options import ExportOptions
 from trainer.tfjob import TFJobSpec
 from twotower import __version__, commands
@@ -86,6 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
         commands.simulate,
     )
     sub.add_argument("--output", required=True, metavar="DIR", help="folder to write")
+    sub.add_argument(
+        "--preset",
+        choices=tuple(PRESETS),
+        default=None,
+        help="a named world of the family (docs/simulator.md); the flags below override it",
+    )
     add_flags(sub.add_argument_group("world"), SimulatorConfig)
 
     sub = command(

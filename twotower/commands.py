@@ -30,10 +30,11 @@ def runner_args(args: argparse.Namespace) -> list[str]:
 
 
 def simulate(args: argparse.Namespace) -> int:
+    from simulator.config import SimulatorConfig, preset  # noqa: PLC0415
     from simulator.simulate import simulate  # noqa: PLC0415
-    from simulator.world import SimulatorConfig  # noqa: PLC0415
 
-    summary = simulate(from_flags(SimulatorConfig, args), args.output, progress=True)
+    base = preset(args.preset) if args.preset else None
+    summary = simulate(from_flags(SimulatorConfig, args, base=base), args.output, progress=True)
     print(json.dumps(summary["counts"], indent=2))
     return 0
 
@@ -101,7 +102,7 @@ def evaluate(args: argparse.Namespace) -> int:
         columns = ["method", *(f"hit_rate@{k}" for k in result["ks"])]
         columns += [f"recall@{last}", f"ndcg@{last}"]
         if title == "random exposure":
-            columns.append(f"true_top_k_overlap@{last}")
+            columns += [f"oracle_share@{last}", f"true_top_k_overlap@{last}"]
         columns += [f"aggregate_diversity@{last}", f"popularity_index@{last}"]
         print(f"{title}: {part['num_users']} users, {result['num_items']} items")
         print(format_table(rows, columns))

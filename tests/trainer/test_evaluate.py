@@ -21,3 +21,19 @@ def test_top_k_chunks_give_the_same_answer(monkeypatch):
     np.testing.assert_array_equal(top_k(lambda rows: scores[rows], 7, 5, excluded), whole)
     for row, items in enumerate(excluded):
         assert not set(whole[row]) & set(items)
+
+
+def test_oracle_ranks_by_the_true_list_without_excluded_items():
+    from trainer.evaluate import QuerySet, _oracle_ranking
+
+    queries = QuerySet(
+        users=["u0", "u1"],
+        features={},
+        relevant=[set(), set()],
+        true_top=[["i3", "i1", "i2", "i0"], ["i2", "unknown", "i0"]],
+    )
+    index = {"i0": 0, "i1": 1, "i2": 2, "i3": 3}
+    excluded = [np.array([1]), np.array([], dtype=np.int64)]
+    ranked = _oracle_ranking(queries, index, excluded, 3)
+    # u0: i3, (i1 excluded), i2, i0; u1: i2, (unknown dropped), i0, then padding.
+    np.testing.assert_array_equal(ranked, [[3, 2, 0], [2, 0, -1]])

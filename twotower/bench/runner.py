@@ -16,8 +16,8 @@ import numpy as np
 from common import contracts
 from common.config import load_config
 from pipelines.preprocess import preprocess
+from simulator.config import SimulatorConfig
 from simulator.simulate import simulate
-from simulator.world import SimulatorConfig
 from trainer.evaluate import evaluate_run
 from trainer.train import train
 from twotower.report import format_table
