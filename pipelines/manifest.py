@@ -6,6 +6,7 @@ Layout of a dataset directory (docs/dataset.md describes every field):
   train-*-of-*.tfrecord.gz, eval-*-of-*.tfrecord.gz   tf.train.Example shards
   item_catalog.jsonl       every item: index, item_id, cluster, cluster_index, features
   item_frequency.tsv       item_id <TAB> training clicks (for logQ)
+  item_exposure.tsv        item_id <TAB> training exposures (the exposure propensities)
   vocab/<feature>.txt      one token per line, most frequent first (train split only)
   dead_letter/*.jsonl      rejected records with source, line/row, reason, detail, record
 """
@@ -21,6 +22,7 @@ from common.config import Config
 from pipelines import catalog, examples, fs
 
 VOCABULARY_COUNTS = "_vocabulary_counts.jsonl"  # the pipeline's counts, split up here
+EXPOSURE_COUNTS = "_exposure_counts.jsonl"  # [item, exposures] lines, sorted here
 
 
 def _write_vocabulary(staging: str, feature: str, tokens: list[tuple[str, int]]) -> str:
@@ -76,6 +78,21 @@ def _write_vocabularies(staging: str, num_oov_buckets: int) -> tuple[dict[str, A
     return vocabularies, user_features
 
 
+def _write_item_exposure(staging: str) -> dict[str, int]:
+    """Writes item_exposure.tsv (item <TAB> training exposures, most exposed first) from
+    the pipeline's counts; returns {"requests", "exposures", "items"} of the training
+    period."""
+    path = fs.join(staging, EXPOSURE_COUNTS)
+    pairs = [json.loads(line) for line in fs.read_lines(path) if line.strip()]
+    requests = sum(n for item, n in pairs if item == "")
+    counts = sorted(((i, n) for i, n in pairs if i), key=lambda p: (-p[1], p[0]))
+    fs.write_lines(
+        fs.join(staging, contracts.ITEM_EXPOSURE_FILE), (f"{i}\t{n}\n" for i, n in counts)
+    )
+    fs.delete_file(path)
+    return {"requests": requests, "exposures": sum(n for _, n in counts), "items": len(counts)}
+
+
 def _per_file(counters: dict[str, int], table: str, staging: str) -> dict[str, Any]:
     per_file: dict[str, dict[str, int]] = {}
     for name, value in counters.items():
@@ -117,6 +134,7 @@ def finalize(
     The caller writes it with `write_manifest` once the dataset passed its checks.
     """
     vocabularies, user_features = _write_vocabularies(staging, config.data.num_oov_buckets)
+    exposure = _write_item_exposure(staging)
     fs.write_lines(
         fs.join(staging, contracts.DEAD_LETTER_DIR, "catalog.jsonl"),
         (
@@ -152,9 +170,11 @@ def finalize(
         "eval_from": eval_from,
         "timestamps": timestamps,
         "requests_without_clicks": counters.get("requests_without_clicks", 0),
+        "exposure": exposure,
         "files": {
             "item_catalog": contracts.CATALOG_FILE,
             "item_frequency": contracts.ITEM_FREQUENCY_FILE,
+            "item_exposure": contracts.ITEM_EXPOSURE_FILE,
             "vocabularies": {f: v["file"] for f, v in vocabularies.items()},
             "dead_letter": f"{contracts.DEAD_LETTER_DIR}/",
         },

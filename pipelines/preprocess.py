@@ -111,7 +111,9 @@ def _build_pipeline(
         >> beam.ParDo(
             transforms.ParseRequestFn(options, emit_timestamps=bool(days)),
             beam.pvalue.AsDict(catalog_ids),
-        ).with_outputs(transforms.DEAD_LETTER, transforms.TIMESTAMPS, main="requests")
+        ).with_outputs(
+            transforms.DEAD_LETTER, transforms.TIMESTAMPS, transforms.EXPOSURES, main="requests"
+        )
     )
     dead_letter_dir = fs.join(staging, contracts.DEAD_LETTER_DIR)
     _ = parsed[transforms.DEAD_LETTER] | "DeadLetterRequests" >> transforms.WriteDeadLetters(
@@ -147,6 +149,15 @@ def _build_pipeline(
             | "LastTimestamp" >> beam.CombineGlobally(lambda ts: max(ts, default=0))
             | "EvalFrom" >> beam.Map(eval_from_days, days)
         )
+    cut = side.get("eval_from", options.eval_from) if options.split == "time" else None
+    _ = (
+        parsed[transforms.EXPOSURES]
+        | "Exposures" >> transforms.CountExposures(cut)
+        | "WriteExposures"
+        >> beam.io.WriteToText(
+            fs.join(staging, manifest.EXPOSURE_COUNTS), num_shards=1, shard_name_template=""
+        )
+    )
     splits = grouped | "Examples" >> beam.ParDo(
         transforms.UserExamplesFn(options), **side
     ).with_outputs(contracts.TRAIN, contracts.EVAL, transforms.DEAD_LETTER)

@@ -20,6 +20,7 @@ from pipelines import examples, records, sources
 
 DEAD_LETTER = "dead_letter"
 TIMESTAMPS = "timestamps"
+EXPOSURES = "exposures"
 NAMESPACE = "twotower"
 REQUESTS = "requests"
 USERS = "users"
@@ -85,8 +86,9 @@ class ParseRequestFn(_CountingDoFn):
     """Validates raw request records against `records` and the catalog.
 
     Main output: the compact record of `examples.request_positives` for each valid
-    request with at least one click. Tagged outputs: `dead_letter` rows and, when
-    `emit_timestamps`, every valid request's timestamp.
+    request with at least one click. Tagged outputs: `dead_letter` rows, every valid
+    request's (timestamp, exposed items) as `exposures` (clicks or not: the exposure
+    propensities count them all) and, when `emit_timestamps`, its timestamp.
     """
 
     def __init__(self, options: examples.ExampleOptions, emit_timestamps: bool = False):
@@ -116,6 +118,7 @@ class ParseRequestFn(_CountingDoFn):
             self._count(f"repair:{name}", value)
         if self._emit_timestamps:
             yield beam.pvalue.TaggedOutput(TIMESTAMPS, request["timestamp"])
+        yield beam.pvalue.TaggedOutput(EXPOSURES, (request["timestamp"], tuple(request["exposed"])))
         if not request["clicked"]:
             self._count("requests_without_clicks")
             return
@@ -212,6 +215,37 @@ def ComputeVocabularies(train: beam.PCollection) -> beam.PCollection:  # noqa: N
         | "ByFeature" >> beam.MapTuple(lambda key, n: (key[0], (key[1], n)))
         | "Group" >> beam.GroupByKey()
         | "Sort" >> beam.Map(_sorted_vocabulary)
+    )
+
+
+def _training_exposures(
+    element: tuple[int, tuple[str, ...]], eval_from: int | None = None
+) -> Iterator[tuple[str, int]]:
+    timestamp, items = element
+    if eval_from is None or timestamp < eval_from:
+        yield "", 1  # one more training request (the key "" is no item id)
+        for item in items:
+            yield item, 1
+
+
+@beam.ptransform_fn
+def CountExposures(  # noqa: N802
+    exposures: beam.PCollection, eval_from: Any = None
+) -> beam.PCollection:
+    """One JSON line [item_id, exposures] per item exposed in the training period, and
+    ["", training requests]: what the exposure propensities are made of.
+
+    Args:
+      exposures: (timestamp, exposed items) of every valid request.
+      eval_from: the first eval timestamp (an int or a singleton side input), or None
+        when no request is held out by time (leave-last-click-out counts every request).
+    """
+    side = {} if eval_from is None else {"eval_from": eval_from}
+    return (
+        exposures
+        | "TrainingExposures" >> beam.FlatMap(_training_exposures, **side)
+        | "Sum" >> beam.CombinePerKey(sum)
+        | "Json" >> beam.MapTuple(lambda item, n: json.dumps([item, n]))
     )
 
 

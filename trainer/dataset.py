@@ -53,6 +53,30 @@ class Dataset:
         total = sum(counts.values()) or 1
         return {item: count / total for item, count in counts.items()}
 
+    def has_item_exposure(self) -> bool:
+        """Whether preprocessing counted the items' exposures (item_exposure.tsv)."""
+        return bool(self.manifest["files"].get("item_exposure")) and "exposure" in self.manifest
+
+    def item_exposure(self) -> tuple[list[str], list[int], int]:
+        """(items, their training exposures, training requests) from item_exposure.tsv.
+
+        Raises:
+          FileNotFoundError: a dataset written before exposures were counted.
+        """
+        if not self.has_item_exposure():
+            raise FileNotFoundError(
+                f"{self.directory}: no item_exposure.tsv (made before exposures were "
+                "counted); run `twotower preprocess` again, or set "
+                "negatives.exposure_correction=none"
+            )
+        items, counts = [], []
+        with open(os.path.join(self.directory, self.manifest["files"]["item_exposure"])) as f:
+            for line in f:
+                item, count = line.rstrip("\n").split("\t")
+                items.append(item)
+                counts.append(int(count))
+        return items, counts, int(self.manifest["exposure"]["requests"])
+
     def files(self, split: str) -> list[str]:
         return [os.path.join(self.directory, f) for f in self.manifest["splits"][split]["files"]]
 

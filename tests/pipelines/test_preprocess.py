@@ -257,6 +257,32 @@ def test_eval_days_takes_the_last_utc_days(tmp_path):
     assert (built["splits"]["train"]["examples"], built["splits"]["eval"]["examples"]) == (2, 2)
 
 
+@pytest.mark.parametrize("split", ["time", "leave-last-click-out"])
+def test_exposures_are_counted_over_the_training_period(tmp_path, split):
+    day = 86_400
+    requests = [
+        _good("r0", "u1", 10 * day, ["i1"], ["i1", "i2"], ["i1", "i2", "i3"]),
+        _good("r1", "u2", 10 * day + 9, [], ["i2", "i3"], ["i2", "i3"]),  # no click: counted
+        _good("r2", "u1", 11 * day, ["i4"], ["i4", "i2"], ["i4", "i2"]),
+        _good("r3", "u2", 12 * day + 1, ["i5"], ["i5", "i2"], ["i5", "i2"]),
+    ]
+    built = run_preprocess(
+        tmp_path / "dataset",
+        write_jsonl(str(tmp_path / "r.jsonl"), requests),
+        write_jsonl(str(tmp_path / "items.jsonl"), CATALOG),
+        f"data.split={split}",
+        "data.eval_from=" + str(12 * day if split == "time" else 0),
+    )
+    text = (tmp_path / "dataset" / "item_exposure.tsv").read_text()
+    if split == "time":  # r3 is in the eval period: its exposures are not counted
+        assert text == "i2\t3\ni1\t1\ni3\t1\ni4\t1\n"
+        assert built["exposure"] == {"requests": 3, "exposures": 6, "items": 4}
+    else:  # leave-last-click-out holds out clicks, not requests: all four count
+        assert text == "i2\t4\ni1\t1\ni3\t1\ni4\t1\ni5\t1\n"
+        assert built["exposure"] == {"requests": 4, "exposures": 8, "items": 5}
+    assert built["files"]["item_exposure"] == "item_exposure.tsv"
+
+
 def test_missing_inputs_name_the_key(tmp_path):
     catalog = write_jsonl(str(tmp_path / "items.jsonl"), CATALOG)
     error = run_preprocess(
