@@ -83,6 +83,12 @@ class ModelConfig(Settings):
     hidden_units: list[int] = _field([128], "MLP hidden layer sizes of each tower")
     output_dim: int = _field(32, "size of the user and item embeddings", min=1)
     similarity: str = _field("dot", "score of a user and an item", choices=("dot", "cosine"))
+    item_id_init: str = _field(
+        "uniform",
+        "start of the item id embeddings: uniform (Keras's), or zeros, so that items no "
+        "training example reached score by their cluster and features alone",
+        choices=("uniform", "zeros"),
+    )
     mimic_weight: float = _field(0.5, "dat: weight of the adaptive-mimic loss", min=0)
 
 
@@ -109,6 +115,18 @@ class NegativesConfig(Settings):
         choices=("none", "static", "streaming"),
     )
     frequency_alpha: float = _field(0.01, "streaming estimation learning rate", min=0, max=1)
+    exposure_correction: str = _field(
+        "item",
+        "divide the legacy system's exposure out: item adds log(the item's training "
+        "exposures per request) to every candidate's logit while training (docs/negatives.md)",
+        choices=("none", "item"),
+    )
+    exposure_smoothing: float = _field(
+        1.0, "exposure pseudo-count of every item (all a never-shown item has)", min=1e-6
+    )
+    exposure_strength: float = _field(
+        0.5, "exposure_correction: the offset is strength x log(exposure rate)", min=0, max=1
+    )
     frequency_buckets: int = _field(1_000_003, "streaming estimation hash buckets", min=1)
     corpus: int = _field(
         0, "uniform corpus negatives per batch, shared (Mixed Negative Sampling)", min=0
@@ -116,14 +134,26 @@ class NegativesConfig(Settings):
     queue_size: int = _field(0, "CLRec FIFO queue of earlier items; 0 = off", min=0)
     queue_mode: str = _field(
         "embeddings",
-        "queue holds embeddings (no gradient) or ids (re-encoded each step)",
-        choices=("embeddings", "ids"),
+        "queue holds embeddings (cached, no gradient), ids (re-encoded each step) or "
+        "momentum (cached from a momentum copy of the item tower, MoCo-style, its own loss)",
+        choices=("embeddings", "ids", "momentum"),
+    )
+    queue_momentum: float = _field(
+        0.99, "momentum of the item tower copy that fills a momentum queue", min=0, max=0.9999
     )
     intentions: int = _field(
         0, "Multi-CLRec: H intention queues of queue_size / H items each; 0 = off", min=0
     )
     cluster: int = _field(0, "same-cluster hard negatives per positive", min=0)
     cluster_random: int = _field(0, "random out-of-batch negatives mixed with them", min=0)
+    cluster_skip: bool = _field(
+        False,
+        "skip same-cluster negatives the model scores within cluster_margin of the "
+        "positive (likely items the user likes: false negatives)",
+    )
+    cluster_margin: float = _field(
+        0.0, "cluster_skip: skip draws scored >= the positive's score minus this"
+    )
     cluster_source: str = _field(
         "catalog",
         "clusters from the catalog or k-means of item embeddings",
@@ -138,12 +168,19 @@ class NegativesConfig(Settings):
     )
 
     def check(self) -> None:
+        if self.loss == "tfrs" and self.exposure_correction != "none":
+            raise ConfigError(
+                "loss=tfrs is TFRS's plain task; the exposure correction needs softmax or bce",
+                "exposure_correction",
+            )
         if self.intentions and not self.queue_size:
             raise ConfigError(
                 "Multi-CLRec needs the main queue: set negatives.queue_size (CLRec uses 10x "
                 "the batch size)",
                 "intentions",
             )
+        if self.intentions and self.queue_mode == "momentum":
+            raise ConfigError("Multi-CLRec's queues are ids or embeddings", "queue_mode")
         if self.intentions > self.queue_size:
             raise ConfigError(
                 f"{self.intentions} intention queues cannot share a queue of {self.queue_size}",
@@ -171,6 +208,12 @@ class Uma2Config(Settings):
     max_weight: float = _field(20.0, "IPW weights are clipped to [1, max_weight]", min=1)
     self_normalize: bool = _field(False, "divide IPW weights by their batch mean")
     head_units: list[int] = _field([64], "hidden layer sizes of each propensity head")
+    head_negatives: int = _field(
+        16,
+        "catalog items the Entire->Recall head draws per step (shared by the batch) when "
+        "the loss has no Space C of its own",
+        min=1,
+    )
 
 
 @dataclasses.dataclass

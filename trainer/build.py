@@ -5,17 +5,20 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-from common.config import Config, NegativesConfig
+from common.config import Config, NegativesConfig, Uma2Config
 from common.contracts import USER_FEATURE_PREFIX
 from trainer.dataset import Dataset
+from trainer.exposure import ExposurePropensity
 from trainer.model import TwoTowerModel
 from trainer.negatives.cluster import ClusterNegatives
 from trainer.negatives.corpus import CorpusNegatives
 from trainer.negatives.in_batch import InBatchNegatives
 from trainer.negatives.intention_queue import IntentionQueueNegatives
 from trainer.negatives.logged import LoggedNegatives
+from trainer.negatives.momentum_queue import MomentumQueueNegatives
 from trainer.negatives.queue import QueueNegatives
 from trainer.negatives.source import NegativeSource
+from trainer.propensity_network import PropensityNetwork
 from trainer.towers import CandidateTower, QueryTower
 
 # UMA² Table 1 rows. A and B counts are what preprocessing kept per positive
@@ -93,7 +96,17 @@ def build_sources(
     if negatives.space_c:
         sources.append(CorpusNegatives(negatives.space_c, per_row=True, group="C", name="space_c"))
     queue_size = negatives.queue_size or 10 * batch_size  # CLRec's default: 10× the batch
-    if negatives.queue_size:
+    if negatives.queue_size and negatives.queue_mode == "momentum":
+        queue = MomentumQueueNegatives(
+            queue_size,
+            dim,
+            momentum=negatives.queue_momentum,
+            temperature=negatives.temperature if similarity == "cosine" else 1.0,
+            cosine=similarity == "cosine",
+            name="queue",
+        )
+        sources.append(queue)
+    elif negatives.queue_size:
         sources.append(QueueNegatives(queue_size, dim, negatives.queue_mode, name="queue"))
     if negatives.intentions:
         intentions = IntentionQueueNegatives(
@@ -107,7 +120,6 @@ def build_sources(
             seed=seed,
             name="intention_queues",
         )
-        intentions.category_embedding = candidate.category_embedding
         sources.append(intentions)
     if negatives.cluster or negatives.cluster_random:
         catalog_clusters = sorted(set(dataset.item_clusters))
@@ -122,6 +134,7 @@ def build_sources(
             len(dataset.item_ids),
             num_clusters,
             seed=seed,
+            margin=negatives.cluster_margin if negatives.cluster_skip else None,
             name="cluster",
         )
         if negatives.cluster_source == "catalog":
@@ -153,6 +166,7 @@ def build_model(config: Config, dataset: Dataset) -> TwoTowerModel:
         **towers,
     )
     candidate = CandidateTower(
+        item_id_init=model.item_id_init,
         item_ids=dataset.item_ids,
         item_clusters=dataset.item_clusters,
         item_features=dataset.item_features,
@@ -184,11 +198,43 @@ def build_model(config: Config, dataset: Dataset) -> TwoTowerModel:
             "ER": uma2.lambda_er,
             "RE": uma2.lambda_re,
         },
-        propensity=propensity,
-        propensity_units=uma2.head_units,
-        max_weight=uma2.max_weight,
-        self_normalize=uma2.self_normalize,
+        propensity_network=(
+            _propensity_network(uma2, dataset, config.training.seed) if propensity else None
+        ),
         mimic_weight=model.mimic_weight if model.tower == "dat" else 0.0,
+        exposure=_exposure(negatives, dataset),
+    )
+
+
+def _propensity_network(uma2: Uma2Config, dataset: Dataset, seed: int) -> PropensityNetwork:
+    """UMA²'s heads; they also see each item's logged exposure rate where the dataset
+    counted exposures (what the legacy recall and ranker follow, beside the embeddings)."""
+    exposure = None
+    if dataset.has_item_exposure():
+        items, exposures, requests = dataset.item_exposure()
+        exposure = ExposurePropensity(items, exposures, requests, name="item_exposure")
+    return PropensityNetwork(
+        uma2.head_units,
+        uma2.max_weight,
+        uma2.self_normalize,
+        uma2.head_negatives,
+        seed=seed,
+        item_exposure=exposure,
+        name="propensity_network",
+    )
+
+
+def _exposure(negatives: NegativesConfig, dataset: Dataset) -> ExposurePropensity | None:
+    if negatives.exposure_correction == "none":
+        return None
+    items, exposures, requests = dataset.item_exposure()
+    return ExposurePropensity(
+        items,
+        exposures,
+        requests,
+        negatives.exposure_smoothing,
+        negatives.exposure_strength,
+        name="exposure",
     )
 
 

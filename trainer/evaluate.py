@@ -23,10 +23,11 @@ import numpy as np
 import tensorflow as tf
 
 from common import contracts
+from common.intentions import merge_rankings
 from common.settings import ConfigError
 from trainer import metrics
 from trainer.dataset import Dataset, load_dataset, make_dataset
-from trainer.ground_truth import load_ground_truth
+from trainer.ground_truth import GroundTruth, load_ground_truth
 from trainer.model import TwoTowerModel
 from trainer.train import load_run
 
@@ -97,15 +98,17 @@ def eval_queries(dataset: Dataset) -> QuerySet:
     return QuerySet(users, features, [relevant[u] for u in users])
 
 
-def random_exposure_queries(
-    ground_truth_dir: str, history: dict[str, list[tuple[int, str]]], history_length: int
-) -> QuerySet:
-    """Queries of the simulator's random-exposure users (see module docstring)."""
-    truth = load_ground_truth(ground_truth_dir)
-    users = [row["user_id"] for row in truth.random_exposure]
+def simulated_user_features(
+    users: list[str],
+    truth: GroundTruth,
+    history: dict[str, list[tuple[int, str]]],
+    history_length: int,
+) -> dict[str, np.ndarray]:
+    """Query features of simulated users: their features from the user table and their
+    last `history_length` training clicks."""
     features = {
-        "user_id": np.array([u.encode() for u in users], dtype=object),
-        "history": _pad(
+        contracts.USER_ID: np.array([u.encode() for u in users], dtype=object),
+        contracts.HISTORY: _pad(
             [[item.encode() for _, item in history.get(u, [])[-history_length:]] for u in users]
             if history_length
             else [[] for _ in users]
@@ -115,6 +118,16 @@ def random_exposure_queries(
         features[contracts.USER_FEATURE_PREFIX + name] = _pad(
             [[t.encode() for t in truth.user_features.get(u, {}).get(name, [])] for u in users]
         )
+    return features
+
+
+def random_exposure_queries(
+    ground_truth_dir: str, history: dict[str, list[tuple[int, str]]], history_length: int
+) -> QuerySet:
+    """Queries of the simulator's random-exposure users (see module docstring)."""
+    truth = load_ground_truth(ground_truth_dir)
+    users = [row["user_id"] for row in truth.random_exposure]
+    features = simulated_user_features(users, truth, history, history_length)
     return QuerySet(
         users,
         features,
@@ -196,6 +209,15 @@ def _score_query_set(
         name: top_k(scorer, len(queries.users), max(ks), excluded)
         for name, scorer in scorers.items()
     }
+    if model.intentions:  # Multi-CLRec: the main list merged with each intention's
+        vectors = model.intention_vectors(tf.constant(embedded)).numpy()
+        lists = [rankings["two_tower"]] + [
+            top_k(
+                lambda rows, h=h: vectors[rows, h] @ items.T, len(queries.users), max(ks), excluded
+            )
+            for h in range(model.intentions)
+        ]
+        rankings["two_tower_intentions"] = merge_rankings(lists, max(ks))[0]
     if ann_index is not None:  # the approximate index the export serves, same exclusions
         rankings["two_tower_scann"] = ann_index.search(embedded, max(ks), excluded)[0]
     if queries.true_top is not None:

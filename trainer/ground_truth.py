@@ -4,6 +4,7 @@
   random_exposure.jsonl  {"user_id", "timestamp", "exposed": [...], "clicked": [...]}
   true_top_k.jsonl       {"user_id", "items": [best first by true affinity]}
   users.jsonl            {"user_id", "features": {name: value or [values]}}
+  propensities.jsonl     {"user_id", "requests", "items", "p_recall", "p_expose"}
 """
 
 import dataclasses
@@ -58,3 +59,15 @@ def load_ground_truth(directory: str) -> GroundTruth:
         user_features=users,
         user_feature_names=names,
     )
+
+
+def load_propensities(directory: str) -> list[dict[str, Any]]:
+    """The true recall and exposure propensities a simulator folder measured.
+
+    Raises:
+      FileNotFoundError: naming the missing file (worlds simulated before it existed).
+    """
+    path = os.path.join(directory, contracts.SIM_PROPENSITIES)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: missing; simulate the world again to measure them")
+    return _jsonl(path)

@@ -54,20 +54,26 @@ def softmax_loss(
     sources: list[Candidates],
     temperature: float = 1.0,
     remove_accidental_hits: bool = True,
+    positive_log_propensity: tf.Tensor | None = None,
 ) -> tf.Tensor:
     """Sampled softmax: the positive against all sources' negatives, per row.
 
-    Each negative's logit is `s / temperature - log_q + log(weight)`; masked negatives
-    drop out. Returns `[batch_size]` losses (−log softmax of the positive).
+    Each negative's logit is `s / temperature - log_q + log_propensity + log(weight)`;
+    the positive's `s / temperature - log_q + log_propensity`; masked negatives drop out.
+    Returns `[batch_size]` losses (−log softmax of the positive).
     """
     positive_logit = tf.reduce_sum(query * positive, axis=1) / temperature
     if positive_log_q is not None:
         positive_logit -= positive_log_q
+    if positive_log_propensity is not None:
+        positive_logit += positive_log_propensity
     columns = [positive_logit[:, tf.newaxis]]
     for candidates in sources:
         logits = candidate_logits(query, candidates, temperature)
         if candidates.log_q is not None:
             logits -= candidates.log_q  # [n] broadcasts over rows
+        if candidates.log_propensity is not None:
+            logits += candidates.log_propensity
         if candidates.weight is not None:
             logits += tf.math.log(tf.maximum(candidates.weight, 1e-12))
         mask = candidate_mask(positive_ids, candidates, remove_accidental_hits)
@@ -84,17 +90,25 @@ def bce_loss(
     lambdas: dict[str, float],
     temperature: float = 1.0,
     remove_accidental_hits: bool = True,
+    positive_log_propensity: tf.Tensor | None = None,
 ) -> dict[str, tf.Tensor]:
     """Binary cross-entropy: the positive as 1, each negative as 0 times its weight.
+
+    With exposure propensities every logit is `s / temperature + log_propensity`: the
+    probability of a logged click is modelled as σ(s + log π) ≈ π · e^s.
 
     Returns:
       {"positive": [batch_size], "<group>": [batch_size] ...}: per-row loss terms, each
       negative group already multiplied by `lambdas[group]` (default 1).
     """
     positive_logit = tf.reduce_sum(query * positive, axis=1) / temperature
+    if positive_log_propensity is not None:
+        positive_logit += positive_log_propensity
     terms = {"positive": tf.nn.softplus(-positive_logit)}  # −log σ(s)
     for candidates in sources:
         logits = candidate_logits(query, candidates, temperature)
+        if candidates.log_propensity is not None:
+            logits += candidates.log_propensity
         mask = tf.cast(
             candidate_mask(positive_ids, candidates, remove_accidental_hits), logits.dtype
         )

@@ -1,5 +1,6 @@
 """The two-tower retrieval model: two towers, negative sources and a loss over them."""
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -7,19 +8,16 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from trainer import losses
+from trainer.exposure import ExposurePropensity
 from trainer.negatives.candidates import Batch, Candidates
 from trainer.negatives.in_batch import click_share_table
+from trainer.negatives.intention_queue import IntentionQueueNegatives
 from trainer.negatives.source import NegativeSource
-from trainer.propensity import PropensityHead, ipw_weights
+from trainer.propensity_network import PropensityNetwork
 from trainer.towers import CandidateTower, QueryTower
 
 LOSSES = ("softmax", "bce", "tfrs")
 _EPSILON = 1e-12
-
-
-def _masked_bce(logits: tf.Tensor, label: float, mask: tf.Tensor | None = None) -> tf.Tensor:
-    values = tf.nn.sigmoid_cross_entropy_with_logits(tf.fill(tf.shape(logits), label), logits)
-    return tf.reduce_sum(values if mask is None else values * tf.cast(mask, values.dtype))
 
 
 @tf.keras.utils.register_keras_serializable(package="twotower")
@@ -32,7 +30,7 @@ class TwoTowerModel(tfrs.Model):
       "softmax": sampled softmax of the positive against every source's negatives, each
         corrected by its source's rule (logQ over the mixture proposal, IPW, none).
       "bce": binary cross-entropy, each negative group weighted by its λ (UMA²).
-    With `propensity`, UMA²'s two heads learn p1 = P(recalled) and p2 = P(exposed |
+    With a `propensity_network`, UMA²'s two heads learn p1 = P(recalled) and p2 = P(exposed |
     recalled) and Space A / B negatives get IPW weights 1/(p1·p2) and 1/p1.
     """
 
@@ -47,11 +45,9 @@ class TwoTowerModel(tfrs.Model):
         remove_accidental_hits: bool = True,
         item_probabilities: dict[str, float] | None = None,
         lambdas: dict[str, float] | None = None,
-        propensity: bool = False,
-        propensity_units: Sequence[int] = (64,),
-        max_weight: float = 20.0,
-        self_normalize: bool = False,
+        propensity_network: PropensityNetwork | None = None,
         mimic_weight: float = 0.0,
+        exposure: ExposurePropensity | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -59,36 +55,35 @@ class TwoTowerModel(tfrs.Model):
             raise ValueError(f"similarity must be 'dot' or 'cosine', got {similarity!r}")
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-        if loss == "tfrs" and sources:
-            raise ValueError("loss='tfrs' is TFRS's in-batch task; it takes no other sources")
+        if loss == "tfrs" and (sources or exposure is not None):
+            raise ValueError(
+                "loss='tfrs' is TFRS's in-batch task; it takes no other sources and no "
+                "exposure propensities"
+            )
         self.query_tower = query_tower
         self.candidate_tower = candidate_tower
         self.sources = list(sources)
+        for source in self.sources:
+            source.bind(candidate_tower)
+        self.exposure = exposure
         self._loss = loss
         self._similarity = similarity
         self._temperature = temperature if similarity == "cosine" else 1.0
         self._config_temperature = temperature
         self._remove_accidental_hits = remove_accidental_hits
-        self._item_probabilities = dict(item_probabilities) if item_probabilities else None
+        # A JSON string, not a dict: Keras walks the containers a layer holds every step.
+        self._item_probabilities = json.dumps(dict(item_probabilities or {}))
         self._lambdas = dict(lambdas or {})
-        self._propensity_units = list(propensity_units)
-        self._max_weight = max_weight
-        self._self_normalize = self_normalize
         self._mimic_weight = mimic_weight
         self._item_ids = tf.constant(candidate_tower.get_config()["item_ids"])
         self._probability_table = (
-            click_share_table(self._item_probabilities) if self._item_probabilities else None
+            click_share_table(item_probabilities) if item_probabilities else None
         )
         self.task = tfrs.tasks.Retrieval(
             temperature=self._temperature if similarity == "cosine" else None,
             remove_accidental_hits=remove_accidental_hits,
         )
-        self.recall_head = (
-            PropensityHead(propensity_units, name="entire_to_recall") if propensity else None
-        )
-        self.exposure_head = (
-            PropensityHead(propensity_units, name="recall_to_exposure") if propensity else None
-        )
+        self.propensity_network = propensity_network
         self._trackers: dict[str, tf.keras.metrics.Mean] = {}
 
     def _track(self, name: str, value: tf.Tensor) -> None:
@@ -108,6 +103,38 @@ class TwoTowerModel(tfrs.Model):
     def query_embeddings(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
         """`[batch_size, dim]` user embeddings, in the space items are scored in."""
         return self._normalise(self.query_tower(features))
+
+    @property
+    def intentions(self) -> int:
+        """H, the user intention vectors of a Multi-CLRec model; 0 for any other."""
+        source = self._intention_source()
+        return source.num_intentions if source is not None else 0
+
+    def _intention_source(self) -> IntentionQueueNegatives | None:
+        found = [s for s in self.sources if isinstance(s, IntentionQueueNegatives)]
+        return found[0] if found else None
+
+    def intention_vectors(self, query_embeddings: tf.Tensor) -> tf.Tensor:
+        """`[batch_size, H, dim]` the users' intention vectors, from their
+        `query_embeddings` (Multi-CLRec models only).
+
+        Raises:
+          ValueError: the model has no intention vectors.
+        """
+        source = self._intention_source()
+        if source is None:
+            raise ValueError("this model has no intention vectors (negatives.intentions=0)")
+        return source.intention_vectors(query_embeddings)
+
+    @property
+    def intention_layers(self) -> list[tf.keras.layers.Layer]:
+        """The layers `intention_vectors` uses (what an export must keep beside the
+        query tower); [] for a model without intentions."""
+        source = self._intention_source()
+        return source.projections if source is not None else []
+
+    def _encode_indices(self, indices: tf.Tensor) -> tf.Tensor:
+        return self._normalise(self.candidate_tower.encode_indices(indices))
 
     def candidate_embeddings(self, item_ids: tf.Tensor) -> tf.Tensor:
         """`[..., dim]` item embeddings for item ids of any shape `[...]`."""
@@ -143,34 +170,16 @@ class TwoTowerModel(tfrs.Model):
         return log_q(batch.positive_ids)
 
     def _propensity_loss(self, batch: Batch, groups: dict[str, Candidates]) -> tf.Tensor:
-        """Trains both heads and sets the IPW weights of the Space A and B negatives."""
-        users = batch.query[:, tf.newaxis, :]
-        mask = {
+        """Trains both heads (`PropensityNetwork`) and sets the IPW weights of the Space A
+        and B negatives."""
+        masks = {
             g: losses.candidate_mask(batch.positive_ids, c, self._remove_accidental_hits)
             for g, c in groups.items()
         }
-        p1 = {g: self.recall_head(users, c.embeddings) for g, c in groups.items()}
-        p2 = {g: self.exposure_head(users, c.embeddings) for g, c in groups.items() if g in "AB"}
-        # Entire->Recall: clicked, A and B were recalled; C was not.
-        loss_er = _masked_bce(self.recall_head(batch.query, batch.positive), 1.0)
-        for group, logits in p1.items():
-            loss_er += _masked_bce(logits, 0.0 if group == "C" else 1.0, mask[group])
-        # Recall->Exposure: clicked and A were exposed; B was recalled but not exposed.
-        loss_re = _masked_bce(self.exposure_head(batch.query, batch.positive), 1.0)
-        for group, logits in p2.items():
-            loss_re += _masked_bce(logits, 1.0 if group == "A" else 0.0, mask[group])
-        for group in ("A", "B"):
-            if group not in groups:
-                continue
-            weights = ipw_weights(
-                tf.sigmoid(p1[group]),
-                tf.sigmoid(p2[group]) if group == "A" else None,
-                self._max_weight,
-                mask[group],
-                self._self_normalize,
-            )
-            groups[group].weight = weights
-            valid = tf.boolean_mask(weights, mask[group])
+        loss_er, loss_re, weights = self.propensity_network(batch, groups, masks)
+        for group, group_weights in weights.items():
+            groups[group].weight = group_weights
+            valid = tf.boolean_mask(group_weights, masks[group])
             self._track(f"ipw_{group}_mean", tf.reduce_mean(valid))
             self._track(f"ipw_{group}_max", tf.reduce_max(tf.concat([valid, [0.0]], 0)))
             tf.summary.histogram(f"ipw/{group}", valid, step=self._train_counter)
@@ -202,14 +211,20 @@ class TwoTowerModel(tfrs.Model):
             self._item_ids,
             self.candidate_tower.item_index,
             training,
+            self._encode_indices,
         )
         # A source that adds a loss of its own (Multi-CLRec) may contribute no candidates.
         sampled = [(source, source.sample(batch)) for source in self.sources]
         sampled = [(source, c) for source, c in sampled if c is not None]
         candidates = [c for _, c in sampled]
         positive_log_q = self._apply_corrections(batch, sampled)
+        positive_log_propensity = None
+        if self.exposure is not None:
+            positive_log_propensity = self.exposure(ids)
+            for candidate in candidates:
+                candidate.log_propensity = self.exposure(candidate.ids)
         total = tf.constant(0.0)
-        if self.recall_head is not None:
+        if self.propensity_network is not None:
             groups = {c.group: c for c in candidates if c.group in ("A", "B", "C")}
             total += self._propensity_loss(batch, groups)
         if self._loss == "softmax":
@@ -222,6 +237,7 @@ class TwoTowerModel(tfrs.Model):
                     candidates,
                     self._temperature,
                     self._remove_accidental_hits,
+                    positive_log_propensity,
                 )
             )
         else:
@@ -233,6 +249,7 @@ class TwoTowerModel(tfrs.Model):
                 self._lambdas,
                 self._temperature,
                 self._remove_accidental_hits,
+                positive_log_propensity,
             )
             for name, term in terms.items():
                 self._track(f"loss_{name}", tf.reduce_sum(term))
@@ -257,16 +274,16 @@ class TwoTowerModel(tfrs.Model):
             "query_tower": serialize(self.query_tower),
             "candidate_tower": serialize(self.candidate_tower),
             "sources": [serialize(s) for s in self.sources],
+            "exposure": serialize(self.exposure) if self.exposure is not None else None,
             "loss": self._loss,
             "similarity": self._similarity,
             "temperature": self._config_temperature,
             "remove_accidental_hits": self._remove_accidental_hits,
-            "item_probabilities": self._item_probabilities,
+            "item_probabilities": json.loads(self._item_probabilities) or None,
             "lambdas": self._lambdas,
-            "propensity": self.recall_head is not None,
-            "propensity_units": self._propensity_units,
-            "max_weight": self._max_weight,
-            "self_normalize": self._self_normalize,
+            "propensity_network": (
+                serialize(self.propensity_network) if self.propensity_network is not None else None
+            ),
             "mimic_weight": self._mimic_weight,
         }
 
@@ -277,4 +294,7 @@ class TwoTowerModel(tfrs.Model):
         for name in ("query_tower", "candidate_tower"):
             config[name] = deserialize(config[name])
         config["sources"] = [deserialize(s) for s in config.get("sources", [])]
+        for name in ("exposure", "propensity_network"):
+            if config.get(name) is not None:
+                config[name] = deserialize(config[name])
         return cls(**config)

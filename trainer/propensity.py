@@ -15,7 +15,7 @@ _EPSILON = 1e-6
 
 @tf.keras.utils.register_keras_serializable(package="twotower")
 class PropensityHead(tf.keras.layers.Layer):
-    """An MLP over [u, v, u·v] -> one logit: P(event | user, item)."""
+    """An MLP over [u, v, u·v, item features] -> one logit: P(event | user, item)."""
 
     def __init__(self, hidden_units: Sequence[int] = (64,), **kwargs: Any):
         super().__init__(**kwargs)
@@ -23,10 +23,19 @@ class PropensityHead(tf.keras.layers.Layer):
         self._layers = [tf.keras.layers.Dense(u, activation="relu") for u in hidden_units]
         self._layers.append(tf.keras.layers.Dense(1))
 
-    def call(self, users: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
-        """Args: users `[..., dim]`, items `[..., dim]` (broadcastable). Returns `[...]` logits."""
-        users = tf.broadcast_to(users, tf.shape(items))
-        x = tf.concat([users, items, users * items], axis=-1)
+    def call(
+        self, users: tf.Tensor, items: tf.Tensor, item_features: tf.Tensor | None = None
+    ) -> tf.Tensor:
+        """Args: users `[..., dim]`, items `[..., dim]` (broadcastable), item_features
+        `[..., f]` (broadcastable to their shape but the last axis) or None.
+        Returns `[...]` logits."""
+        shape = tf.broadcast_dynamic_shape(tf.shape(users), tf.shape(items))
+        users, items = tf.broadcast_to(users, shape), tf.broadcast_to(items, shape)
+        parts = [users, items, users * items]
+        if item_features is not None:  # shared candidates `[n, f]` meet rows `[b, n, d]`
+            features_shape = tf.concat([shape[:-1], tf.shape(item_features)[-1:]], 0)
+            parts.append(tf.broadcast_to(tf.cast(item_features, users.dtype), features_shape))
+        x = tf.concat(parts, axis=-1)
         for layer in self._layers:
             x = layer(x)
         return tf.squeeze(x, -1)

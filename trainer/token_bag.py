@@ -3,6 +3,7 @@
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 PAD = ""
@@ -23,6 +24,7 @@ class TokenBagEmbedding(tf.keras.layers.Layer):
         vocabulary: Sequence[str],
         embedding_dim: int,
         num_oov_buckets: int = 1,
+        initializer: str = "uniform",
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -31,16 +33,37 @@ class TokenBagEmbedding(tf.keras.layers.Layer):
         if num_oov_buckets < 1:
             raise ValueError(f"num_oov_buckets must be positive, got {num_oov_buckets}")
         self._num_oov_buckets = num_oov_buckets
-        self._vocabulary = [token for token in vocabulary if token != PAD]
+        # numpy, not a list: Keras walks the Python containers a layer holds at every step.
+        self._vocabulary = np.array([token for token in vocabulary if token != PAD], dtype=object)
         self._embedding_dim = embedding_dim
         self._lookup = tf.keras.layers.StringLookup(
-            vocabulary=self._vocabulary or ["<none>"],
+            vocabulary=self._vocabulary.tolist() or ["<none>"],
             mask_token=PAD,
             num_oov_indices=num_oov_buckets,
         )
+        self._initializer = initializer
         self._embedding = tf.keras.layers.Embedding(
-            self._lookup.vocabulary_size(), embedding_dim, name="embedding"
+            self._lookup.vocabulary_size(),
+            embedding_dim,
+            embeddings_initializer=initializer,
+            name="embedding",
         )
+
+    def token_ids(self, tokens: tf.Tensor) -> tf.Tensor:
+        """The rows of `tokens` in the embedding table (0: padding), same shape, int64."""
+        return self._lookup(tokens)
+
+    def embed_ids(self, ids: tf.Tensor) -> tf.Tensor:
+        """`[batch_size, n]` rows (from `token_ids`) -> `[batch_size, embedding_dim]` means,
+        padding (row 0) left out; zeros for an empty bag."""
+        mask = tf.cast(ids > 0, self.compute_dtype)[..., tf.newaxis]
+        total = tf.reduce_sum(self._embedding(ids) * mask, axis=1)
+        return total / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+
+    @property
+    def table(self) -> tf.Variable:
+        """The embedding table `[rows, embedding_dim]` (built on first use)."""
+        return self._embedding.embeddings
 
     def call(self, tokens: tf.Tensor) -> tf.Tensor:
         """Embeds token bags.
@@ -53,17 +76,15 @@ class TokenBagEmbedding(tf.keras.layers.Layer):
         """
         if tokens.shape.rank == 1:
             tokens = tf.expand_dims(tokens, 1)
-        ids = self._lookup(tokens)
-        mask = tf.cast(ids > 0, self.compute_dtype)[..., tf.newaxis]
-        total = tf.reduce_sum(self._embedding(ids) * mask, axis=1)
-        return total / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+        return self.embed_ids(self.token_ids(tokens))
 
     def get_config(self) -> dict[str, Any]:
         return {
             **super().get_config(),
-            "vocabulary": self._vocabulary,
+            "vocabulary": self._vocabulary.tolist(),
             "embedding_dim": self._embedding_dim,
             "num_oov_buckets": self._num_oov_buckets,
+            "initializer": self._initializer,
         }
 
 

@@ -1,5 +1,6 @@
 """The query (user) tower and the candidate (item) tower."""
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -7,6 +8,9 @@ import tensorflow as tf
 
 from common.contracts import HISTORY, USER_FEATURE_PREFIX, USER_ID
 from trainer.token_bag import PAD, TokenBagEmbedding, mlp
+
+# The id row of an item outside the catalog: no catalog id, so an OOV bucket.
+_UNKNOWN = "\x00not-in-the-catalog"
 
 
 @tf.keras.utils.register_keras_serializable(package="twotower")
@@ -30,16 +34,22 @@ class QueryTower(tf.keras.Model):
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        self._args = {
-            "augmented": augmented,
-            "num_oov_buckets": num_oov_buckets,
-            "user_vocabulary": list(user_vocabulary),
-            "item_ids": list(item_ids),
-            "user_feature_vocabularies": {k: list(v) for k, v in user_feature_vocabularies.items()},
-            "embedding_dim": embedding_dim,
-            "hidden_units": list(hidden_units),
-            "output_dim": output_dim,
-        }
+        # JSON, not a dict: vocabularies are catalog-sized, and Keras walks the Python
+        # containers a layer holds at every step.
+        self._config_json = json.dumps(
+            {
+                "augmented": augmented,
+                "num_oov_buckets": num_oov_buckets,
+                "user_vocabulary": list(user_vocabulary),
+                "item_ids": list(item_ids),
+                "user_feature_vocabularies": {
+                    k: list(v) for k, v in user_feature_vocabularies.items()
+                },
+                "embedding_dim": embedding_dim,
+                "hidden_units": list(hidden_units),
+                "output_dim": output_dim,
+            }
+        )
         self._user_id = TokenBagEmbedding(
             user_vocabulary, embedding_dim, num_oov_buckets, name="user_id"
         )
@@ -78,15 +88,18 @@ class QueryTower(tf.keras.Model):
         return self._mlp(tf.concat(parts, axis=1))
 
     def get_config(self) -> dict[str, Any]:
-        return dict(self._args)
+        return json.loads(self._config_json)
 
 
 @tf.keras.utils.register_keras_serializable(package="twotower")
 class CandidateTower(tf.keras.Model):
     """Item id, cluster and catalog features -> MLP -> embedding.
 
-    The catalog (clusters, feature tokens) is held in the graph, so the tower takes
-    item ids `[batch_size]` alone.
+    The catalog is held in the graph as integer tables (each item's rows in the id,
+    cluster and feature embedding tables, looked up once here), so the tower takes item
+    ids `[...]` or catalog indices (`encode_indices`) alone and no string is touched per
+    item after the id's own lookup. An id outside the catalog gets the id table's
+    out-of-vocabulary row and no cluster or features.
     """
 
     def __init__(
@@ -99,6 +112,7 @@ class CandidateTower(tf.keras.Model):
         output_dim: int,
         augmented: bool = False,
         num_oov_buckets: int = 1,
+        item_id_init: str = "uniform",
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -106,62 +120,105 @@ class CandidateTower(tf.keras.Model):
             raise ValueError(
                 f"item_clusters has {len(item_clusters)} entries, item_ids {len(item_ids)}"
             )
-        self._args = {
-            "augmented": augmented,
-            "num_oov_buckets": num_oov_buckets,
-            "item_ids": list(item_ids),
-            "item_clusters": list(item_clusters),
-            "item_features": {k: [list(t) for t in v] for k, v in item_features.items()},
-            "embedding_dim": embedding_dim,
-            "hidden_units": list(hidden_units),
-            "output_dim": output_dim,
-        }
-        self._item_id = TokenBagEmbedding(item_ids, embedding_dim, num_oov_buckets, name="item_id")
-        # Row 0 of each catalog table is the out-of-vocabulary item, row i+1 item i.
+        # JSON, not a dict: Keras walks the Python containers a layer holds at every step,
+        # and these hold the whole catalog.
+        self._config_json = json.dumps(
+            {
+                "item_id_init": item_id_init,
+                "augmented": augmented,
+                "num_oov_buckets": num_oov_buckets,
+                "item_ids": list(item_ids),
+                "item_clusters": list(item_clusters),
+                "item_features": {k: [list(t) for t in v] for k, v in item_features.items()},
+                "embedding_dim": embedding_dim,
+                "hidden_units": list(hidden_units),
+                "output_dim": output_dim,
+            }
+        )
+        self._output_dim = output_dim
         self._item_index = tf.keras.layers.StringLookup(vocabulary=list(item_ids), mask_token=None)
-        self._cluster_table = tf.constant([PAD] + list(item_clusters))
+        # Zeros: an item training never reached scores by its cluster and features alone,
+        # instead of by the random start of its row (the cold and never-shown items).
+        self._item_id = TokenBagEmbedding(
+            item_ids, embedding_dim, num_oov_buckets, initializer=item_id_init, name="item_id"
+        )
         self._cluster = TokenBagEmbedding(sorted(set(item_clusters)), embedding_dim, name="cluster")
-        self._feature_tables = {}
-        self._features = {}
-        for name, tokens in sorted(item_features.items()):
-            self._feature_tables[name] = tf.ragged.constant(
-                [[]] + [list(t) for t in tokens], dtype=tf.string
-            ).to_tensor(PAD)
-            vocabulary = sorted({t for row in tokens for t in row})
-            self._features[name] = TokenBagEmbedding(
-                vocabulary, embedding_dim, num_oov_buckets, name=f"item_{name}"
+        self._features = {
+            name: TokenBagEmbedding(
+                sorted({t for row in tokens for t in row}),
+                embedding_dim,
+                num_oov_buckets,
+                name=f"item_{name}",
             )
+            for name, tokens in sorted(item_features.items())
+        }
         self._augmented = (
             TokenBagEmbedding(item_ids, output_dim, name="augmented") if augmented else None
         )
         self._mlp = mlp(hidden_units, output_dim, name="candidate_mlp")
+        # Row 0 of every table below is an item outside the catalog, row i + 1 item i.
+        ids = tf.constant([[_UNKNOWN]] + [[item] for item in item_ids])
+        self._id_rows = self._item_id.token_ids(ids)
+        self._cluster_rows = self._cluster.token_ids(
+            tf.constant([[PAD]] + [[c] for c in item_clusters])
+        )
+        self._feature_rows = {
+            name: layer.token_ids(
+                tf.ragged.constant(
+                    [[]] + [list(t) for t in item_features[name]], dtype=tf.string
+                ).to_tensor(PAD)
+            )
+            for name, layer in self._features.items()
+        }
+        self._augmented_rows = None if self._augmented is None else self._augmented.token_ids(ids)
 
     def item_index(self, item_ids: tf.Tensor) -> tf.Tensor:
         """Catalog index of each item id; -1 for an id not in the catalog."""
         return self._item_index(item_ids) - 1
 
+    def id_table_rows(self, indices: tf.Tensor) -> dict[str, tuple[tf.Variable, tf.Tensor]]:
+        """{name: (table, rows)}: the catalog-sized tables and the rows of `indices`
+        (catalog indices) in them: what training changes when those items are trained."""
+        rows = {"item_id": (self._item_id.table, tf.gather(self._id_rows[:, 0], indices + 1))}
+        if self._augmented is not None:
+            rows["augmented"] = (
+                self._augmented.table,
+                tf.gather(self._augmented_rows[:, 0], indices + 1),
+            )
+        return rows
+
     def category_embedding(self, item_ids: tf.Tensor) -> tf.Tensor:
         """`[batch_size, embedding_dim]` embedding of each item's cluster (category)."""
-        return self._cluster(tf.gather(self._cluster_table, self._item_index(item_ids)))
+        return self._cluster.embed_ids(tf.gather(self._cluster_rows, self.item_index(item_ids) + 1))
 
     def augmented_vector(self, item_ids: tf.Tensor) -> tf.Tensor | None:
         """`[batch_size, output_dim]` DAT augmented item vectors, or None."""
-        return None if self._augmented is None else self._augmented(item_ids)
+        if self._augmented is None:
+            return None
+        return self._augmented.embed_ids(
+            tf.gather(self._augmented_rows, self.item_index(item_ids) + 1)
+        )
 
-    def call(self, item_ids: tf.Tensor) -> tf.Tensor:
-        """Args: item_ids of any shape `[...]`. Returns `[..., output_dim]`."""
-        shape = tf.shape(item_ids)
-        item_ids = tf.reshape(item_ids, [-1])
-        index = self._item_index(item_ids)
-        parts = [self._item_id(item_ids), self._cluster(tf.gather(self._cluster_table, index))]
+    def encode_indices(self, indices: tf.Tensor) -> tf.Tensor:
+        """Catalog indices of any shape `[...]` (-1: outside the catalog) -> `[..., dim]`."""
+        shape = tf.shape(indices)
+        rows = tf.reshape(tf.cast(indices, tf.int64), [-1]) + 1
+        parts = [
+            self._item_id.embed_ids(tf.gather(self._id_rows, rows)),
+            self._cluster.embed_ids(tf.gather(self._cluster_rows, rows)),
+        ]
         parts += [
-            layer(tf.gather(self._feature_tables[name], index))
+            layer.embed_ids(tf.gather(self._feature_rows[name], rows))
             for name, layer in self._features.items()
         ]
         if self._augmented is not None:
-            parts.append(self._augmented(item_ids))
+            parts.append(self._augmented.embed_ids(tf.gather(self._augmented_rows, rows)))
         embeddings = self._mlp(tf.concat(parts, axis=1))
-        return tf.reshape(embeddings, tf.concat([shape, [self._args["output_dim"]]], axis=0))
+        return tf.reshape(embeddings, tf.concat([shape, [self._output_dim]], axis=0))
+
+    def call(self, item_ids: tf.Tensor) -> tf.Tensor:
+        """Args: item_ids of any shape `[...]`. Returns `[..., output_dim]`."""
+        return self.encode_indices(self.item_index(item_ids))
 
     def get_config(self) -> dict[str, Any]:
-        return dict(self._args)
+        return json.loads(self._config_json)

@@ -29,7 +29,7 @@ class Recorder(tf.keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         queue = next(s for s in self.model.sources if isinstance(s, QueueNegatives))
-        ids, _ = queue._ids.contents(0)
+        indices, _ = queue._indices.contents(0)
         embeddings, _ = queue._embeddings.contents(0)
         weights = [np.asarray(v.numpy(), np.float64) for v in self.model.trainable_variables]
         self._steps.append(
@@ -37,7 +37,7 @@ class Recorder(tf.keras.callbacks.Callback):
                 "loss": float(logs["loss"]),
                 "weights": [float(w.sum()) for w in weights],
                 "weights_abs": float(sum(np.abs(w).sum() for w in weights)),
-                "queue_ids": [i.decode() for i in ids.numpy()],
+                "queue_indices": indices.numpy().tolist(),
                 "queue_embeddings": embeddings.numpy().round(6).tolist(),
             }
         )

@@ -84,3 +84,35 @@ def test_candidate_mask_combines_valid_and_accidental_hits():
     )
     mask = candidate_mask(POSITIVE_IDS, candidates, remove_accidental_hits=True)
     np.testing.assert_array_equal(mask.numpy(), [[False, True, False], [True, True, False]])
+
+
+def test_exposure_propensity_is_added_to_every_logit():
+    log_pi = np.log([0.5, 0.01])
+    negatives = _shared(
+        ["n1", "n2"], [[1.0, 0.0], [0.0, 1.0]], log_propensity=tf.constant(log_pi, tf.float32)
+    )
+    positive_log_pi = tf.constant(np.log([0.25, 1.0]), tf.float32)
+    loss = softmax_loss(
+        QUERY, POSITIVE, POSITIVE_IDS, None, [negatives], positive_log_propensity=positive_log_pi
+    )
+    # row 0: positive 2 + log .25, negatives 1 + log .5, 0 + log .01
+    # row 1: positive 2 + log 1,   negatives 0 + log .5, 2 + log .01
+    rows = [[2 + np.log(0.25), 1 + np.log(0.5), np.log(0.01)], [2, np.log(0.5), 2 + np.log(0.01)]]
+    expected = [np.log(np.exp(r).sum()) - r[0] for r in rows]
+    np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-6)
+    # BCE models a logged click as σ(s + log π): positive softplus(-(s + log π)).
+    terms = bce_loss(
+        QUERY, POSITIVE, POSITIVE_IDS, [negatives], {}, positive_log_propensity=positive_log_pi
+    )
+    softplus = lambda x: np.log1p(np.exp(x))  # noqa: E731
+    np.testing.assert_allclose(
+        terms["positive"].numpy(), [softplus(-(2 + np.log(0.25))), softplus(-2)], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        terms["other"].numpy(),
+        [
+            softplus(1 + np.log(0.5)) + softplus(np.log(0.01)),
+            softplus(np.log(0.5)) + softplus(2 + np.log(0.01)),
+        ],
+        rtol=1e-6,
+    )

@@ -19,6 +19,8 @@ class Batch:
       item_ids: `[num_items]` every catalog item id, in catalog index order.
       item_index: item ids -> catalog indices (-1 for an unknown id).
       training: whether this is a training step (sources update their state only then).
+      encode_indices: catalog indices of any shape `[...]` -> embeddings `[..., dim]`
+        (the candidate tower without the id strings); None where the caller has none.
     """
 
     features: dict[str, tf.Tensor]
@@ -29,6 +31,13 @@ class Batch:
     item_ids: tf.Tensor
     item_index: Callable[[tf.Tensor], tf.Tensor]
     training: bool
+    encode_indices: Callable[[tf.Tensor], tf.Tensor] | None = None
+
+    def ids_of(self, indices: tf.Tensor, valid: tf.Tensor | None = None) -> tf.Tensor:
+        """Item ids of catalog indices; "" where `valid` is False or the index is < 0."""
+        ids = tf.gather(self.item_ids, tf.maximum(indices, 0))
+        keep = indices >= 0 if valid is None else tf.logical_and(valid, indices >= 0)
+        return tf.where(keep, ids, "")
 
 
 @dataclasses.dataclass
@@ -42,6 +51,8 @@ class Candidates:
       embeddings: `[n, dim]` or `[batch_size, n, dim]`.
       log_q: same shape as ids or None: log of the item's expected count in a batch under
         this source's proposal, subtracted from its logit (logQ correction); None = none.
+      log_propensity: same shape as ids or None: log of the item's exposure propensity,
+        added to its logit while training (`trainer.exposure`); None = none.
       weight: same shape as ids or None: importance weight of each negative (IPW).
       valid: same shape as ids or None: False for slots that are not real candidates.
       exclude_diagonal: shared candidates whose row i is batch row i's own positive
@@ -53,6 +64,7 @@ class Candidates:
     ids: tf.Tensor
     embeddings: tf.Tensor
     log_q: tf.Tensor | None = None
+    log_propensity: tf.Tensor | None = None
     weight: tf.Tensor | None = None
     valid: tf.Tensor | None = None
     exclude_diagonal: bool = False

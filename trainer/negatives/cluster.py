@@ -14,7 +14,13 @@ class ClusterNegatives(NegativeSource):
     """Per positive, `cluster` items of its cluster mixed with `random` catalog items
     (the paper's ratios 1:15 and 1:31 random:cluster). Clusters come from the catalog, or
     from k-means of the item embeddings refreshed every N steps (a KMeansRefresh callback
-    the trainer adds). Uncorrected: hard negatives are meant to be over-sampled."""
+    the trainer adds). Uncorrected: hard negatives are meant to be over-sampled.
+
+    False negatives: users like several items of a cluster, so some same-cluster draws
+    are items the row's user would click. With `margin` set, a same-cluster draw the
+    current model scores at or above the positive's score minus `margin` is skipped (not
+    a negative this step); random draws are always kept. The scores carry no gradient.
+    """
 
     def __init__(
         self,
@@ -24,12 +30,14 @@ class ClusterNegatives(NegativeSource):
         num_clusters: int,
         max_pool_size: int = 4096,
         seed: int = 0,
+        margin: float | None = None,
         **kwargs: Any,
     ):
         super().__init__(count=cluster + random, **kwargs)
         self._cluster = cluster
         self._random = random
         self._seed = seed
+        self._margin = margin
         self.pool = ClusterPool(num_items, num_clusters, max_pool_size, seed=seed, name="pool")
         self._step = tf.Variable(
             0,
@@ -48,7 +56,19 @@ class ClusterNegatives(NegativeSource):
             seed=tf.stack([tf.cast(self._seed, tf.int64), self._step]),
         )
         ids = tf.gather(batch.item_ids, indices)
-        return Candidates(self.name, "other", ids, batch.encode(ids))
+        embeddings = batch.encode(ids)
+        if self._margin is None:
+            return Candidates(self.name, "other", ids, embeddings)
+        return Candidates(self.name, "other", ids, embeddings, valid=self._keep(batch, embeddings))
+
+    def _keep(self, batch: Batch, embeddings: tf.Tensor) -> tf.Tensor:
+        """`[batch, cluster + random]` False for same-cluster draws that score within
+        `margin` of the row's positive (likely false negatives)."""
+        scores = tf.stop_gradient(tf.einsum("bd,bnd->bn", batch.query, embeddings))
+        positive = tf.stop_gradient(tf.reduce_sum(batch.query * batch.positive, axis=1))
+        near = scores >= positive[:, tf.newaxis] - self._margin
+        is_cluster = tf.range(self._cluster + self._random) < self._cluster
+        return tf.logical_not(tf.logical_and(near, is_cluster[tf.newaxis]))
 
     def update(self, batch: Batch) -> None:
         self._step.assign_add(1)
@@ -61,6 +81,7 @@ class ClusterNegatives(NegativeSource):
             "num_items": self.pool.num_items,
             "num_clusters": self.pool.num_clusters,
             "seed": self._seed,
+            "margin": self._margin,
         }
         config.pop("count")
         return config

@@ -1,5 +1,6 @@
 """InBatchNegatives: the other rows' positives, with a logQ correction."""
 
+import json
 from typing import Any
 
 import tensorflow as tf
@@ -15,7 +16,7 @@ def click_share_table(item_probabilities: dict[str, float]) -> tf.lookup.StaticH
     """item id -> its share of the training clicks; an item never clicked gets the
     smallest share (as rare as the rarest), never 0, so log q stays finite."""
     keys = list(item_probabilities)
-    values = [item_probabilities[k] for k in keys]
+    values = [float(item_probabilities[k]) for k in keys]
     return tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(keys, values, value_dtype=tf.float32),
         default_value=min(values),
@@ -55,7 +56,9 @@ class InBatchNegatives(NegativeSource):
         if correction == "static" and not item_probabilities:
             raise ValueError("correction='static' needs item_probabilities")
         self._correction = correction
-        self._item_probabilities = dict(item_probabilities or {})
+        # A JSON string, not a dict: Keras walks the Python containers a layer holds at
+        # every step, and this one is catalog-sized.
+        self._item_probabilities = json.dumps(dict(item_probabilities or {}))
         self._frequency_buckets = frequency_buckets
         self._frequency_alpha = frequency_alpha
         self._cross_replica = cross_replica
@@ -63,7 +66,7 @@ class InBatchNegatives(NegativeSource):
         self._table = None
         self._estimator = None
         if correction == "static":
-            self._table = click_share_table(self._item_probabilities)
+            self._table = click_share_table(item_probabilities)
         elif correction == "streaming":
             from trainer.negatives.frequency_estimator import (  # noqa: PLC0415
                 StreamingFrequencyEstimator,
@@ -112,7 +115,7 @@ class InBatchNegatives(NegativeSource):
         return {
             **super().get_config(),
             "correction": self._correction,
-            "item_probabilities": self._item_probabilities,
+            "item_probabilities": json.loads(self._item_probabilities),
             "frequency_buckets": self._frequency_buckets,
             "frequency_alpha": self._frequency_alpha,
             "cross_replica": self._cross_replica,

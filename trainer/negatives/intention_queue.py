@@ -52,7 +52,7 @@ class IntentionQueueNegatives(NegativeSource):
         self._prototypes = tf.constant(
             tf.random.stateless_normal([intentions, category_dim], seed=[seed, 7])
         )
-        self._ids = ItemQueue(size, mode="ids", num_queues=intentions, name="ids")
+        self._indices = ItemQueue(size, mode="indices", num_queues=intentions, name="indices")
         self._embeddings = (
             ItemQueue(size, dim, num_queues=intentions, name="embeddings")
             if mode == "embeddings"
@@ -62,7 +62,19 @@ class IntentionQueueNegatives(NegativeSource):
             tf.keras.layers.Dense(dim, use_bias=False, name=f"intention_{h}")
             for h in range(intentions)
         ]
-        self.category_embedding = None  # set by the model builder: ids -> [.., category_dim]
+        self.category_embedding = None  # set by `bind`: ids -> [.., category_dim]
+
+    @property
+    def num_intentions(self) -> int:
+        return self._intentions
+
+    @property
+    def projections(self) -> list[tf.keras.layers.Dense]:
+        """The H projections `W_h` of `intention_vectors`."""
+        return list(self._projections)
+
+    def bind(self, candidate_tower: tf.keras.Model) -> None:
+        self.category_embedding = candidate_tower.category_embedding
 
     def intention(self, item_ids: tf.Tensor) -> tf.Tensor:
         """`[batch]` int64 intention of each item."""
@@ -80,23 +92,24 @@ class IntentionQueueNegatives(NegativeSource):
     def extra_loss(self, batch: Batch) -> tf.Tensor:
         which = self.intention(batch.positive_ids)
         user = tf.gather(self.intention_vectors(batch.query), which, batch_dims=1)  # [B, d]
-        all_ids, all_valid = self._ids.all_contents()  # [H, size]
+        all_indices, all_valid = self._indices.all_contents()  # [H, size]
         if self._embeddings is not None:
             all_negatives = self._embeddings.all_contents()[0]
         else:  # each queue item is encoded once, then shared by the rows of its intention
-            all_negatives = batch.encode(all_ids)
-        ids, valid = tf.gather(all_ids, which), tf.gather(all_valid, which)  # [B, size]
+            all_negatives = batch.encode_indices(all_indices)
+        indices, valid = tf.gather(all_indices, which), tf.gather(all_valid, which)  # [B, size]
         negatives = tf.gather(all_negatives, which)  # [B, size, dim]
         positive = tf.reduce_sum(user * batch.positive, axis=1, keepdims=True)
         logits = tf.einsum("bd,bnd->bn", user, negatives)
-        mask = tf.logical_and(valid, tf.not_equal(ids, tf.expand_dims(batch.positive_ids, 1)))
+        own = tf.cast(batch.item_index(batch.positive_ids), tf.int64)[:, tf.newaxis]
+        mask = tf.logical_and(valid, tf.not_equal(indices, own))
         logits = tf.concat([positive, tf.where(mask, logits, _MASKED)], 1) / self._temperature
         return tf.reduce_sum(tf.reduce_logsumexp(logits, axis=1) - logits[:, 0])
 
     def update(self, batch: Batch) -> None:
-        ids = gather_across_replicas(batch.positive_ids)
-        which = self.intention(ids)
-        self._ids.enqueue(ids, which)
+        indices = gather_across_replicas(tf.cast(batch.item_index(batch.positive_ids), tf.int64))
+        which = self.intention(batch.ids_of(indices))
+        self._indices.enqueue(indices, which)
         if self._embeddings is not None:
             self._embeddings.enqueue(
                 gather_across_replicas(tf.stop_gradient(batch.positive)), which

@@ -5,7 +5,7 @@ from typing import Any
 import tensorflow as tf
 
 _ONLY_FIRST = tf.VariableAggregation.ONLY_FIRST_REPLICA
-MODES = ("embeddings", "ids")
+MODES = ("embeddings", "indices")
 
 
 @tf.keras.utils.register_keras_serializable(package="twotower")
@@ -15,17 +15,18 @@ class ItemQueue(tf.keras.layers.Layer):
     Zhou et al., "Contrastive Learning for Debiased Candidate Generation in
     Large-Scale Recommender Systems" (KDD 2021): the items of earlier batches serve
     as negatives. In "embeddings" mode the queue caches float32 item embeddings
-    `[size, dim]` (stop their gradient before enqueueing); in "ids" mode it caches
-    item id strings `[size]` that the caller re-encodes with the current item tower
-    each step, so gradients flow into the negatives. Multi-CLRec's intention queues
-    are `num_queues` > 1 with a queue index per enqueued row.
+    `[size, dim]` (stop their gradient before enqueueing); in "indices" mode it caches
+    int64 catalog indices `[size]` that the caller re-encodes with the current item
+    tower each step, so gradients flow into the negatives (numbers: they live on the
+    accelerator and all-gather as they are, where strings would not). Multi-CLRec's
+    intention queues are `num_queues` > 1 with a queue index per enqueued row.
 
     Once a queue is full, each new item overwrites its oldest one. Reads return the
-    queue oldest first; slots never written are padding (zeros or "") and are
+    queue oldest first; slots never written are padding (zeros or -1) and are
     marked invalid.
 
     State (`tf.Variable`s, not trainable, `ONLY_FIRST_REPLICA`): `values`
-    `[num_queues * size, dim]` float32 or `[num_queues * size]` string, and `count`
+    `[num_queues * size, dim]` float32 or `[num_queues * size]` int64, and `count`
     `[num_queues]` int64, the number of items ever enqueued per queue (the write
     pointer is `count % size`). Under several replicas only the first replica's
     enqueue is kept, so enqueue the all-gathered batch.
@@ -53,12 +54,15 @@ class ItemQueue(tf.keras.layers.Layer):
         self._mode = mode
         self._num_queues = num_queues
         slots = num_queues * size
-        embeddings = mode == "embeddings"
+        dtype, empty = {
+            "embeddings": (tf.float32, 0.0),
+            "indices": (tf.int64, -1),
+        }[mode]
         self._values = self.add_weight(
             name="values",
-            shape=[slots, dim] if embeddings else [slots],
-            dtype=tf.float32 if embeddings else tf.string,
-            initializer=tf.keras.initializers.Constant(0.0 if embeddings else ""),
+            shape=[slots, dim] if mode == "embeddings" else [slots],
+            dtype=dtype,
+            initializer=tf.keras.initializers.Constant(empty),
             trainable=False,
             aggregation=_ONLY_FIRST,
         )
@@ -83,8 +87,7 @@ class ItemQueue(tf.keras.layers.Layer):
         rows at once, only its newest `size` rows are kept.
 
         Args:
-          values: `[batch_size, dim]` embeddings, or `[batch_size]` ids (integer ids
-            are stored as their decimal text).
+          values: `[batch_size, dim]` embeddings, or `[batch_size]` catalog indices.
           queue_index: `[batch_size]` integer queue of each row, in
             [0, num_queues); None sends every row to queue 0.
 
@@ -98,9 +101,10 @@ class ItemQueue(tf.keras.layers.Layer):
             values = tf.cast(values, tf.float32)
         else:
             if values.shape.rank != 1:
-                raise ValueError(f"ids must be [batch_size], got {values.shape}")
-            if values.dtype != tf.string:
-                values = tf.strings.as_string(values)
+                raise ValueError(f"indices must be [batch_size], got {values.shape}")
+            if not values.dtype.is_integer:
+                raise ValueError(f"indices must be integers, got {values.dtype.name}")
+            values = tf.cast(values, tf.int64)
         batch_size = tf.shape(values, out_type=tf.int64)[0]
         if queue_index is None:
             queue_index = tf.zeros([batch_size], tf.int64)
@@ -124,7 +128,7 @@ class ItemQueue(tf.keras.layers.Layer):
         """Every queue, oldest item first.
 
         Returns:
-          values: `[num_queues, size, dim]` float32 or `[num_queues, size]` string.
+          values: `[num_queues, size, dim]` float32 or `[num_queues, size]` int64.
           valid: `[num_queues, size]` bool, False for slots never written (these
             come last).
         """
@@ -137,7 +141,7 @@ class ItemQueue(tf.keras.layers.Layer):
           queue: which queue, in [0, num_queues).
 
         Returns:
-          values: `[size, dim]` float32 or `[size]` string.
+          values: `[size, dim]` float32 or `[size]` int64.
           valid: `[size]` bool, False for slots never written (these come last).
 
         Raises:
@@ -164,7 +168,7 @@ class ItemQueue(tf.keras.layers.Layer):
         """Returns `all_contents()` as before this batch, then enqueues it when training.
 
         Args:
-          values: `[batch_size, dim]` embeddings or `[batch_size]` ids.
+          values: `[batch_size, dim]` embeddings or `[batch_size]` indices.
           queue_index: `[batch_size]` integer queue of each row, or None.
           training: whether to enqueue `values`.
 

@@ -40,15 +40,16 @@ class QueueNegatives(NegativeSource):
     No logQ correction: the contrastive loss over the queue is itself the inverse
     propensity estimator (CLRec). `mode`:
       "embeddings": cached item embeddings, no gradient to the negatives (cheapest);
-      "ids": cached item ids re-encoded every step, gradients flow (the reference code).
-    The ids are always cached too, to mask accidental hits.
+      "ids": the items re-encoded every step, gradients flow (the reference code).
+    The queue holds int64 catalog indices (all-gathered as numbers, re-encoded without
+    strings, and used to mask accidental hits).
     """
 
     def __init__(self, size: int, dim: int, mode: str = "embeddings", **kwargs: Any):
         super().__init__(count=size, **kwargs)
         self._dim = dim
         self._mode = mode
-        self._ids = ItemQueue(size, mode="ids", name="ids")
+        self._indices = ItemQueue(size, mode="indices", name="indices")
         self._embeddings = (
             ItemQueue(size, dim, mode="embeddings", name="embeddings")
             if mode == "embeddings"
@@ -56,15 +57,16 @@ class QueueNegatives(NegativeSource):
         )
 
     def sample(self, batch: Batch) -> Candidates:
-        ids, valid = self._ids.contents(0)
+        indices, valid = self._indices.contents(0)
         if self._embeddings is not None:
             embeddings = self._embeddings.contents(0)[0]
         else:
-            embeddings = batch.encode(ids)
-        return Candidates(self.name, "other", ids, embeddings, valid=valid)
+            embeddings = batch.encode_indices(indices)
+        return Candidates(self.name, "other", batch.ids_of(indices, valid), embeddings, valid=valid)
 
     def update(self, batch: Batch) -> None:
-        self._ids.enqueue(gather_across_replicas(batch.positive_ids))
+        indices = tf.cast(batch.item_index(batch.positive_ids), tf.int64)
+        self._indices.enqueue(gather_across_replicas(indices))
         if self._embeddings is not None:
             positive = tf.stop_gradient(batch.positive)
             self._embeddings.enqueue(gather_across_replicas(positive))

@@ -28,6 +28,10 @@ class NegativeSource(tf.keras.layers.Layer):
         """This step's candidates for the shared loss; None if the source adds none."""
         raise NotImplementedError
 
+    def bind(self, candidate_tower: tf.keras.Model) -> None:
+        """Called once by the model with its item tower, for sources that need more of
+        it than a batch gives (default: nothing)."""
+
     def extra_loss(self, batch: Batch) -> tf.Tensor | None:
         """A loss term of the source's own, added to the model's (default: none)."""
         return None

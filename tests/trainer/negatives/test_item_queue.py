@@ -5,37 +5,37 @@ import tensorflow as tf
 from trainer.negatives.item_queue import ItemQueue
 
 
-def _ids(*names):
-    return tf.constant(list(names))
+def _ids(*indices):
+    return tf.constant(list(indices), tf.int64)
 
 
 def _assert_contents(contents, values, valid):
     got_values, got_valid = contents
-    if got_values.dtype == tf.string:
-        assert got_values.numpy().astype(str).tolist() == values
-    else:
-        np.testing.assert_array_equal(got_values.numpy(), values)
+    np.testing.assert_array_equal(got_values.numpy(), values)
     assert got_valid.numpy().tolist() == valid
 
 
 def test_fifo_keeps_the_newest_items_oldest_first():
-    queue = ItemQueue(size=3, mode="ids")
-    _assert_contents(queue.contents(), ["", "", ""], [False, False, False])
-    queue.enqueue(_ids("a", "b"))
-    _assert_contents(queue.contents(), ["a", "b", ""], [True, True, False])
-    queue.enqueue(_ids("c", "d"))  # "d" overwrites the oldest, "a"
-    _assert_contents(queue.contents(), ["b", "c", "d"], [True, True, True])
-    queue.enqueue(_ids("e"))
-    _assert_contents(queue.contents(), ["c", "d", "e"], [True, True, True])
-    queue.enqueue(_ids("f", "g", "h", "i"))  # batch > size: only its newest 3 stay
-    _assert_contents(queue.contents(), ["g", "h", "i"], [True, True, True])
+    queue = ItemQueue(size=3, mode="indices")
+    _assert_contents(queue.contents(), [-1, -1, -1], [False, False, False])
+    queue.enqueue(_ids(0, 1))
+    _assert_contents(queue.contents(), [0, 1, -1], [True, True, False])
+    queue.enqueue(_ids(2, 3))  # 3 overwrites the oldest, 0
+    _assert_contents(queue.contents(), [1, 2, 3], [True, True, True])
+    queue.enqueue(_ids(4))
+    _assert_contents(queue.contents(), [2, 3, 4], [True, True, True])
+    queue.enqueue(_ids(5, 6, 7, 8))  # batch > size: only its newest 3 stay
+    _assert_contents(queue.contents(), [6, 7, 8], [True, True, True])
     assert queue.count.numpy().tolist() == [9]
 
 
-def test_integer_ids_are_stored_as_text():
-    queue = ItemQueue(size=2, mode="ids")
-    queue.enqueue(tf.constant([7, 42], tf.int64))
-    _assert_contents(queue.contents(), ["7", "42"], [True, True])
+def test_indices_are_int64_and_must_be_integers():
+    queue = ItemQueue(size=2, mode="indices")
+    queue.enqueue(tf.constant([7, 42], tf.int32))
+    assert queue.contents()[0].dtype == tf.int64
+    _assert_contents(queue.contents(), [7, 42], [True, True])
+    with pytest.raises(ValueError, match="integers"):
+        queue.enqueue(tf.constant(["a"]))
 
 
 def test_rows_are_routed_to_their_queues():
@@ -75,20 +75,20 @@ def test_read_then_enqueue_inside_tf_function():
 
 
 def test_checkpoint_round_trip(tmp_path):
-    queue = ItemQueue(size=3, mode="ids", num_queues=2)
-    queue.enqueue(_ids("a", "b", "c"), queue_index=[0, 1, 0])
+    queue = ItemQueue(size=3, mode="indices", num_queues=2)
+    queue.enqueue(_ids(0, 1, 2), queue_index=[0, 1, 0])
     path = tf.train.Checkpoint(queue=queue).save(str(tmp_path / "ckpt"))
-    queue.enqueue(_ids("x", "y", "z", "w"), queue_index=[0, 0, 1, 1])
+    queue.enqueue(_ids(9, 8, 7, 6), queue_index=[0, 0, 1, 1])
     tf.train.Checkpoint(queue=queue).restore(path).assert_consumed()
     _assert_contents(
         queue.all_contents(),
-        [["a", "c", ""], ["b", "", ""]],
+        [[0, 2, -1], [1, -1, -1]],
         [[True, True, False], [True, False, False]],
     )
-    restored = ItemQueue(size=3, mode="ids", num_queues=2)
+    restored = ItemQueue(size=3, mode="indices", num_queues=2)
     tf.train.Checkpoint(queue=restored).restore(path).assert_consumed()
-    restored.enqueue(_ids("d", "e"))  # the write pointer came back too
-    _assert_contents(restored.contents(0), ["c", "d", "e"], [True] * 3)
+    restored.enqueue(_ids(3, 4))  # the write pointer came back too
+    _assert_contents(restored.contents(0), [2, 3, 4], [True] * 3)
 
 
 def test_state_is_non_trainable_first_replica():

@@ -39,6 +39,7 @@ def _batch(positive_ids, features=None):
         tf.constant(ITEMS),
         index.lookup,
         True,
+        lambda indices: _encode(tf.gather(tf.constant([""] + ITEMS), indices + 1)),  # -1: OOV
     )
 
 
@@ -114,8 +115,12 @@ def test_intention_queues_route_by_category_and_score_with_intention_vectors():
     source.category_embedding = _category
     assert source.sample(_batch(["a"])) is None  # it adds a loss of its own, no candidates
     source.update(_batch(["a", "d", "b", "e"]))
-    ids, valid = source._ids.all_contents()
-    queues = [set(r[v].astype(str)) for r, v in zip(ids.numpy(), valid.numpy(), strict=True)]
+    indices, valid = source._indices.all_contents()
+    assert indices.dtype == tf.int64  # the queues hold catalog indices, not strings
+    queues = [
+        {ITEMS[i] for i in row[keep]}
+        for row, keep in zip(indices.numpy(), valid.numpy(), strict=True)
+    ]
     assert sorted(queues, key=sorted) == [{"a", "b"}, {"d", "e"}]
     batch = _batch(["c", "f"])
     which = source.intention(batch.positive_ids).numpy()
@@ -140,3 +145,20 @@ def test_cluster_negatives_come_from_the_positives_cluster():
     first = ids.copy()
     source.update(_batch(["a"]))  # next step, new draws; same step, same draws
     assert not np.array_equal(source.sample(_batch(["a", "e"])).ids.numpy().astype(str), first)
+
+
+def test_cluster_negatives_skip_draws_scored_near_the_positive():
+    # Query [1, 1] scores item k ([k, 1]) at k + 1: "a" 1, "b" 2, ..., "f" 6.
+    batch = _batch(["e", "a"])
+    for margin, kept in ((0.0, {"d"}), (1.5, set())):
+        source = ClusterNegatives(6, 2, num_items=6, num_clusters=2, seed=1, margin=margin)
+        source.pool.assign(np.array([0, 0, 0, 1, 1, 1]))
+        candidates = source.sample(batch)
+        ids, valid = candidates.ids.numpy().astype(str), candidates.valid.numpy()
+        # "e" (5): "f" (6) >= 5 - margin is skipped; "d" (4) only when the margin is 1.5.
+        assert set(ids[0, :6][valid[0, :6]]) == kept and {"d", "f"} == set(ids[0, :6])
+        # "a" (1): "b" and "c" both score above it: every same-cluster draw is skipped.
+        assert not valid[1, :6].any()
+        assert valid[:, 6:].all()  # random draws are always negatives
+    unchecked = ClusterNegatives(6, 2, num_items=6, num_clusters=2, seed=1)
+    assert unchecked.sample(batch).valid is None

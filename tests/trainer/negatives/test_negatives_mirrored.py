@@ -19,12 +19,13 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 from trainer.negatives.cluster_pool import ClusterPool
 from trainer.negatives.frequency_estimator import StreamingFrequencyEstimator
 from trainer.negatives.item_queue import ItemQueue
+from trainer.negatives.queue import gather_across_replicas
 
 strategy = tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
 with strategy.scope():
     estimator = StreamingFrequencyEstimator(num_buckets=101)
     queue = ItemQueue(4, dim=2, num_queues=2)
-    ids_queue = ItemQueue(4, mode="ids")
+    index_queue = ItemQueue(4, mode="indices")
     pool = ClusterPool(num_items=6, num_clusters=2, max_pool_size=4)
 pool.assign(np.array([0, 1, 0, 1, 0, 1]))  # cross-replica context, e.g. from a callback
 
@@ -42,7 +43,8 @@ def train_step(ids, embeddings):
     def step_fn(ids, embeddings):
         estimator.update(ids)
         queue.enqueue(embeddings, queue_index=tf.constant([1]))
-        ids_queue.enqueue(ids)
+        # Each replica's item index, all-gathered as numbers (collectives take no strings).
+        index_queue.enqueue(gather_across_replicas(tf.where(ids == "a", 0, 1)))
         return pool.sample(tf.constant([0, 1]), 3, 1, seed=tf.constant([1, 2]))
 
     return strategy.run(step_fn, args=(ids, embeddings))
@@ -57,7 +59,7 @@ print(json.dumps({
     "last_step": [tf.gather(v, buckets).numpy().tolist() for v in estimator._last_step.values],
     "queue": copies(queue._values),
     "count": copies(queue.count),
-    "ids": [[s.decode() for s in v.numpy()] for v in ids_queue._values.values],
+    "indices": copies(index_queue._values),
     "cluster_of": copies(pool._cluster_of),
 }))
 """
@@ -77,7 +79,8 @@ def test_first_replica_update_is_kept_on_every_replica():
     queue_1 = [[0.0, 0.0]] * 4 + [[1.0, 1.0]] + [[0.0, 0.0]] * 3  # queue 1 starts at row 4
     assert out["queue"] == [queue_1, queue_1]
     assert out["count"] == [[0, 1], [0, 1]]
-    assert out["ids"] == [["a", "", "", ""], ["a", "", "", ""]]
+    # Both replicas' indices (0 from replica 0, 1 from replica 1), kept on both copies.
+    assert out["indices"] == [[0, 1, -1, -1], [0, 1, -1, -1]]
     assert out["cluster_of"] == [[0, 1, 0, 1, 0, 1]] * 2
     # Item 0's pool is {0, 2, 4}, item 1's {1, 3, 5}: cluster draws skip the positive.
     for replica_draws in out["draws"]:

@@ -1,0 +1,137 @@
+"""MomentumQueueNegatives: the lazy momentum update and the queue's contrastive loss."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from trainer.negatives.candidates import Batch
+from trainer.negatives.momentum_queue import MomentumQueueNegatives
+from trainer.towers import CandidateTower
+
+ITEMS = ["i0", "i1", "i2", "i3", "i4", "i5"]
+M = 0.8
+
+
+def _tower():
+    tf.keras.utils.set_random_seed(3)
+    return CandidateTower(
+        item_ids=ITEMS,
+        item_clusters=["c0", "c0", "c1", "c1", "c2", "c2"],
+        item_features={},
+        embedding_dim=4,
+        hidden_units=[5],
+        output_dim=3,
+    )
+
+
+def _batch(tower, positives, training=True):
+    ids = tf.constant(positives)
+    query = tf.constant(np.random.default_rng(len(positives)).normal(size=(len(positives), 3)))
+    return Batch(
+        {},
+        tf.cast(query, tf.float32),
+        ids,
+        tower(ids),
+        tower,
+        tf.constant(ITEMS),
+        tower.item_index,
+        training,
+    )
+
+
+def _source(tower, size=4):
+    source = MomentumQueueNegatives(size=size, dim=3, momentum=M)
+    source.bind(tower)
+    return source
+
+
+def test_lazy_rows_equal_the_dense_momentum_update():
+    tower = _tower()
+    source = _source(tower)
+    table = tower.id_table_rows(tf.constant([0], tf.int64))["item_id"][0]
+    momentum_table = source._tower.id_table_rows(tf.constant([0], tf.int64))["item_id"][0]
+    dense = [w for w in tower.weights if w is not table]
+    momentum_dense = [w for w in source._tower.weights if w is not momentum_table]
+    reference = [w.numpy() for w in tower.weights]  # the copy starts equal
+    rng = np.random.default_rng(0)
+    steps = [["i0", "i1"], ["i2"], ["i0", "i3"], ["i1", "i1"], ["i5"], ["i0", "i2"]]
+    for positives in steps:
+        batch = _batch(tower, positives)
+        # Dense reference: every momentum weight moves toward the trained one every step.
+        reference = [
+            M * r + (1 - M) * w.numpy() for r, w in zip(reference, tower.weights, strict=True)
+        ]
+        source.extra_loss(batch)
+        rows = tower.id_table_rows(tf.constant([ITEMS.index(i) for i in positives], tf.int64))
+        rows = np.unique(rows["item_id"][1].numpy())
+        position = [w is table for w in tower.weights].index(True)
+        np.testing.assert_allclose(
+            momentum_table.numpy()[rows], reference[position][rows], rtol=1e-5, atol=1e-6
+        )
+        for mine, theirs in zip(momentum_dense, dense, strict=True):
+            index = [w is theirs for w in tower.weights].index(True)
+            np.testing.assert_allclose(mine.numpy(), reference[index], rtol=1e-5, atol=1e-6)
+        source.update(batch)
+        # The optimizer step: sparse on the positives' id rows, dense elsewhere.
+        table.scatter_add(
+            tf.IndexedSlices(tf.constant(rng.normal(size=(len(rows), 4)), tf.float32), rows)
+        )
+        for weight in dense:
+            weight.assign_add(tf.constant(rng.normal(size=weight.shape), tf.float32))
+    # Rows not trained since their last move lag until their next positive (item i4: never).
+    assert not np.allclose(momentum_table.numpy(), reference[position])
+
+
+def test_queue_loss_uses_momentum_embeddings_and_masks_the_positive():
+    tower = _tower()
+    source = _source(tower)
+    assert source.sample(_batch(tower, ["i0"])) is None
+    first = _batch(tower, ["i0", "i1", "i2"])
+    source.extra_loss(first)
+    source.update(first)
+    queued = source._tower(tf.constant(["i0", "i1", "i2"])).numpy()
+    batch = _batch(tower, ["i1", "i4"], training=False)  # evaluation: nothing moves
+    before = [w.numpy() for w in source._tower.weights]
+    query = batch.query.numpy()
+    positive = source._tower(batch.positive_ids).numpy()
+    expected = 0.0
+    for row, own in enumerate([1, None]):
+        logits = [query[row] @ positive[row]]
+        logits += [query[row] @ queued[k] for k in range(3) if k != own]
+        expected += np.log(np.exp(logits).sum()) - logits[0]
+    np.testing.assert_allclose(source.extra_loss(batch).numpy(), expected, rtol=1e-5)
+    for was, now in zip(before, source._tower.weights, strict=True):
+        np.testing.assert_array_equal(was, now.numpy())
+    assert not source.trainable_weights and not source._tower.trainable_weights
+
+
+def test_rejects_a_momentum_outside_zero_one():
+    with pytest.raises(ValueError, match="momentum"):
+        MomentumQueueNegatives(size=4, dim=3, momentum=1.0)
+
+
+def test_model_trains_only_its_own_towers():
+    from trainer.model import TwoTowerModel
+    from trainer.towers import QueryTower
+
+    def model(sources):
+        query = QueryTower(
+            user_vocabulary=["u1"],
+            item_ids=ITEMS,
+            user_feature_vocabularies={},
+            embedding_dim=4,
+            hidden_units=[5],
+            output_dim=3,
+        )
+        return TwoTowerModel(query, _tower(), sources=sources, loss="softmax")
+
+    features = {
+        "user_id": tf.constant(["u1", "u1"]),
+        "history": tf.constant([["i2"], ["i3"]]),
+        "item_id": tf.constant(["i0", "i5"]),
+    }
+    plain, with_queue = model([]), model([MomentumQueueNegatives(size=4, dim=3)])
+    for m in (plain, with_queue):
+        m.compute_loss(features, training=True)
+    assert len(with_queue.trainable_weights) == len(plain.trainable_weights)
+    assert len(with_queue.weights) > len(plain.weights)  # the copy, its queue, its clock

@@ -1,0 +1,207 @@
+"""UMA²'s negative samples debias network (NSDN), trained on what the spaces stand for.
+
+Two heads share the towers' embeddings: Entire→Recall predicts p1 = P(recalled | user,
+item), Recall→Exposure p2 = P(exposed | recalled, user, item). They learn from the
+samples a training row holds: its clicked item, up to `data.num_a` of the request's
+exposed-not-clicked items (Space A), up to `data.num_b` recalled-not-exposed (Space B),
+and items of the catalog (Space C). Those are subsamples at very different rates: one
+of |A| exposed items, four of |B| recalled ones, twenty of the ~N catalog items that were
+not recalled. A head fitted to the raw sample would learn probabilities of the sample
+(the recalled share of a row is about 6 of 26, not |recalled| of N). So every sampled
+item is weighted by the inverse of its sampling rate, from the space sizes the Example
+carries (`num_space_a`, `num_space_b`) and the catalog size:
+
+  ER head: clicked 1, A |A|/kept_A (label 1), B |B|/kept_B (label 1), C (N - |R|)/kept_C (0)
+  RE head: clicked 1, A |A|/kept_A (label 1), B |B|/kept_B (label 0)
+
+with |R| = 1 + |A| + |B| the request's recalled items (its clicks counted as one), so the
+weighted losses estimate the population's, and sigmoid(head) estimates p1 and p2 of the
+legacy system itself (tests/trainer/test_propensity_network.py checks recovery on
+synthetic data, and `trainer.propensity_check` against the simulator's truth). The
+weights are normalised to the number of sampled terms, so the loss keeps the scale of an
+unweighted one. When the loss has no Space C source, the ER head draws `head_negatives`
+catalog items of its own, shared by the batch.
+
+Beside the two embeddings, each head sees the item's logged exposure rate (log of its
+training exposures per request, `trainer.exposure`) where the dataset counted exposures:
+the legacy recall and ranker lean on popularity, which a debiased item embedding is
+trained not to carry.
+
+IPW: a Space B negative is weighted 1/p1, Space A 1/(p1·p2), clipped to [1, max_weight].
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import tensorflow as tf
+
+from common.contracts import NUM_SPACE_A, NUM_SPACE_B
+from trainer.exposure import ExposurePropensity
+from trainer.negatives.candidates import Batch, Candidates
+from trainer.propensity import PropensityHead, ipw_weights
+
+
+def _weighted_bce(terms: list[tuple[tf.Tensor, float, tf.Tensor]]) -> tf.Tensor:
+    """Σ w·bce over (logits, label, weights) terms, weights rescaled to sum to the
+    number of terms (weights of 0 are masked slots)."""
+    total, weight_sum, count = 0.0, 0.0, 0.0
+    for logits, label, weights in terms:
+        weights = tf.broadcast_to(weights, tf.shape(logits))
+        values = tf.nn.sigmoid_cross_entropy_with_logits(tf.fill(tf.shape(logits), label), logits)
+        total += tf.reduce_sum(values * weights)
+        weight_sum += tf.reduce_sum(weights)
+        count += tf.reduce_sum(tf.cast(weights > 0, tf.float32))
+    return total * count / tf.maximum(weight_sum, 1e-12)
+
+
+@tf.keras.utils.register_keras_serializable(package="twotower")
+class PropensityNetwork(tf.keras.layers.Layer):
+    """The two propensity heads, their sampling-rate-weighted losses and the IPW weights.
+
+    Args:
+      hidden_units: each head's MLP.
+      max_weight: IPW weights are clipped to [1, max_weight].
+      self_normalize: divide the IPW weights by their batch mean.
+      head_negatives: catalog items the ER head draws when the loss has no Space C.
+      seed: seed of those draws.
+      item_exposure: the items' logged exposure rates, a head input; None: embeddings only.
+    """
+
+    def __init__(
+        self,
+        hidden_units: Sequence[int] = (64,),
+        max_weight: float = 20.0,
+        self_normalize: bool = False,
+        head_negatives: int = 16,
+        seed: int = 0,
+        item_exposure: ExposurePropensity | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.item_exposure = item_exposure
+        self._hidden_units = list(hidden_units)
+        self._max_weight = max_weight
+        self._self_normalize = self_normalize
+        self._head_negatives = head_negatives
+        self._seed = seed
+        self.recall_head = PropensityHead(hidden_units, name="entire_to_recall")
+        self.exposure_head = PropensityHead(hidden_units, name="recall_to_exposure")
+        # Draws are (seed, draw count)-seeded: a resumed run draws what an unbroken one did.
+        self._draws = self.add_weight(
+            name="draws",
+            shape=[],
+            dtype=tf.int64,
+            initializer="zeros",
+            trainable=False,
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+        )
+
+    def _features(self, item_ids: tf.Tensor) -> tf.Tensor | None:
+        if self.item_exposure is None:
+            return None
+        return self.item_exposure(item_ids)[..., tf.newaxis]
+
+    def _logits(
+        self, head: PropensityHead, users: tf.Tensor, items: tf.Tensor, item_ids: tf.Tensor
+    ) -> tf.Tensor:
+        return head(users, items, self._features(item_ids))
+
+    def probabilities(
+        self, users: tf.Tensor, items: tf.Tensor, item_ids: tf.Tensor
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """(p1, p2) of user embeddings `[..., d]` and item embeddings `[..., d]` of the
+        items `item_ids` `[...]` (the broadcast shape but the last axis)."""
+        return (
+            tf.sigmoid(self._logits(self.recall_head, users, items, item_ids)),
+            tf.sigmoid(self._logits(self.exposure_head, users, items, item_ids)),
+        )
+
+    def _own_space_c(self, batch: Batch) -> Candidates:
+        num_items = tf.shape(batch.item_ids)[0]
+        draws = tf.random.stateless_uniform(
+            [self._head_negatives],
+            seed=tf.stack([tf.constant(self._seed, tf.int64), self._draws.assign_add(1)]),
+            maxval=num_items,
+            dtype=tf.int32,
+        )
+        ids = tf.gather(batch.item_ids, draws)
+        return Candidates("head_space_c", "C", ids, batch.encode(ids))
+
+    def call(
+        self, batch: Batch, groups: dict[str, Candidates], masks: dict[str, tf.Tensor]
+    ) -> tuple[tf.Tensor, tf.Tensor, dict[str, tf.Tensor]]:
+        """Trains both heads on the row's spaces and weighs the A and B negatives.
+
+        Args:
+          batch: the training batch (features carry num_space_a, num_space_b).
+          groups: the loss's candidates of groups "A", "B", "C" (any may be absent).
+          masks: `[batch, n]` (or `[batch, 1, n]`-broadcastable) valid slots per group.
+
+        Returns:
+          (loss_er, loss_re, {"A": weights, "B": weights} for the groups present).
+        """
+        users = batch.query[:, tf.newaxis, :]
+        num_a = tf.cast(batch.features[NUM_SPACE_A], tf.float32)[:, tf.newaxis]
+        num_b = tf.cast(batch.features[NUM_SPACE_B], tf.float32)[:, tf.newaxis]
+        masks = {g: tf.cast(m, tf.float32) for g, m in masks.items()}
+        spaces = dict(groups)
+        if "C" not in spaces:
+            spaces["C"] = self._own_space_c(batch)
+            masks["C"] = tf.ones([tf.shape(users)[0], self._head_negatives])
+
+        def rate_weight(group: str, size: tf.Tensor) -> tf.Tensor:
+            kept = tf.reduce_sum(masks[group], axis=1, keepdims=True)
+            return masks[group] * size / tf.maximum(kept, 1.0)
+
+        num_items = tf.cast(tf.shape(batch.item_ids)[0], tf.float32)
+        sizes = {"A": num_a, "B": num_b, "C": tf.maximum(num_items - 1.0 - num_a - num_b, 1.0)}
+        weights = {g: rate_weight(g, sizes[g]) for g in spaces}
+
+        def head_logits(head: PropensityHead, group: str) -> tf.Tensor:
+            return self._logits(head, users, spaces[group].embeddings, spaces[group].ids)
+
+        def positive_logits(head: PropensityHead) -> tf.Tensor:
+            return self._logits(head, batch.query, batch.positive, batch.positive_ids)
+
+        logits = {g: head_logits(self.recall_head, g) for g in spaces}
+        ones = tf.ones_like(batch.positive_ids, tf.float32)
+        er_terms = [(positive_logits(self.recall_head), 1.0, ones)]
+        er_terms += [(logits[g], 0.0 if g == "C" else 1.0, weights[g]) for g in spaces]
+        exposure_logits = {g: head_logits(self.exposure_head, g) for g in ("A", "B") if g in spaces}
+        re_terms = [(positive_logits(self.exposure_head), 1.0, ones)]
+        re_terms += [(exposure_logits[g], float(g == "A"), weights[g]) for g in exposure_logits]
+        ipw = {}
+        for group in ("A", "B"):
+            if group in groups:
+                ipw[group] = ipw_weights(
+                    tf.sigmoid(logits[group]),
+                    tf.sigmoid(exposure_logits[group]) if group == "A" else None,
+                    self._max_weight,
+                    masks[group] > 0,
+                    self._self_normalize,
+                )
+        return _weighted_bce(er_terms), _weighted_bce(re_terms), ipw
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            **super().get_config(),
+            "hidden_units": self._hidden_units,
+            "max_weight": self._max_weight,
+            "self_normalize": self._self_normalize,
+            "head_negatives": self._head_negatives,
+            "seed": self._seed,
+            "item_exposure": (
+                tf.keras.utils.serialize_keras_object(self.item_exposure)
+                if self.item_exposure is not None
+                else None
+            ),
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "PropensityNetwork":
+        config = dict(config)
+        if config.get("item_exposure") is not None:
+            config["item_exposure"] = tf.keras.utils.deserialize_keras_object(
+                config["item_exposure"]
+            )
+        return cls(**config)
