@@ -86,4 +86,5 @@ INDEX_DIR = "index"
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 SIGNATURE = "serving_default"
 EMBEDDING_OUTPUT = "embedding"
+INTENTIONS_OUTPUT = "intentions"  # Multi-CLRec exports: [batch, H, dim] beside the embedding
 MODEL_NAME = "query_tower"  # TF Serving's model name (k8s/serving/tf-serving-config.yaml)

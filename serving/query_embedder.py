@@ -51,12 +51,18 @@ def _text(values: np.ndarray) -> np.ndarray:
 
 
 class QueryEmbedder:
-    """Feature batch (`serving.query_features.feature_batch`) -> `[batch_size, dim]`."""
+    """Feature batch (`serving.query_features.feature_batch`) -> the signature's outputs:
+    "embedding" `[batch_size, dim]` and, for a Multi-CLRec export, "intentions"
+    `[batch_size, H, dim]`."""
 
     target = "base"
 
-    def embed(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+    def outputs(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError
+
+    def embed(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        """`[batch_size, dim]` the query embeddings alone."""
+        return self.outputs(batch)[OUTPUT]
 
     def close(self) -> None:
         """Releases connections; the embedder is not used afterwards."""
@@ -71,9 +77,9 @@ class SavedModelEmbedder(QueryEmbedder):
         self._model = tf.saved_model.load(saved_model_dir)
         self._signature = self._model.signatures[signature_name]
 
-    def embed(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+    def outputs(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         inputs = {name: tf.constant(np.asarray(v), dtype=tf.string) for name, v in batch.items()}
-        return self._signature(**inputs)[OUTPUT].numpy()
+        return {name: value.numpy() for name, value in self._signature(**inputs).items()}
 
 
 class GrpcEmbedder(QueryEmbedder):
@@ -89,7 +95,7 @@ class GrpcEmbedder(QueryEmbedder):
         self._channel = grpc.insecure_channel(address)
         self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
 
-    def embed(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+    def outputs(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         request = predict_request(batch, self._model_name, self._version)
         try:
             response = self._stub.Predict(request, timeout=self._timeout_s)
@@ -98,7 +104,10 @@ class GrpcEmbedder(QueryEmbedder):
                 f"TF Serving {self._address} {self._model_name}/{self._version}: "
                 f"{e.code().name}: {e.details()}"
             ) from e
-        return tf.make_ndarray(response.outputs[OUTPUT]).astype(np.float32)
+        return {
+            name: tf.make_ndarray(tensor).astype(np.float32)
+            for name, tensor in response.outputs.items()
+        }
 
     def close(self) -> None:
         self._channel.close()
@@ -113,7 +122,7 @@ class RestEmbedder(QueryEmbedder):
         self._url = f"{base_url.rstrip('/')}/v1/models/{model_name}/versions/{version}:predict"
         self._timeout_s = timeout_s
 
-    def embed(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+    def outputs(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         inputs = {name: _text(np.asarray(v)).tolist() for name, v in batch.items()}
         body = json.dumps({"signature_name": SIGNATURE, "inputs": inputs}).encode()
         request = urllib.request.Request(
@@ -127,9 +136,9 @@ class RestEmbedder(QueryEmbedder):
         except (urllib.error.URLError, OSError, KeyError, ValueError) as e:
             raise EmbedderError(f"TF Serving {self._url}: {e}") from e
         # One named output: TF Serving drops the name and sends the list itself.
-        if isinstance(outputs, dict):
-            outputs = outputs[OUTPUT]
-        return np.asarray(outputs, dtype=np.float32)
+        if not isinstance(outputs, dict):
+            outputs = {OUTPUT: outputs}
+        return {name: np.asarray(value, dtype=np.float32) for name, value in outputs.items()}
 
 
 def make_embedder(

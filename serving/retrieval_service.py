@@ -20,6 +20,7 @@ from serving.export_version import (
     latest_version,
     load_export_version,
 )
+from serving.intention_search import search_outputs
 from serving.query_embedder import EmbedderError, QueryEmbedder, make_embedder
 from serving.query_features import feature_batch
 from serving.service_config import ServiceConfig
@@ -173,13 +174,14 @@ class RetrievalService:
             for q in request.queries
         ]
         try:
-            queries = state.embedder.embed(feature_batch(users, export.input_names))
+            outputs = state.embedder.outputs(feature_batch(users, export.input_names))
         except EmbedderError as e:
             raise RequestError(503, str(e)) from e
         row = export.row
         exclude = [[row[i] for i in q.exclude if i in row] for q in request.queries]
-        k = request.k
-        indices, scores = export.index.search(queries, k, exclude)
+        indices, scores, origin = search_outputs(
+            export.index, outputs, request.k, exclude, self._config.intentions
+        )
         ids = export.item_ids
         return {
             "model_version": export.version,
@@ -188,7 +190,8 @@ class RetrievalService:
                     "user_id": query.user_id,
                     "items": [
                         {"item_id": ids[i], "score": float(s)}
-                        for i, s in zip(indices[r], scores[r], strict=True)
+                        | ({"intention": int(origin[r, j])} if origin is not None else {})
+                        for j, (i, s) in enumerate(zip(indices[r], scores[r], strict=True))
                         if i >= 0
                     ],
                 }

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from serving.export_version import load_export_version
+from serving.intention_search import search_outputs
 from serving.query_embedder import SavedModelEmbedder
 from serving.query_features import feature_batch
 
@@ -40,14 +41,23 @@ class Retriever:
         return self._embedder.embed(feature_batch(users, self._export.input_names))
 
     def retrieve(
-        self, user: dict[str, Any], k: int = 10, exclude: Sequence[str] = ()
+        self,
+        user: dict[str, Any],
+        k: int = 10,
+        exclude: Sequence[str] = (),
+        intentions: bool = True,
     ) -> list[tuple[str, float]]:
-        """The `k` best (item id, score) pairs for one user, never an excluded item."""
+        """The `k` best (item id, score) pairs for one user, never an excluded item.
+
+        A Multi-CLRec export's intention vectors are searched too and merged with the
+        main list (`serving.intention_search`) unless `intentions` is False.
+        """
         excluded = [self._row[i] for i in exclude if i in self._row]
         k = min(k, len(self.item_ids) - len(set(excluded)))
         if k <= 0:
             return []
-        indices, scores = self._export.index.search(self.embed([user]), k, [excluded])
+        outputs = self._embedder.outputs(feature_batch([user], self._export.input_names))
+        indices, scores, _ = search_outputs(self._export.index, outputs, k, [excluded], intentions)
         return [
             (self.item_ids[i], float(s))
             for i, s in zip(indices[0], scores[0], strict=True)

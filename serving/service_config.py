@@ -21,6 +21,11 @@ class ServiceConfig(Settings):
     version: int | None = setting(
         None, "serve this export version only (default: follow the latest, hot-reloaded)", min=1
     )
+    intentions: bool = setting(
+        True,
+        "Multi-CLRec exports: merge the top-k of every intention vector with the main "
+        "embedding's (round robin, docs/serving.md); off = the embedding alone",
+    )
     max_k: int = setting(1000, "largest k a request may ask for", min=1)
     max_batch: int = setting(256, "most queries in one request", min=1)
     max_list: int = setting(

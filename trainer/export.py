@@ -1,7 +1,8 @@
 """`twotower export`: a trained run -> `export/` for serving.
 
   export/query_tower/<v>/          SavedModel, `serving_default`: raw user features ->
-                                   {"embedding": [batch_size, dim]}, standard ops only,
+                                   {"embedding": [batch_size, dim]} (and "intentions":
+                                   [batch_size, H, dim] for Multi-CLRec), standard ops only,
                                    warm-up requests in assets.extra/ (TF Serving's base path)
   export/items/<v>/                item_embeddings.npy, item_ids.txt, index/ (ScaNN or
                                    brute force), manifest.json
@@ -63,21 +64,20 @@ class ItemIndexBuilder(Protocol):
     def load(self, directory: str) -> ItemIndex: ...
 
 
-def _versions(base: str) -> list[int]:
-    if not os.path.isdir(base):
-        return []
-    return sorted(int(name) for name in os.listdir(base) if name.isdigit())
-
-
 def query_signature(model: TwoTowerModel) -> tf.types.experimental.ConcreteFunction:
-    """The `serving_default` function: a dict of raw string features -> embedding."""
+    """The `serving_default` function: a dict of raw string features -> {"embedding":
+    `[batch, dim]`} and, for a Multi-CLRec model, "intentions": `[batch, H, dim]`."""
     specs = {contracts.USER_ID: tf.TensorSpec([None], tf.string, name=contracts.USER_ID)}
     for name in model.query_tower.feature_names[1:]:
         specs[name] = tf.TensorSpec([None, None], tf.string, name=name)
 
     @tf.function(input_signature=[specs])
     def serve(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        return {contracts.EMBEDDING_OUTPUT: model.query_embeddings(features)}
+        embeddings = model.query_embeddings(features)
+        outputs = {contracts.EMBEDDING_OUTPUT: embeddings}
+        if model.intentions:  # Multi-CLRec: also the H intention vectors
+            outputs[contracts.INTENTIONS_OUTPUT] = model.intention_vectors(embeddings)
+        return outputs
 
     return serve.get_concrete_function()
 
@@ -100,8 +100,13 @@ def _validate(
     users = {name: v[: options.validation_users] for name, v in features.items()}
     as_tensors = {name: tf.constant(v, dtype=tf.string) for name, v in users.items()}
     trained = model.query_embeddings(as_tensors).numpy()
-    served = reloaded(**as_tensors)[contracts.EMBEDDING_OUTPUT].numpy()
+    outputs = reloaded(**as_tensors)
+    served = outputs[contracts.EMBEDDING_OUTPUT].numpy()
     query_diff = float(np.max(np.abs(trained - served)))
+    if model.intentions:  # the intention vectors are query embeddings too
+        trained_h = model.intention_vectors(tf.constant(trained)).numpy()
+        served_h = outputs[contracts.INTENTIONS_OUTPUT].numpy()
+        query_diff = max(query_diff, float(np.max(np.abs(trained_h - served_h))))
     warmup = [
         reloaded(**{n: tf.make_ndarray(t) for n, t in r.inputs.items()})
         for r in read_warmup_requests(tower_dir)
@@ -236,6 +241,7 @@ def _stage(
     tower_dir = os.path.join(staging, contracts.QUERY_TOWER_DIR)
     module = tf.Module()
     module.query_tower = model.query_tower  # tracks only the query side's variables
+    module.intentions = model.intention_layers  # and Multi-CLRec's projections, if any
     signature = query_signature(model)
     tf.saved_model.save(module, tower_dir, signatures={contracts.SIGNATURE: signature})
     ops = assert_standard_ops(tower_dir)
@@ -278,7 +284,8 @@ def _stage(
                 name: {"dtype": "string", "shape": spec.shape.as_list()}
                 for name, spec in inputs.items()
             },
-            "output": {contracts.EMBEDDING_OUTPUT: [None, int(embeddings.shape[1])]},
+            "output": _outputs(model, int(embeddings.shape[1])),
+            "intentions": model.intentions,
             "ops": ops,
             "warmup": {"file": contracts.WARMUP_FILE, **warmup},
         },
@@ -287,6 +294,13 @@ def _stage(
         "retrieval_model": retrieval,
         "validation": validation,
     }
+
+
+def _outputs(model: TwoTowerModel, dim: int) -> dict[str, list[int | None]]:
+    outputs: dict[str, list[int | None]] = {contracts.EMBEDDING_OUTPUT: [None, dim]}
+    if model.intentions:
+        outputs[contracts.INTENTIONS_OUTPUT] = [None, model.intentions, dim]
+    return outputs
 
 
 def _publish(export_dir: str, staging: str, version: int, manifest: dict[str, Any]) -> None:
