@@ -4,6 +4,7 @@ OUTPUT/NAME.json with its keys and finite numbers (the docs' commands cannot rot
 import json
 import math
 
+import numpy as np
 import pytest
 
 from twotower import cli
@@ -31,7 +32,14 @@ def _run(tmp_path, name, *flags):
 
 
 def test_every_benchmark_is_tested_here():
-    assert set(BENCHMARKS) == {"pipeline", "uma2", "negatives", "distributed", "serving"}
+    assert set(BENCHMARKS) == {
+        "pipeline",
+        "uma2",
+        "negatives",
+        "distributed",
+        "serving",
+        "debias",
+    }
 
 
 def test_pipeline(tmp_path):
@@ -65,7 +73,13 @@ def test_training_grids(tmp_path, name):
     for cell in cells.values():
         assert len(cell["seeds"]) == 1
         summary = cell["summary"]
-        assert set(summary) == {"random_exposure", "logged", "examples_per_second"}
+        sets = {"random_exposure", "logged", "examples_per_second"}
+        if "propensities" in summary:  # cells with UMA²'s heads, checked against the truth
+            for values in summary["propensities"].values():
+                assert np.isfinite(values["mean"])
+            assert -1 <= summary["propensities"]["p1_spearman"]["mean"] <= 1
+            sets.add("propensities")
+        assert set(summary) == sets
         for values in summary["random_exposure"].values():
             assert values["std"] == 0.0  # one seed
     assert (tmp_path / f"{name}.png").stat().st_size > 0
@@ -75,6 +89,30 @@ def test_training_grids(tmp_path, name):
         assert set(cells) == {
             f"{s}/{t}" for s in BENCHMARKS["uma2"]().strategies for t in ("youtube_dnn", "dat")
         }
+        assert "propensities" in cells["UMA2/youtube_dnn"]["summary"]
+
+
+def test_debias(tmp_path):
+    result = _run(tmp_path, "debias")
+    quick = BENCHMARKS["debias"].QUICK
+    assert set(result["worlds"]) == set(quick["worlds"])
+    for cells in result["worlds"].values():
+        # a Multi-CLRec recipe is also scored on its merged intention lists
+        assert set(cells) == set(quick["recipes"]) | {"multi_clrec+merge"}
+        for cell in cells.values():
+            assert 0 < cell["share"]["mean"] < 1.5 and cell["share"]["std"] == 0.0  # one seed
+            assert cell["popularity_index"]["mean"] >= 0 and cell["diversity"]["mean"] > 0
+    overall = result["overall"]
+    for recipe, row in overall.items():
+        shares = [result["worlds"][w][recipe]["share"]["mean"] for w in quick["worlds"]]
+        assert row["mean_share"] == pytest.approx(sum(shares) / len(shares))
+        assert row["worst_share"] == min(shares)
+    assert "mean share" in result["table"] and (tmp_path / "debias.png").stat().st_size > 0
+    heads = result["propensities"]["uma2"]  # UMA²'s heads against the simulator's truth
+    assert set(heads) == set(quick["worlds"])
+    for values in heads.values():
+        assert -1 <= values["p1_spearman"]["mean"] <= 1 and values["p1_mean_ratio"]["mean"] > 0
+    assert "p2_spearman" in result["propensity_table"]
 
 
 def test_distributed(tmp_path):

@@ -21,7 +21,11 @@ def variants(epochs: int, batch_size: int = 512) -> dict[str, list[str]]:
     """Name -> config overrides; every variant has the same towers and optimiser."""
     queue = f"negatives.queue_size={10 * batch_size}"
     grid = {
-        "tfrs_retrieval": ["negatives.loss=tfrs", "negatives.in_batch_correction=none"],
+        "tfrs_retrieval": [
+            "negatives.loss=tfrs",
+            "negatives.in_batch_correction=none",
+            "negatives.exposure_correction=none",
+        ],
         "in_batch_logq_streaming": ["negatives.in_batch_correction=streaming"],
         "in_batch_logq_static": [],
         "mixed_streaming+corpus": [

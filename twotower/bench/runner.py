@@ -18,7 +18,9 @@ from common.config import load_config
 from pipelines.preprocess import preprocess
 from simulator.config import SimulatorConfig
 from simulator.simulate import simulate
+from trainer.build import resolve_negatives
 from trainer.evaluate import evaluate_run
+from trainer.propensity_check import check_propensities
 from trainer.train import train
 from twotower.report import format_table
 
@@ -33,6 +35,7 @@ class BenchDataset:
     directory: str
     query_sets: tuple[str, ...]  # "logged" and/or "random_exposure"
     overrides: tuple[str, ...] = ()
+    simulator_dir: str = ""  # a simulated world's folder: its true propensities
 
 
 # "tiny": a world small enough for `--quick` runs (a few seconds to build and train on).
@@ -49,40 +52,57 @@ TINY_WORLD = SimulatorConfig(
 )
 
 
+def prepare_world(
+    work_dir: str, name: str, world: SimulatorConfig, log: Callable[[str], Any] = print
+) -> BenchDataset:
+    """Simulates `world` and preprocesses it (once; reused when present) under
+    `work_dir/name`: time split, logged and random-exposure query sets."""
+    folder = os.path.join(work_dir, name, "world")
+    directory = os.path.join(work_dir, name, "dataset")
+    overrides = ["data.source=simulator", f"data.input={folder}", "data.split=time"]
+    if not os.path.exists(os.path.join(directory, contracts.MANIFEST_FILE)):
+        log(f"simulating the {name} world -> {folder}")
+        simulate(world, folder)
+        _preprocess(name, directory, overrides, log)
+    return BenchDataset(name, directory, ("random_exposure", "logged"), simulator_dir=folder)
+
+
+def prepare_movielens(work_dir: str, log: Callable[[str], Any] = print) -> BenchDataset:
+    """MovieLens-100K, leave-last-click-out (logged clicks only), under `work_dir`."""
+    directory = os.path.join(work_dir, "movielens", "dataset")
+    if not os.path.exists(os.path.join(directory, contracts.MANIFEST_FILE)):
+        _preprocess("movielens", directory, ["data.source=movielens-100k"], log)
+    return BenchDataset("movielens", directory, ("logged",))
+
+
+def _preprocess(name: str, directory: str, overrides: list[str], log: Callable) -> None:
+    log(f"preprocessing {name} -> {directory}")
+    config = load_config(overrides=overrides)
+    preprocess(config, directory, beam_args=IN_MEMORY_BEAM, overwrite=True)
+
+
 def prepare_datasets(
     work_dir: str, names: Sequence[str], log: Callable[[str], Any] = print
 ) -> list[BenchDataset]:
-    """Builds (once; reused when present) the benchmark datasets under `work_dir`.
+    """The named benchmark datasets under `work_dir`, built once and then reused.
 
-    "simulator": the default simulated world, time split (logged + random exposure).
-    "tiny": `TINY_WORLD`, the same way.
-    "movielens": MovieLens-100K, leave-last-click-out (logged only).
+    "simulator": the default simulated world (`prepare_world`); "tiny": `TINY_WORLD`;
+    "movielens": MovieLens-100K (`prepare_movielens`).
     """
+    worlds = {"simulator": SimulatorConfig(), "tiny": TINY_WORLD}
     prepared = []
     for name in names:
-        directory = os.path.join(work_dir, name, "dataset")
-        if name in ("simulator", "tiny"):
-            world = os.path.join(work_dir, name, "world")
-            overrides = ["data.source=simulator", f"data.input={world}", "data.split=time"]
-            if not os.path.exists(os.path.join(directory, contracts.MANIFEST_FILE)):
-                log(f"simulating the {name} world -> {world}")
-                simulate(TINY_WORLD if name == "tiny" else SimulatorConfig(), world)
-            query_sets = ("random_exposure", "logged")
+        if name in worlds:
+            prepared.append(prepare_world(work_dir, name, worlds[name], log))
         elif name == "movielens":
-            overrides = ["data.source=movielens-100k"]
-            query_sets = ("logged",)
+            prepared.append(prepare_movielens(work_dir, log))
         else:
             raise ValueError(f"unknown benchmark dataset {name!r}: simulator, tiny or movielens")
-        if not os.path.exists(os.path.join(directory, contracts.MANIFEST_FILE)):
-            log(f"preprocessing {name} -> {directory}")
-            preprocess(
-                load_config(overrides=overrides),
-                directory,
-                beam_args=IN_MEMORY_BEAM,
-                overwrite=True,
-            )
-        prepared.append(BenchDataset(name, directory, query_sets))
     return prepared
+
+
+INTENTIONS = "intentions/"  # metric prefix of the merged intention lists
+PROPENSITIES = "propensities"  # a cell's "query set" of UMA² head checks (p1_spearman...)
 
 
 def run_cell(
@@ -94,14 +114,31 @@ def run_cell(
     run = train(config, dataset.directory, run_dir, verbose=0)
     seconds = time.perf_counter() - start
     result = evaluate_run(run_dir, write=False, plots=False)
-    sets = {"logged": result["methods"]["two_tower"]}
+    sets = {"logged": _two_tower(result["methods"])}
     if "random_exposure" in result:
-        sets["random_exposure"] = result["random_exposure"]["methods"]["two_tower"]
+        sets["random_exposure"] = _two_tower(result["random_exposure"]["methods"])
+    metrics = {name: sets[name] for name in dataset.query_sets if name in sets}
+    if dataset.simulator_dir and resolve_negatives(config)[1]:  # UMA²'s heads vs the truth
+        checked = check_propensities(run_dir, dataset.simulator_dir)
+        metrics[PROPENSITIES] = {
+            f"{head}_{name}": value
+            for head, values in checked.items()
+            for name, value in values.items()
+            if name != "pairs"
+        }
     return {
-        "metrics": {name: sets[name] for name in dataset.query_sets if name in sets},
+        "metrics": metrics,
         "examples_per_second": float(np.mean(run["history"]["examples_per_second"])),
         "train_seconds": seconds,
     }
+
+
+def _two_tower(methods: dict[str, Any]) -> dict[str, float]:
+    """The model's metrics; a Multi-CLRec model's merged lists' too, as "intentions/..."."""
+    metrics = dict(methods["two_tower"])
+    for name, value in methods.get("two_tower_intentions", {}).items():
+        metrics[f"{INTENTIONS}{name}"] = value
+    return metrics
 
 
 def summarize(cells: list[dict[str, Any]]) -> dict[str, Any]:
@@ -180,7 +217,7 @@ def query_panels(results: dict[str, Any]) -> list[tuple[str, str]]:
         (dataset, query_set)
         for dataset, by_variant in results.items()
         for query_set in next(iter(by_variant.values()))["summary"]
-        if query_set != "examples_per_second"
+        if query_set not in ("examples_per_second", PROPENSITIES)
     ]
 
 

@@ -93,7 +93,11 @@ def _index_latency(
 
 
 class _SyntheticModel:
-    """What `write_export` needs of a model: a query tower and its embeddings."""
+    """What `write_export` needs of a model: a query tower and its embeddings (and no
+    Multi-CLRec intention vectors)."""
+
+    intentions = 0
+    intention_layers: list = []
 
     def __init__(self, query_tower: Any):
         self.query_tower = query_tower

@@ -136,10 +136,35 @@ class ServingBench(Settings):
     index: IndexConfig = dataclasses.field(default_factory=lambda: IndexConfig(kind="scann"))
 
 
+@dataclasses.dataclass(frozen=True)
+class DebiasBench(Settings):
+    """`twotower bench debias`: every recipe on every simulated world, judged by its
+    random-exposure Recall@100 as a share of the oracle's (docs/negatives.md)."""
+
+    QUICK: ClassVar[dict[str, Any]] = {
+        "worlds": ["default", "popularity-trap"],
+        "recipes": ["default", "uma2", "multi_clrec"],
+        "seeds": [1],
+        "epochs": 1,
+        "world_scale": 0.2,
+        "movielens": False,
+    }
+
+    worlds: list[str] = setting([], "simulator presets to train on; [] = all (docs/simulator.md)")
+    recipes: list[str] = setting([], "recipes to train (docs/negatives.md); [] = all")
+    seeds: list[int] = setting([1, 2, 3], "training seeds; results are mean ± std over them")
+    epochs: int = setting(8, "epochs per run", min=1)
+    world_scale: float = setting(
+        1.0, "users and items of every world, times the preset's (0.2 for a quick look)", min=0.05
+    )
+    movielens: bool = setting(True, "also train every recipe on MovieLens-100K (HR@50, HR@100)")
+
+
 BENCHMARKS: dict[str, type] = {
     "pipeline": PipelineBench,
     "uma2": Uma2Bench,
     "negatives": NegativesBench,
     "distributed": DistributedBench,
     "serving": ServingBench,
+    "debias": DebiasBench,
 }
