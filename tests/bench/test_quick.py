@@ -126,3 +126,6 @@ def test_distributed(tmp_path):
 def test_a_bad_flag_names_it(tmp_path, capsys):
     assert cli.main(["bench", "uma2", "--output", str(tmp_path), "--towers=cnn"]) == 1
     assert "--towers: ['cnn'] not among youtube_dnn, dat" in capsys.readouterr().err
+    assert cli.main(["bench", "debias", "--output", str(tmp_path), "--recipes=defualt"]) == 1
+    assert "--recipes: ['defualt'] not among default, exposure_full" in capsys.readouterr().err
+    assert not (tmp_path / "debias").exists()  # refused before any work

@@ -10,6 +10,8 @@ from typing import Any, ClassVar
 
 from common.settings import ConfigError, Settings, setting
 from serving.index_config import IndexConfig
+from simulator.config import PRESETS
+from twotower.bench.recipes import RECIPES
 
 TRAINING_DATASETS = ("simulator", "movielens", "tiny")
 UMA2_STRATEGIES = ("SS-A", "SS-AB", "SS-ABC-random", "SS-ABC-fixed", "UMA2")
@@ -150,14 +152,24 @@ class DebiasBench(Settings):
         "movielens": False,
     }
 
-    worlds: list[str] = setting([], "simulator presets to train on; [] = all (docs/simulator.md)")
-    recipes: list[str] = setting([], "recipes to train (docs/negatives.md); [] = all")
+    worlds: list[str] = setting(
+        [], f"simulator presets to train on, of {', '.join(PRESETS)}; [] = all (docs/simulator.md)"
+    )
+    recipes: list[str] = setting(
+        [], f"recipes to train, of {', '.join(RECIPES)}; [] = all (docs/negatives.md)"
+    )
     seeds: list[int] = setting([1, 2, 3], "training seeds; results are mean ± std over them")
     epochs: int = setting(8, "epochs per run", min=1)
     world_scale: float = setting(
         1.0, "users and items of every world, times the preset's (0.2 for a quick look)", min=0.05
     )
     movielens: bool = setting(True, "also train every recipe on MovieLens-100K (HR@50, HR@100)")
+
+    def check(self) -> None:
+        if self.worlds:
+            _check_names(self.worlds, tuple(PRESETS), "worlds")
+        if self.recipes:
+            _check_names(self.recipes, tuple(RECIPES), "recipes")
 
 
 BENCHMARKS: dict[str, type] = {
