@@ -207,6 +207,18 @@ class Uma2Config(Settings):
     lambda_re: float = _field(1.0, "weight of the Recall->Exposure propensity loss", min=0)
     max_weight: float = _field(20.0, "IPW weights are clipped to [1, max_weight]", min=1)
     self_normalize: bool = _field(False, "divide IPW weights by their batch mean")
+    weigh_positives: bool = _field(
+        True,
+        "also weight each click by 1/(p1·p2) of its own (user, item) in the BCE loss "
+        "(inverse-propensity scoring of both classes); false = the paper's negatives-only "
+        "weights, which push down items the legacy system rarely shows (docs/uma2.md)",
+    )
+    heads_train_towers: bool = _field(
+        False,
+        "let the propensity heads' losses train the towers' embeddings too (the paper's "
+        "shared embeddings); false: the heads read them without gradient, so the towers "
+        "do not learn to predict the legacy system's exposure (docs/uma2.md)",
+    )
     head_units: list[int] = _field([64], "hidden layer sizes of each propensity head")
     head_negatives: int = _field(
         16,

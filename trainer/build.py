@@ -175,6 +175,10 @@ def build_model(config: Config, dataset: Dataset) -> TwoTowerModel:
     )
     tfrs_logq = negatives.loss == "tfrs" and negatives.in_batch_correction == "static"
     uma2 = config.uma2
+    # item_exposure.tsv, read once for the exposure correction and the UMA² heads; the
+    # correction requires it (a clear error for an old dataset), the heads use it if there.
+    correct = negatives.exposure_correction != "none"
+    counts = dataset.item_exposure() if correct or dataset.has_item_exposure() else None
     return TwoTowerModel(
         query,
         candidate,
@@ -199,39 +203,40 @@ def build_model(config: Config, dataset: Dataset) -> TwoTowerModel:
             "RE": uma2.lambda_re,
         },
         propensity_network=(
-            _propensity_network(uma2, dataset, config.training.seed) if propensity else None
+            _propensity_network(uma2, counts, config.training.seed) if propensity else None
         ),
         mimic_weight=model.mimic_weight if model.tower == "dat" else 0.0,
-        exposure=_exposure(negatives, dataset),
+        exposure=_exposure(negatives, counts) if correct else None,
     )
 
 
-def _propensity_network(uma2: Uma2Config, dataset: Dataset, seed: int) -> PropensityNetwork:
+ExposureCounts = tuple[list[str], list[int], int]  # Dataset.item_exposure()
+
+
+def _propensity_network(
+    uma2: Uma2Config, counts: ExposureCounts | None, seed: int
+) -> PropensityNetwork:
     """UMA²'s heads; they also see each item's logged exposure rate where the dataset
     counted exposures (what the legacy recall and ranker follow, beside the embeddings)."""
     exposure = None
-    if dataset.has_item_exposure():
-        items, exposures, requests = dataset.item_exposure()
-        exposure = ExposurePropensity(items, exposures, requests, name="item_exposure")
+    if counts is not None:
+        exposure = ExposurePropensity(*counts, name="item_exposure")
     return PropensityNetwork(
         uma2.head_units,
         uma2.max_weight,
         uma2.self_normalize,
         uma2.head_negatives,
+        weigh_positives=uma2.weigh_positives,
+        train_towers=uma2.heads_train_towers,
         seed=seed,
         item_exposure=exposure,
         name="propensity_network",
     )
 
 
-def _exposure(negatives: NegativesConfig, dataset: Dataset) -> ExposurePropensity | None:
-    if negatives.exposure_correction == "none":
-        return None
-    items, exposures, requests = dataset.item_exposure()
+def _exposure(negatives: NegativesConfig, counts: ExposureCounts) -> ExposurePropensity:
     return ExposurePropensity(
-        items,
-        exposures,
-        requests,
+        *counts,
         negatives.exposure_smoothing,
         negatives.exposure_strength,
         name="exposure",

@@ -7,6 +7,7 @@ from typing import Any
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from common.contracts import NUM_SPACE_A, NUM_SPACE_B
 from trainer import losses
 from trainer.exposure import ExposurePropensity
 from trainer.negatives.candidates import Batch, Candidates
@@ -18,6 +19,8 @@ from trainer.towers import CandidateTower, QueryTower
 
 LOSSES = ("softmax", "bce", "tfrs")
 _EPSILON = 1e-12
+# The example feature holding the size of each UMA² space a logged negative comes from.
+_SPACE_SIZES = {"A": NUM_SPACE_A, "B": NUM_SPACE_B}
 
 
 @tf.keras.utils.register_keras_serializable(package="twotower")
@@ -169,14 +172,19 @@ class TwoTowerModel(tfrs.Model):
                 candidate.log_q = log_q(candidate.ids)
         return log_q(batch.positive_ids)
 
-    def _propensity_loss(self, batch: Batch, groups: dict[str, Candidates]) -> tf.Tensor:
+    def _propensity_loss(
+        self, batch: Batch, groups: dict[str, Candidates]
+    ) -> tuple[tf.Tensor, tf.Tensor | None]:
         """Trains both heads (`PropensityNetwork`) and sets the IPW weights of the Space A
-        and B negatives."""
+        and B negatives; returns (the heads' loss, the clicks' weights or None)."""
         masks = {
             g: losses.candidate_mask(batch.positive_ids, c, self._remove_accidental_hits)
             for g, c in groups.items()
         }
         loss_er, loss_re, weights = self.propensity_network(batch, groups, masks)
+        positive_weight = weights.pop("positive", None)
+        if positive_weight is not None:
+            self._track("ipw_positive_mean", tf.reduce_mean(positive_weight))
         for group, group_weights in weights.items():
             groups[group].weight = group_weights
             valid = tf.boolean_mask(group_weights, masks[group])
@@ -185,7 +193,17 @@ class TwoTowerModel(tfrs.Model):
             tf.summary.histogram(f"ipw/{group}", valid, step=self._train_counter)
         self._track("loss_er", loss_er)
         self._track("loss_re", loss_re)
-        return self._lambdas.get("ER", 1.0) * loss_er + self._lambdas.get("RE", 1.0) * loss_re
+        loss = self._lambdas.get("ER", 1.0) * loss_er + self._lambdas.get("RE", 1.0) * loss_re
+        return loss, positive_weight
+
+    def _share_denominator(self, batch: Batch, candidates: list[Candidates]) -> None:
+        """`losses.share_denominator` with the spaces' sizes this batch's rows carry."""
+        groups = {c.group for c in candidates} & set(_SPACE_SIZES)
+        if groups:
+            sizes = {g: batch.features[_SPACE_SIZES[g]] for g in groups}
+            losses.share_denominator(
+                batch.positive_ids, candidates, sizes, self._remove_accidental_hits
+            )
 
     def _mimic_loss(self, features: dict[str, tf.Tensor], batch: Batch) -> tf.Tensor:
         """DAT's adaptive-mimic loss: augmented vectors chase the other side's embedding."""
@@ -224,10 +242,13 @@ class TwoTowerModel(tfrs.Model):
             for candidate in candidates:
                 candidate.log_propensity = self.exposure(candidate.ids)
         total = tf.constant(0.0)
+        positive_weight = None  # the clicks' IPW weights (uma2.weigh_positives)
         if self.propensity_network is not None:
             groups = {c.group: c for c in candidates if c.group in ("A", "B", "C")}
-            total += self._propensity_loss(batch, groups)
+            propensity_loss, positive_weight = self._propensity_loss(batch, groups)
+            total += propensity_loss
         if self._loss == "softmax":
+            self._share_denominator(batch, candidates)
             main = tf.reduce_sum(
                 losses.softmax_loss(
                     query,
@@ -250,6 +271,7 @@ class TwoTowerModel(tfrs.Model):
                 self._temperature,
                 self._remove_accidental_hits,
                 positive_log_propensity,
+                positive_weight,
             )
             for name, term in terms.items():
                 self._track(f"loss_{name}", tf.reduce_sum(term))

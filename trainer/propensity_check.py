@@ -11,6 +11,7 @@ MIN_RECALLS times, where its own exposure share is measured well enough to compa
 from typing import Any
 
 import numpy as np
+import tensorflow as tf
 
 from trainer.evaluate import item_embeddings, simulated_user_features, train_click_history
 from trainer.ground_truth import load_ground_truth, load_propensities
@@ -59,7 +60,6 @@ def check_propensities(
     users = [row["user_id"] for row in rows]
     history = train_click_history(dataset)
     features = simulated_user_features(users, truth, history, config.data.history_length)
-    import tensorflow as tf  # noqa: PLC0415
 
     inputs = {
         name: tf.constant(features[name].tolist(), dtype=tf.string)

@@ -22,12 +22,19 @@ weights are normalised to the number of sampled terms, so the loss keeps the sca
 unweighted one. When the loss has no Space C source, the ER head draws `head_negatives`
 catalog items of its own, shared by the batch.
 
+The heads read the towers' embeddings but, unless `train_towers`, do not train them: what
+predicts the legacy system's recall and exposure is the popularity and exposure bias the
+retrieval embedding must not learn (the bench measured what sharing costs, docs/uma2.md).
+
 Beside the two embeddings, each head sees the item's logged exposure rate (log of its
 training exposures per request, `trainer.exposure`) where the dataset counted exposures:
 the legacy recall and ranker lean on popularity, which a debiased item embedding is
 trained not to carry.
 
 IPW: a Space B negative is weighted 1/p1, Space A 1/(p1·p2), clipped to [1, max_weight].
+With `weigh_positives` the click is weighted too, by 1/(p1·p2) of its own pair: a click is
+only seen where the legacy system showed the item, just as an A negative is, and weighting
+one class alone tilts the loss against every item it rarely shows (by log 1/p).
 """
 
 from collections.abc import Sequence
@@ -65,6 +72,9 @@ class PropensityNetwork(tf.keras.layers.Layer):
       head_negatives: catalog items the ER head draws when the loss has no Space C.
       seed: seed of those draws.
       item_exposure: the items' logged exposure rates, a head input; None: embeddings only.
+      weigh_positives: also return the clicks' IPW weights (key "positive").
+      train_towers: let the heads' losses reach the towers' embeddings; False: the heads
+        read them without gradient.
     """
 
     def __init__(
@@ -75,9 +85,13 @@ class PropensityNetwork(tf.keras.layers.Layer):
         head_negatives: int = 16,
         seed: int = 0,
         item_exposure: ExposurePropensity | None = None,
+        weigh_positives: bool = False,
+        train_towers: bool = False,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
+        self._weigh_positives = weigh_positives
+        self._train_towers = train_towers
         self.item_exposure = item_exposure
         self._hidden_units = list(hidden_units)
         self._max_weight = max_weight
@@ -104,6 +118,8 @@ class PropensityNetwork(tf.keras.layers.Layer):
     def _logits(
         self, head: PropensityHead, users: tf.Tensor, items: tf.Tensor, item_ids: tf.Tensor
     ) -> tf.Tensor:
+        if not self._train_towers:
+            users, items = tf.stop_gradient(users), tf.stop_gradient(items)
         return head(users, items, self._features(item_ids))
 
     def probabilities(
@@ -138,7 +154,8 @@ class PropensityNetwork(tf.keras.layers.Layer):
           masks: `[batch, n]` (or `[batch, 1, n]`-broadcastable) valid slots per group.
 
         Returns:
-          (loss_er, loss_re, {"A": weights, "B": weights} for the groups present).
+          (loss_er, loss_re, {"A": weights, "B": weights} for the groups present, and
+          "positive": `[batch]` the clicks' weights with `weigh_positives`).
         """
         users = batch.query[:, tf.newaxis, :]
         num_a = tf.cast(batch.features[NUM_SPACE_A], tf.float32)[:, tf.newaxis]
@@ -180,6 +197,14 @@ class PropensityNetwork(tf.keras.layers.Layer):
                     masks[group] > 0,
                     self._self_normalize,
                 )
+        if self._weigh_positives:
+            ipw["positive"] = ipw_weights(
+                tf.sigmoid(er_terms[0][0]),
+                tf.sigmoid(re_terms[0][0]),
+                self._max_weight,
+                tf.ones_like(batch.positive_ids, tf.bool),
+                self._self_normalize,
+            )
         return _weighted_bce(er_terms), _weighted_bce(re_terms), ipw
 
     def get_config(self) -> dict[str, Any]:
@@ -188,6 +213,8 @@ class PropensityNetwork(tf.keras.layers.Layer):
             "hidden_units": self._hidden_units,
             "max_weight": self._max_weight,
             "self_normalize": self._self_normalize,
+            "weigh_positives": self._weigh_positives,
+            "train_towers": self._train_towers,
             "head_negatives": self._head_negatives,
             "seed": self._seed,
             "item_exposure": (

@@ -1,7 +1,7 @@
 import numpy as np
 import tensorflow as tf
 
-from trainer.losses import bce_loss, candidate_mask, softmax_loss
+from trainer.losses import bce_loss, candidate_mask, share_denominator, softmax_loss
 from trainer.negatives.candidates import Candidates
 
 QUERY = tf.constant([[1.0, 0.0], [0.0, 2.0]])
@@ -116,3 +116,37 @@ def test_exposure_propensity_is_added_to_every_logit():
         ],
         rtol=1e-6,
     )
+
+
+def test_positive_weight_multiplies_the_click_term():
+    terms = bce_loss(QUERY, POSITIVE, POSITIVE_IDS, [], {}, positive_weight=tf.constant([1.0, 4.0]))
+    softplus_minus_2 = np.log1p(np.exp(-2.0))
+    np.testing.assert_allclose(terms["positive"].numpy(), [softplus_minus_2, 4 * softplus_minus_2])
+
+
+def test_share_denominator_averages_the_logged_and_the_sampled_estimates():
+    in_batch = _shared(["p", "q", "n"], [[0.0, 0.0]] * 3, exclude_diagonal=True)
+    # Space A: row 0 keeps one item (IPW 2) of a space of 10; row 1's slot is padding.
+    space_a = Candidates(
+        "a",
+        "A",
+        tf.constant([["a1"], [""]]),
+        tf.zeros([2, 1, 2]),
+        weight=tf.constant([[2.0], [0.0]]),
+        valid=tf.constant([[True], [False]]),
+    )
+    share_denominator(POSITIVE_IDS, [in_batch, space_a], {"A": tf.constant([10, 7])})
+    # row 0: 3 other columns + 1 kept -> λ_A = 1/4; the A item stands for 10 / (1 · 1/2)
+    # items, weighted 1/4: 2 · 10 / 4 = 5; the in-batch columns 3/4. Row 1 keeps none.
+    np.testing.assert_allclose(space_a.weight.numpy(), [[5.0], [0.0]])
+    np.testing.assert_allclose(in_batch.weight.numpy(), [[0.75], [1.0]])
+    loss = softmax_loss(QUERY, POSITIVE, POSITIVE_IDS, None, [in_batch, space_a])
+    # row 0: positive 2; in-batch "q", "n" score 0 (weight 3/4); "a1" scores 0 (weight 5).
+    expected_row_0 = np.log(np.exp(2) + 2 * 0.75 + 5) - 2
+    np.testing.assert_allclose(loss.numpy()[0], expected_row_0, rtol=1e-6)
+
+
+def test_share_denominator_leaves_sources_alone_without_logged_spaces():
+    in_batch = _shared(["p", "q"], [[0.0, 0.0]] * 2)
+    share_denominator(POSITIVE_IDS, [in_batch], {"A": tf.constant([3, 3])})
+    assert in_batch.weight is None

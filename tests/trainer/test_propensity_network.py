@@ -134,12 +134,41 @@ def test_ipw_weights_follow_the_calibrated_propensities(trained):
     assert set(weights) == {"A", "B"}
 
 
+def test_weigh_positives_weights_each_click_by_its_own_propensity(trained):
+    rows = _rows(64, np.random.default_rng(2))
+    batch, groups, masks = _batch(rows)
+    network = PropensityNetwork([32], weigh_positives=True)
+    network(batch, groups, masks)
+    network.set_weights(trained.get_weights())
+    _, _, weights = network(batch, groups, masks)
+    p1, p2 = trained.probabilities(batch.query, batch.positive, batch.positive_ids)
+    expected = np.clip(1 / (p1.numpy() * p2.numpy()), 1, 20)
+    np.testing.assert_allclose(weights["positive"].numpy(), expected, rtol=1e-4)
+    assert set(weights) == {"A", "B", "positive"}
+    assert network.get_config()["weigh_positives"] is True
+
+
 def test_without_space_c_the_head_draws_its_own(trained):
     rows = _rows(8, np.random.default_rng(3))
     batch, groups, masks = _batch(rows)
     del groups["C"], masks["C"]
     loss_er, loss_re, weights = trained(batch, groups, masks)
     assert np.isfinite(loss_er.numpy()) and loss_er.numpy() > 0 and set(weights) == {"A", "B"}
+
+
+@pytest.mark.parametrize("train_towers", [False, True])
+def test_the_heads_reach_the_towers_only_when_asked(train_towers):
+    rows = _rows(16, np.random.default_rng(4))
+    batch, groups, masks = _batch(rows)
+    network = PropensityNetwork([8], train_towers=train_towers)
+    query = tf.Variable(batch.query)
+    with tf.GradientTape() as tape:
+        batch.query = tf.identity(query)
+        loss_er, loss_re, _ = network(batch, groups, masks)
+        loss = loss_er + loss_re
+    gradient = tape.gradient(loss, query)
+    assert (gradient is not None) == train_towers
+    assert network.get_config()["train_towers"] is train_towers
 
 
 def test_config_round_trip():

@@ -53,7 +53,8 @@ class Candidates:
         this source's proposal, subtracted from its logit (logQ correction); None = none.
       log_propensity: same shape as ids or None: log of the item's exposure propensity,
         added to its logit while training (`trainer.exposure`); None = none.
-      weight: same shape as ids or None: importance weight of each negative (IPW).
+      weight: same shape as ids (or `[batch_size, 1]`, one per row) or None: importance
+        weight of each negative (IPW; `losses.share_denominator`).
       valid: same shape as ids or None: False for slots that are not real candidates.
       exclude_diagonal: shared candidates whose row i is batch row i's own positive
         (in-batch negatives), masked for that row.
