@@ -203,7 +203,9 @@ def build_model(config: Config, dataset: Dataset) -> TwoTowerModel:
             "RE": uma2.lambda_re,
         },
         propensity_network=(
-            _propensity_network(uma2, counts, config.training.seed) if propensity else None
+            _propensity_network(uma2, counts, config.training.seed, negatives.loss == "bce")
+            if propensity
+            else None
         ),
         mimic_weight=model.mimic_weight if model.tower == "dat" else 0.0,
         exposure=_exposure(negatives, counts) if correct else None,
@@ -214,10 +216,11 @@ ExposureCounts = tuple[list[str], list[int], int]  # Dataset.item_exposure()
 
 
 def _propensity_network(
-    uma2: Uma2Config, counts: ExposureCounts | None, seed: int
+    uma2: Uma2Config, counts: ExposureCounts | None, seed: int, bce: bool
 ) -> PropensityNetwork:
     """UMA²'s heads; they also see each item's logged exposure rate where the dataset
-    counted exposures (what the legacy recall and ranker follow, beside the embeddings)."""
+    counted exposures (what the legacy recall and ranker follow, beside the embeddings).
+    Clicks get weights only in the BCE loss (a softmax's positive has no weight)."""
     exposure = None
     if counts is not None:
         exposure = ExposurePropensity(*counts, name="item_exposure")
@@ -226,7 +229,7 @@ def _propensity_network(
         uma2.max_weight,
         uma2.self_normalize,
         uma2.head_negatives,
-        weigh_positives=uma2.weigh_positives,
+        weigh_positives=uma2.weigh_positives and bce,
         train_towers=uma2.heads_train_towers,
         seed=seed,
         item_exposure=exposure,

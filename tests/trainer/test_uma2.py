@@ -53,6 +53,16 @@ def test_uma2_trains_with_bounded_weights_and_both_heads(tiny_dataset):
         assert max(history[f"ipw_{group}_max"]) <= 7.0
     # The propensity losses fall as the heads learn who was recalled and exposed.
     assert np.mean(history["loss_er"][-2:]) < np.mean(history["loss_er"][:2])
+    # The clicks carry IPW weights too (uma2.weigh_positives, the default).
+    assert 1.0 <= min(history["ipw_positive_mean"]) <= max(history["ipw_positive_mean"]) <= 7.0
+
+
+def test_softmax_with_weighted_spaces_trains(tiny_dataset):
+    overrides = ["negatives.space_a=1", "negatives.space_b=4", "uma2.propensity=true"]
+    _, model, history = _train(tiny_dataset, overrides, 2)
+    assert [s.name for s in model.sources] == ["in_batch", "space_a", "space_b"]
+    assert np.isfinite(history["loss"]).all() and history["loss"][-1] < history["loss"][0]
+    assert "ipw_positive_mean" not in history  # a softmax has no click weight to apply
 
 
 def test_lambda_zero_removes_a_term(tiny_dataset):

@@ -66,6 +66,7 @@ class MomentumQueueNegatives(NegativeSource):
         self._indices = ItemQueue(size, mode="indices", name="indices")
         self._embeddings = ItemQueue(size, dim, mode="embeddings", name="embeddings")
         self._tower = None  # the momentum copy, made by `attach`
+        self._encoded = None  # this step's positives through it (`extra_loss`)
         self._step = tf.Variable(
             0, dtype=tf.int64, trainable=False, name="step", aggregation=_ONLY_FIRST
         )
@@ -126,12 +127,18 @@ class MomentumQueueNegatives(NegativeSource):
             self._move(gather_across_replicas(self._indices_of(batch)))
         queued, valid = self._embeddings.contents(0)
         indices, _ = self._indices.contents(0)
-        positive = tf.reduce_sum(batch.query * self._encode(batch.positive_ids), 1, keepdims=True)
+        encoded = self._encode(batch.positive_ids)
+        self._remember(encoded)  # what `update` enqueues: one momentum pass per step
+        positive = tf.reduce_sum(batch.query * encoded, 1, keepdims=True)
         logits = tf.matmul(batch.query, queued, transpose_b=True)
         own = tf.expand_dims(self._indices_of(batch), 1)
         mask = tf.logical_and(valid[tf.newaxis], tf.not_equal(indices[tf.newaxis], own))
         logits = tf.concat([positive, tf.where(mask, logits, _MASKED)], 1) / self._temperature
         return tf.reduce_sum(tf.reduce_logsumexp(logits, axis=1) - logits[:, 0])
+
+    @tf.__internal__.tracking.no_automatic_dependency_tracking
+    def _remember(self, encoded: tf.Tensor) -> None:
+        self._encoded = encoded
 
     def _move(self, indices: tf.Tensor) -> None:
         """Moves the momentum tower toward the trained one (see the module docstring)."""
@@ -154,8 +161,9 @@ class MomentumQueueNegatives(NegativeSource):
         return tf.cast(batch.item_index(batch.positive_ids), tf.int64)
 
     def update(self, batch: Batch) -> None:
-        """Enqueues the positives as the momentum tower (moved by `extra_loss`) sees them."""
-        self._embeddings.enqueue(gather_across_replicas(self._encode(batch.positive_ids)))
+        """Enqueues the positives as the momentum tower (moved by `extra_loss`) sees them:
+        the embeddings `extra_loss` computed in this step (the model calls both)."""
+        self._embeddings.enqueue(gather_across_replicas(self._encoded))
         self._indices.enqueue(gather_across_replicas(self._indices_of(batch)))
 
     def get_config(self) -> dict[str, Any]:
