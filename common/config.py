@@ -220,6 +220,12 @@ class Uma2Config(Settings):
         "do not learn to predict the legacy system's exposure (docs/uma2.md)",
     )
     head_units: list[int] = _field([64], "hidden layer sizes of each propensity head")
+    head_item_dim: int = _field(
+        8,
+        "size of the heads' own item-id embedding (hashed into 2x the catalog's buckets), "
+        "trained by the heads alone: what the legacy system learned about each item; 0: none",
+        min=0,
+    )
     head_negatives: int = _field(
         16,
         "catalog items the Entire->Recall head draws per step (shared by the batch) when "

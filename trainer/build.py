@@ -203,7 +203,9 @@ def build_model(config: Config, dataset: Dataset) -> TwoTowerModel:
             "RE": uma2.lambda_re,
         },
         propensity_network=(
-            _propensity_network(uma2, counts, config.training.seed, negatives.loss == "bce")
+            _propensity_network(
+                uma2, counts, config.training.seed, negatives.loss == "bce", len(dataset.item_ids)
+            )
             if propensity
             else None
         ),
@@ -216,7 +218,7 @@ ExposureCounts = tuple[list[str], list[int], int]  # Dataset.item_exposure()
 
 
 def _propensity_network(
-    uma2: Uma2Config, counts: ExposureCounts | None, seed: int, bce: bool
+    uma2: Uma2Config, counts: ExposureCounts | None, seed: int, bce: bool, num_items: int
 ) -> PropensityNetwork:
     """UMA²'s heads; they also see each item's logged exposure rate where the dataset
     counted exposures (what the legacy recall and ranker follow, beside the embeddings).
@@ -231,6 +233,8 @@ def _propensity_network(
         uma2.head_negatives,
         weigh_positives=uma2.weigh_positives and bce,
         train_towers=uma2.heads_train_towers,
+        item_buckets=2 * num_items,
+        item_dim=uma2.head_item_dim,
         seed=seed,
         item_exposure=exposure,
         name="propensity_network",

@@ -75,6 +75,8 @@ class PropensityNetwork(tf.keras.layers.Layer):
       weigh_positives: also return the clicks' IPW weights (key "positive").
       train_towers: let the heads' losses reach the towers' embeddings; False: the heads
         read them without gradient.
+      item_buckets: hash buckets of the heads' own item-id embedding (0: none).
+      item_dim: its size.
     """
 
     def __init__(
@@ -87,9 +89,20 @@ class PropensityNetwork(tf.keras.layers.Layer):
         item_exposure: ExposurePropensity | None = None,
         weigh_positives: bool = False,
         train_towers: bool = False,
+        item_buckets: int = 0,
+        item_dim: int = 8,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
+        self._item_buckets = item_buckets
+        self._item_dim = item_dim
+        # The heads' own item embedding (hashed ids): what the legacy system learned about
+        # an item, which the towers' embeddings, kept free of it, no longer tell them.
+        self.item_embedding = (
+            tf.keras.layers.Embedding(item_buckets, item_dim, name="head_item_embedding")
+            if item_buckets > 0 and item_dim > 0
+            else None
+        )
         self._weigh_positives = weigh_positives
         self._train_towers = train_towers
         self.item_exposure = item_exposure
@@ -111,9 +124,13 @@ class PropensityNetwork(tf.keras.layers.Layer):
         )
 
     def _features(self, item_ids: tf.Tensor) -> tf.Tensor | None:
-        if self.item_exposure is None:
-            return None
-        return self.item_exposure(item_ids)[..., tf.newaxis]
+        features = []
+        if self.item_exposure is not None:
+            features.append(self.item_exposure(item_ids)[..., tf.newaxis])
+        if self.item_embedding is not None:
+            buckets = tf.strings.to_hash_bucket_fast(item_ids, self._item_buckets)
+            features.append(self.item_embedding(buckets))
+        return tf.concat(features, axis=-1) if features else None
 
     def _logits(
         self, head: PropensityHead, users: tf.Tensor, items: tf.Tensor, item_ids: tf.Tensor
@@ -215,6 +232,8 @@ class PropensityNetwork(tf.keras.layers.Layer):
             "self_normalize": self._self_normalize,
             "weigh_positives": self._weigh_positives,
             "train_towers": self._train_towers,
+            "item_buckets": self._item_buckets,
+            "item_dim": self._item_dim,
             "head_negatives": self._head_negatives,
             "seed": self._seed,
             "item_exposure": (
