@@ -26,6 +26,13 @@ RECIPES: dict[str, list[str]] = {
     "clrec_ids": [*_CLREC, *_QUEUE, "negatives.queue_mode=ids"],
     "clrec_cached": [*_CLREC, *_QUEUE, "negatives.queue_mode=embeddings"],
     "clrec_momentum": [*_CLREC, *_QUEUE, "negatives.queue_mode=momentum"],
+    # The same with a queue of 2x the batch: on CPUs the [batch x queue] scores are the cost.
+    "clrec_momentum_1024": [
+        *_CLREC,
+        "negatives.queue_size=1024",
+        "negatives.in_batch_correction=none",
+        "negatives.queue_mode=momentum",
+    ],
     "multi_clrec": [*_CLREC, *_QUEUE, "negatives.queue_mode=ids", "negatives.intentions=4"],
     "cluster": _CLUSTER,
     "cluster_skip": [*_CLUSTER, "negatives.cluster_skip=true"],
