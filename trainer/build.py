@@ -24,6 +24,7 @@ from trainer.towers import CandidateTower, QueryTower
 # UMA² Table 1 rows. A and B counts are what preprocessing kept per positive
 # (data.num_a, data.num_b; 1 and 4 by default), C completes the paper's 1:4:20.
 SPACE_C_PER_A = 20
+ExposureCounts = tuple[list[str], list[int], int]  # what Dataset.item_exposure() returns
 
 
 def resolve_negatives(config: Config) -> tuple[NegativesConfig, bool]:
@@ -175,10 +176,12 @@ def build_model(config: Config, dataset: Dataset) -> TwoTowerModel:
     )
     tfrs_logq = negatives.loss == "tfrs" and negatives.in_batch_correction == "static"
     uma2 = config.uma2
-    # item_exposure.tsv, read once for the exposure correction and the UMA² heads; the
-    # correction requires it (a clear error for an old dataset), the heads use it if there.
+    # item_exposure.tsv, read once for the exposure correction and the UMA² heads, and only
+    # for them; the correction requires it (a clear error for an old dataset), the heads
+    # use it if there.
     correct = negatives.exposure_correction != "none"
-    counts = dataset.item_exposure() if correct or dataset.has_item_exposure() else None
+    wanted = correct or (propensity and dataset.has_item_exposure())
+    counts = dataset.item_exposure() if wanted else None
     return TwoTowerModel(
         query,
         candidate,
@@ -212,9 +215,6 @@ def build_model(config: Config, dataset: Dataset) -> TwoTowerModel:
         mimic_weight=model.mimic_weight if model.tower == "dat" else 0.0,
         exposure=_exposure(negatives, counts) if correct else None,
     )
-
-
-ExposureCounts = tuple[list[str], list[int], int]  # Dataset.item_exposure()
 
 
 def _propensity_network(

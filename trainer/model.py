@@ -7,20 +7,18 @@ from typing import Any
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from common.contracts import NUM_SPACE_A, NUM_SPACE_B
 from trainer import losses
 from trainer.exposure import ExposurePropensity
 from trainer.negatives.candidates import Batch, Candidates
 from trainer.negatives.in_batch import click_share_table
 from trainer.negatives.intention_queue import IntentionQueueNegatives
+from trainer.negatives.logged import SIZE_FEATURES
 from trainer.negatives.source import NegativeSource
 from trainer.propensity_network import PropensityNetwork
 from trainer.towers import CandidateTower, QueryTower
 
 LOSSES = ("softmax", "bce", "tfrs")
 _EPSILON = 1e-12
-# The example feature holding the size of each UMA² space a logged negative comes from.
-_SPACE_SIZES = {"A": NUM_SPACE_A, "B": NUM_SPACE_B}
 
 
 @tf.keras.utils.register_keras_serializable(package="twotower")
@@ -198,9 +196,9 @@ class TwoTowerModel(tfrs.Model):
 
     def _share_denominator(self, batch: Batch, candidates: list[Candidates]) -> None:
         """`losses.share_denominator` with the spaces' sizes this batch's rows carry."""
-        groups = {c.group for c in candidates} & set(_SPACE_SIZES)
+        groups = {c.group for c in candidates} & set(SIZE_FEATURES)
         if groups:
-            sizes = {g: batch.features[_SPACE_SIZES[g]] for g in groups}
+            sizes = {g: batch.features[SIZE_FEATURES[g]] for g in groups}
             losses.share_denominator(
                 batch.positive_ids, candidates, sizes, self._remove_accidental_hits
             )

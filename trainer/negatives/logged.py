@@ -4,10 +4,13 @@ from typing import Any
 
 import tensorflow as tf
 
+from common.contracts import NUM_SPACE_A, NUM_SPACE_B
 from trainer.negatives.candidates import Batch, Candidates
 from trainer.negatives.source import NegativeSource
 
 FEATURES = {"A": "space_a", "B": "space_b"}
+# The example feature holding the size of the request's space each group's items come from.
+SIZE_FEATURES = {"A": NUM_SPACE_A, "B": NUM_SPACE_B}
 
 
 @tf.keras.utils.register_keras_serializable(package="twotower")

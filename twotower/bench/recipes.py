@@ -4,7 +4,14 @@ Plain data (no TensorFlow), so that the command line can list them in `--help`.
 """
 
 _CLREC = ["model.similarity=cosine", "negatives.temperature=0.07"]
-_QUEUE = ["negatives.queue_size=5120", "negatives.in_batch_correction=none"]
+
+
+def _queue(size: int) -> list[str]:
+    """A CLRec queue of `size` items; the in-batch part then goes without logQ."""
+    return [f"negatives.queue_size={size}", "negatives.in_batch_correction=none"]
+
+
+_QUEUE = _queue(5120)  # 10x the batch
 _NO_EXPOSURE = ["negatives.exposure_correction=none"]
 # Extra negatives beyond the batch (uniform, same-cluster) bring the loss closer to the full
 # softmax over the logged clicks, which learns the legacy system's exposure unless that is
@@ -27,12 +34,7 @@ RECIPES: dict[str, list[str]] = {
     "clrec_cached": [*_CLREC, *_QUEUE, "negatives.queue_mode=embeddings"],
     "clrec_momentum": [*_CLREC, *_QUEUE, "negatives.queue_mode=momentum"],
     # The same with a queue of 2x the batch: on CPUs the [batch x queue] scores are the cost.
-    "clrec_momentum_1024": [
-        *_CLREC,
-        "negatives.queue_size=1024",
-        "negatives.in_batch_correction=none",
-        "negatives.queue_mode=momentum",
-    ],
+    "clrec_momentum_1024": [*_CLREC, *_queue(1024), "negatives.queue_mode=momentum"],
     "multi_clrec": [*_CLREC, *_QUEUE, "negatives.queue_mode=ids", "negatives.intentions=4"],
     "cluster": _CLUSTER,
     "cluster_skip": [*_CLUSTER, "negatives.cluster_skip=true"],
