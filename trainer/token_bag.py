@@ -6,6 +6,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from trainer.string_index import StringIndex
+
 PAD = ""
 
 
@@ -36,11 +38,7 @@ class TokenBagEmbedding(tf.keras.layers.Layer):
         # numpy, not a list: Keras walks the Python containers a layer holds at every step.
         self._vocabulary = np.array([token for token in vocabulary if token != PAD], dtype=object)
         self._embedding_dim = embedding_dim
-        self._lookup = tf.keras.layers.StringLookup(
-            vocabulary=self._vocabulary.tolist() or ["<none>"],
-            mask_token=PAD,
-            num_oov_indices=num_oov_buckets,
-        )
+        self._lookup = StringIndex(self._vocabulary, num_oov_buckets, mask_token=PAD)
         self._initializer = initializer
         self._embedding = tf.keras.layers.Embedding(
             self._lookup.vocabulary_size(),

@@ -4,9 +4,11 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from common.contracts import HISTORY, USER_FEATURE_PREFIX, USER_ID
+from trainer.string_index import StringIndex
 from trainer.token_bag import PAD, TokenBagEmbedding, mlp
 
 # The id row of an item outside the catalog: no catalog id, so an OOV bucket.
@@ -136,7 +138,7 @@ class CandidateTower(tf.keras.Model):
             }
         )
         self._output_dim = output_dim
-        self._item_index = tf.keras.layers.StringLookup(vocabulary=list(item_ids), mask_token=None)
+        self._item_index = StringIndex(np.asarray(item_ids, dtype=object))
         # Zeros: an item training never reached scores by its cluster and features alone,
         # instead of by the random start of its row (the cold and never-shown items).
         self._item_id = TokenBagEmbedding(
