@@ -35,17 +35,9 @@ from trainer.distribute import (
     worker_local_strings,
 )
 from trainer.model import TwoTowerModel
+from trainer.optimizers import make_optimizer
 
 _LOG = logging.getLogger("twotower.train")
-
-
-def _optimizer(training: TrainingConfig, learning_rate: float) -> tf.keras.optimizers.Optimizer:
-    optimizers = {
-        "adagrad": tf.keras.optimizers.Adagrad,
-        "adam": tf.keras.optimizers.Adam,
-        "sgd": tf.keras.optimizers.SGD,
-    }
-    return optimizers[training.optimizer](learning_rate=learning_rate)
 
 
 def _shard_mode(training: TrainingConfig, num_files: int, num_workers: int) -> str:
@@ -150,7 +142,7 @@ def train(
         save_config(config, run_dir)
     with where.strategy.scope(), worker_local_strings(where):
         model = build_model(config, dataset)
-        model.compile(optimizer=_optimizer(config.training, where.learning_rate))
+        model.compile(optimizer=make_optimizer(config.training.optimizer, where.learning_rate))
     backup = config.training.backup == "always" or (
         config.training.backup == "auto" and where.multi_worker
     )

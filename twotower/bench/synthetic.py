@@ -33,8 +33,12 @@ def write_synthetic_logs(
     expose_size: int = 10,
     click_rate: float = 0.1,
     seed: int = 0,
+    catalog_size: int = 0,
 ) -> dict[str, str]:
     """Writes `requests.jsonl` and `items.jsonl` into `output_dir`.
+
+    The requests use items 0 … num_items - 1; the catalog lists `catalog_size` items
+    (at least those), so the same clicks can be trained with catalogs of any size.
 
     Returns:
       {"requests": path, "catalog": path}.
@@ -45,7 +49,7 @@ def write_synthetic_logs(
     with open(catalog_path, "w") as f:
         f.writelines(
             f'{{"item_id": "i{i}", "cluster": "c{i % 50}", "features": {{"band": "b{i % 7}"}}}}\n'
-            for i in range(num_items)
+            for i in range(max(num_items, catalog_size))
         )
     num_users = max(num_requests // requests_per_user, 1)
     steps = _steps(num_items)
