@@ -156,13 +156,15 @@ def build_model(config: Config, dataset: Dataset) -> TwoTowerModel:
         "augmented": model.tower == "dat",
         "num_oov_buckets": dataset.num_oov_buckets,
     }
+    everything = model.inputs == "all"
     query = QueryTower(
         user_vocabulary=dataset.vocabularies.get("user_id", []),
         item_ids=dataset.item_ids,
         user_feature_vocabularies={
             name: dataset.vocabularies.get(USER_FEATURE_PREFIX + name, [])
-            for name in dataset.user_features
+            for name in (dataset.user_features if everything else [])
         },
+        history=everything,
         name="query_tower",
         **towers,
     )
@@ -170,7 +172,8 @@ def build_model(config: Config, dataset: Dataset) -> TwoTowerModel:
         item_id_init=model.item_id_init,
         item_ids=dataset.item_ids,
         item_clusters=dataset.item_clusters,
-        item_features=dataset.item_features,
+        item_features=dataset.item_features if everything else {},
+        cluster=everything,
         name="candidate_tower",
         **towers,
     )

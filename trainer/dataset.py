@@ -7,6 +7,7 @@ the pipelines package's code.
 import dataclasses
 import json
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import tensorflow as tf
@@ -114,9 +115,11 @@ def load_dataset(directory: str) -> Dataset:
     return Dataset(directory, manifest, item_ids, clusters, features, vocabularies)
 
 
-def _parse_spec(manifest: dict[str, Any]) -> dict[str, Any]:
+def _parse_spec(manifest: dict[str, Any], features: Sequence[str] | None = None) -> dict[str, Any]:
     spec = {}
     for name, kind in manifest["feature_spec"].items():
+        if features is not None and name not in features:
+            continue
         dtype = tf.int64 if kind["dtype"] == "int64" else tf.string
         if kind["shape"] == "scalar":
             spec[name] = tf.io.FixedLenFeature([], dtype)
@@ -125,10 +128,12 @@ def _parse_spec(manifest: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-def parse_batch(serialized: tf.Tensor, manifest: dict[str, Any]) -> dict[str, tf.Tensor]:
-    """Parses a batch of serialized Examples; list features become dense `[batch, n]`
-    string tensors padded with "" (the towers' mask token)."""
-    parsed = tf.io.parse_example(serialized, _parse_spec(manifest))
+def parse_batch(
+    serialized: tf.Tensor, manifest: dict[str, Any], features: Sequence[str] | None = None
+) -> dict[str, tf.Tensor]:
+    """Parses a batch of serialized Examples (only `features`, if given); list features
+    become dense `[batch, n]` string tensors padded with "" (the towers' mask token)."""
+    parsed = tf.io.parse_example(serialized, _parse_spec(manifest, features))
     return {
         name: tf.sparse.to_dense(value, default_value="" if value.dtype == tf.string else 0)
         if isinstance(value, tf.sparse.SparseTensor)
@@ -146,8 +151,14 @@ def make_dataset(
     seed: int = 0,
     shuffle_buffer: int = 10_000,
     drop_remainder: bool = False,
+    cache: bool = False,
+    features: Sequence[str] | None = None,
 ) -> tf.data.Dataset:
-    """A `tf.data` pipeline over one split: interleaved shards, shuffle, batch, parse.
+    """A `tf.data` pipeline over one split: interleaved shards, (cache,) shuffle, batch,
+    parse in parallel, prefetch.
+
+    Args:
+      features: parse only these (a model's `input_features`); None: all.
 
     Returns:
       Batches of feature dicts (`[batch_size]` scalars, `[batch_size, n]` lists).
@@ -163,8 +174,12 @@ def make_dataset(
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
+    if cache:  # the decompressed records, in memory, from the second pass on
+        ds = ds.cache()
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    ds = ds.map(lambda s: parse_batch(s, dataset.manifest), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(
+        lambda s: parse_batch(s, dataset.manifest, features), num_parallel_calls=tf.data.AUTOTUNE
+    )
     return ds.prefetch(tf.data.AUTOTUNE)

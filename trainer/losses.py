@@ -21,7 +21,8 @@ def candidate_logits(query: tf.Tensor, candidates: Candidates, temperature: floa
     return scores / temperature
 
 
-def _fingerprint(ids: tf.Tensor) -> tf.Tensor:
+def fingerprint(ids: tf.Tensor) -> tf.Tensor:
+    """62-bit hashes of string ids, to compare as integers."""
     # Comparing [batch, n] strings dominated the step time with a 10×-batch queue; 62-bit
     # hashes compare as integers (a collision would only mask one negative).
     return tf.strings.to_hash_bucket_fast(ids, 2**62)
@@ -35,7 +36,7 @@ def candidate_mask(
     ids = candidates.ids if not candidates.shared else tf.expand_dims(candidates.ids, 0)
     mask = tf.not_equal(ids, "")
     if remove_accidental_hits:
-        same = tf.equal(_fingerprint(ids), tf.expand_dims(_fingerprint(positive_ids), 1))
+        same = tf.equal(fingerprint(ids), tf.expand_dims(fingerprint(positive_ids), 1))
         mask = tf.logical_and(mask, tf.logical_not(same))
     if candidates.valid is not None:
         valid = candidates.valid if not candidates.shared else candidates.valid[tf.newaxis]

@@ -12,7 +12,7 @@ from trainer.exposure import ExposurePropensity
 from trainer.negatives.candidates import Batch, Candidates
 from trainer.negatives.in_batch import click_share_table
 from trainer.negatives.intention_queue import IntentionQueueNegatives
-from trainer.negatives.logged import SIZE_FEATURES
+from trainer.negatives.logged import SIZE_FEATURES, LoggedNegatives
 from trainer.negatives.source import NegativeSource
 from trainer.propensity_network import PropensityNetwork
 from trainer.towers import CandidateTower, QueryTower
@@ -106,6 +106,16 @@ class TwoTowerModel(tfrs.Model):
         return self._normalise(self.query_tower(features))
 
     @property
+    def input_features(self) -> list[str]:
+        """The example features a training step reads (what the input pipeline parses)."""
+        names = [*self.query_tower.feature_names, "item_id"]
+        logged = sorted({s.feature for s in self.sources if isinstance(s, LoggedNegatives)})
+        names += logged
+        if logged or self.propensity_network is not None:
+            names += sorted(SIZE_FEATURES.values())
+        return names
+
+    @property
     def intentions(self) -> int:
         """H, the user intention vectors of a Multi-CLRec model; 0 for any other."""
         source = self._intention_source()
@@ -148,7 +158,9 @@ class TwoTowerModel(tfrs.Model):
         return self.task(
             query,
             positive,
-            candidate_ids=ids,
+            # Hashes: TFRS compares the [batch, batch] ids to remove accidental hits, and
+            # on strings that took longer than the rest of the step.
+            candidate_ids=losses.fingerprint(ids),
             candidate_sampling_probability=probability,
             compute_metrics=False,
         )
@@ -211,6 +223,24 @@ class TwoTowerModel(tfrs.Model):
         loss += tf.reduce_sum(tf.square(item_vector - tf.stop_gradient(batch.query)))
         self._track("loss_mimic", loss)
         return self._mimic_weight * loss
+
+    def train_step(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """TFRS's step, with loss scaling when the optimizer is a LossScaleOptimizer
+        (training.mixed_precision): TFRS's own step applies gradients unscaled."""
+        if not isinstance(self.optimizer, tf.keras.mixed_precision.LossScaleOptimizer):
+            return super().train_step(inputs)
+        with tf.GradientTape() as tape:
+            loss = self.compute_loss(inputs, training=True)
+            regularization = tf.add_n(self.losses) if self.losses else tf.constant(0.0)
+            total = loss + regularization
+            scaled = self.optimizer.get_scaled_loss(total)
+        gradients = self.optimizer.get_unscaled_gradients(
+            tape.gradient(scaled, self.trainable_variables)
+        )
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables, strict=True))
+        metrics = {metric.name: metric.result() for metric in self.metrics}
+        metrics.update(loss=loss, regularization_loss=regularization, total_loss=total)
+        return metrics
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         ids = features["item_id"]

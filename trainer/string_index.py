@@ -37,17 +37,28 @@ class StringIndex(tf.keras.layers.Layer):
         self._num_oov_buckets = num_oov_buckets
         self._start = num_oov_buckets + (mask_token is not None)
         self._size = self._start + len(keys)
-        self._table = None  # an empty vocabulary: every string is out of it
-        if len(keys):
-            # init_scope: the table is made eagerly, even when the layer is built in a graph.
-            with tf.init_scope():
-                self._table = tf.lookup.StaticHashTable(
+        # One bucket: a missing string's row is the table's default (no hashing). The mask
+        # token is a key of its own (row 0), so a lookup is the whole work.
+        default = int(mask_token is not None) if num_oov_buckets == 1 else -1
+        if mask_token is not None:
+            keys = np.concatenate([np.array([mask_token], dtype=object), keys])
+        values = np.concatenate(
+            [[0] if mask_token is not None else [], np.arange(self._start, self._size)]
+        ).astype(np.int64)
+        # init_scope: the table is made eagerly, even when the layer is built in a graph.
+        with tf.init_scope():
+            self._table = (
+                tf.lookup.StaticHashTable(
                     tf.lookup.KeyValueTensorInitializer(
                         tf.constant(keys, tf.string, shape=[len(keys)]),
-                        tf.range(self._start, self._size, dtype=tf.int64),
+                        tf.constant(values, tf.int64),
                     ),
-                    default_value=-1,
+                    default_value=default,
                 )
+                if len(keys)
+                else None
+            )
+        self._default = default
 
     def vocabulary_size(self) -> int:
         """Rows of a table this index addresses: mask + buckets + vocabulary."""
@@ -59,11 +70,11 @@ class StringIndex(tf.keras.layers.Layer):
         if strings.dtype != tf.string:
             # Keras builds a model from its config by calling it on float placeholders.
             strings = tf.strings.as_string(strings)
-        rows = (
-            -tf.ones_like(strings, tf.int64) if self._table is None else self._table.lookup(strings)
-        )
+        if self._table is None:
+            rows = tf.fill(tf.shape(strings), tf.constant(self._default, tf.int64))
+        else:
+            rows = self._table.lookup(strings)
+        if self._default >= 0:
+            return rows
         buckets = tf.strings.to_hash_bucket_fast(strings, self._num_oov_buckets)
-        rows = tf.where(rows < 0, buckets + int(self._mask_token is not None), rows)
-        if self._mask_token is not None:
-            rows = tf.where(tf.equal(strings, self._mask_token), tf.zeros_like(rows), rows)
-        return rows
+        return tf.where(rows < 0, buckets + int(self._mask_token is not None), rows)

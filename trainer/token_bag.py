@@ -58,6 +58,11 @@ class TokenBagEmbedding(tf.keras.layers.Layer):
         total = tf.reduce_sum(self._embedding(ids) * mask, axis=1)
         return total / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
 
+    def embed_id(self, ids: tf.Tensor) -> tf.Tensor:
+        """`[n]` rows (one token each) -> `[n, embedding_dim]`: `embed_ids` of bags of one,
+        in fewer ops (the ids' own rows, zeros for padding)."""
+        return self._embedding(ids) * tf.cast(ids > 0, self.compute_dtype)[:, tf.newaxis]
+
     @property
     def table(self) -> tf.Variable:
         """The embedding table `[rows, embedding_dim]` (built on first use)."""
@@ -73,7 +78,7 @@ class TokenBagEmbedding(tf.keras.layers.Layer):
           `[batch_size, embedding_dim]` mean embeddings (zeros for an empty bag).
         """
         if tokens.shape.rank == 1:
-            tokens = tf.expand_dims(tokens, 1)
+            return self.embed_id(self.token_ids(tokens))
         return self.embed_ids(self.token_ids(tokens))
 
     def get_config(self) -> dict[str, Any]:
@@ -89,5 +94,6 @@ class TokenBagEmbedding(tf.keras.layers.Layer):
 def mlp(hidden_units: Sequence[int], output_dim: int, name: str) -> tf.keras.Sequential:
     """ReLU hidden layers and a linear output layer."""
     layers = [tf.keras.layers.Dense(units, activation="relu") for units in hidden_units]
-    layers.append(tf.keras.layers.Dense(output_dim))
+    # float32 output under mixed precision too: scores, losses and exports stay float32.
+    layers.append(tf.keras.layers.Dense(output_dim, dtype="float32"))
     return tf.keras.Sequential(layers, name=name)

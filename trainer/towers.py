@@ -33,6 +33,7 @@ class QueryTower(tf.keras.Model):
         output_dim: int,
         augmented: bool = False,
         num_oov_buckets: int = 1,
+        history: bool = True,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -42,6 +43,7 @@ class QueryTower(tf.keras.Model):
             {
                 "augmented": augmented,
                 "num_oov_buckets": num_oov_buckets,
+                "history": history,
                 "user_vocabulary": list(user_vocabulary),
                 "item_ids": list(item_ids),
                 "user_feature_vocabularies": {
@@ -55,7 +57,12 @@ class QueryTower(tf.keras.Model):
         self._user_id = TokenBagEmbedding(
             user_vocabulary, embedding_dim, num_oov_buckets, name="user_id"
         )
-        self._history = TokenBagEmbedding(item_ids, embedding_dim, num_oov_buckets, name="history")
+        # Without history (model.inputs=ids) the tower is TFRS's user-id model plus the MLP.
+        self._history = (
+            TokenBagEmbedding(item_ids, embedding_dim, num_oov_buckets, name="history")
+            if history
+            else None
+        )
         self._features = {
             name: TokenBagEmbedding(vocabulary, embedding_dim, num_oov_buckets, name=f"user_{name}")
             for name, vocabulary in sorted(user_feature_vocabularies.items())
@@ -78,10 +85,13 @@ class QueryTower(tf.keras.Model):
 
     @property
     def feature_names(self) -> list[str]:
-        return [USER_ID, HISTORY] + [USER_FEATURE_PREFIX + n for n in self._features]
+        history = [HISTORY] if self._history is not None else []
+        return [USER_ID, *history] + [USER_FEATURE_PREFIX + n for n in self._features]
 
     def call(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
-        parts = [self._user_id(features["user_id"]), self._history(features["history"])]
+        parts = [self._user_id(features["user_id"])]
+        if self._history is not None:
+            parts.append(self._history(features["history"]))
         parts += [
             layer(features[USER_FEATURE_PREFIX + name]) for name, layer in self._features.items()
         ]
@@ -115,6 +125,7 @@ class CandidateTower(tf.keras.Model):
         augmented: bool = False,
         num_oov_buckets: int = 1,
         item_id_init: str = "uniform",
+        cluster: bool = True,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -127,6 +138,7 @@ class CandidateTower(tf.keras.Model):
         self._config_json = json.dumps(
             {
                 "item_id_init": item_id_init,
+                "cluster": cluster,
                 "augmented": augmented,
                 "num_oov_buckets": num_oov_buckets,
                 "item_ids": list(item_ids),
@@ -138,6 +150,7 @@ class CandidateTower(tf.keras.Model):
             }
         )
         self._output_dim = output_dim
+        self._use_cluster = cluster  # False (model.inputs=ids): the item id alone
         self._item_index = StringIndex(np.asarray(item_ids, dtype=object))
         # Zeros: an item training never reached scores by its cluster and features alone,
         # instead of by the random start of its row (the cold and never-shown items).
@@ -205,10 +218,9 @@ class CandidateTower(tf.keras.Model):
         """Catalog indices of any shape `[...]` (-1: outside the catalog) -> `[..., dim]`."""
         shape = tf.shape(indices)
         rows = tf.reshape(tf.cast(indices, tf.int64), [-1]) + 1
-        parts = [
-            self._item_id.embed_ids(tf.gather(self._id_rows, rows)),
-            self._cluster.embed_ids(tf.gather(self._cluster_rows, rows)),
-        ]
+        parts = [self._item_id.embed_id(tf.gather(self._id_rows[:, 0], rows))]
+        if self._use_cluster:
+            parts.append(self._cluster.embed_ids(tf.gather(self._cluster_rows, rows)))
         parts += [
             layer.embed_ids(tf.gather(self._feature_rows[name], rows))
             for name, layer in self._features.items()

@@ -11,13 +11,14 @@ Run directory layout (see docs/run_directory.md):
   export/            written by export
 """
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import tensorflow as tf
@@ -38,6 +39,21 @@ from trainer.model import TwoTowerModel
 from trainer.optimizers import make_optimizer
 
 _LOG = logging.getLogger("twotower.train")
+
+
+@contextlib.contextmanager
+def precision(training: TrainingConfig) -> Iterator[None]:
+    """Builds under Keras's mixed_float16 policy when `training.mixed_precision` (float16
+    compute, float32 weights and tower outputs), restoring the policy after."""
+    if not training.mixed_precision:
+        yield
+        return
+    previous = tf.keras.mixed_precision.global_policy()
+    tf.keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        tf.keras.mixed_precision.set_global_policy(previous)
 
 
 def _shard_mode(training: TrainingConfig, num_files: int, num_workers: int) -> str:
@@ -66,7 +82,12 @@ def _with_files(dataset: Dataset, files: list[str]) -> Dataset:
 
 
 def _resumable_input(
-    dataset: Dataset, training: TrainingConfig, where: Placement, mode: str, skip_steps: int
+    dataset: Dataset,
+    training: TrainingConfig,
+    where: Placement,
+    mode: str,
+    skip_steps: int,
+    features: Sequence[str] | None = None,
 ) -> Any:
     """An endless stream of global batches, `skip_steps` already consumed, split over
     the workers; the same stream whichever step a run resumes at."""
@@ -78,6 +99,8 @@ def _resumable_input(
         per_worker = where.per_replica_batch * local_replicas
         options = {"shuffle": True, "seed": training.seed, "drop_remainder": True}
         options["shuffle_buffer"] = training.shuffle_buffer
+        options["cache"] = training.cache
+        options["features"] = features
         if mode == "file":
             shard = _with_files(dataset, files[index::workers])
             data = make_dataset(shard, "train", per_worker, **options)
@@ -140,9 +163,15 @@ def train(
     os.makedirs(run_dir, exist_ok=True)
     if where.is_chief:
         save_config(config, run_dir)
-    with where.strategy.scope(), worker_local_strings(where):
+    with where.strategy.scope(), worker_local_strings(where), precision(config.training):
         model = build_model(config, dataset)
-        model.compile(optimizer=make_optimizer(config.training.optimizer, where.learning_rate))
+        optimizer = make_optimizer(config.training.optimizer, where.learning_rate)
+        if config.training.mixed_precision:
+            optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
+        model.compile(
+            optimizer=optimizer,
+            steps_per_execution=config.training.steps_per_execution,
+        )
     backup = config.training.backup == "always" or (
         config.training.backup == "auto" and where.multi_worker
     )
@@ -153,7 +182,9 @@ def train(
         shard = _shard_mode(config.training, len(dataset.files("train")), where.num_workers)
         backup_dir = os.path.join(run_dir, contracts.BACKUP_DIR)
         skipped = resume_step(backup_dir, steps_per_epoch) if backup else 0
-        data = _resumable_input(dataset, config.training, where, shard, skipped)
+        data = _resumable_input(
+            dataset, config.training, where, shard, skipped, model.input_features
+        )
     else:
         data = make_dataset(
             dataset,
@@ -162,12 +193,21 @@ def train(
             shuffle=True,
             seed=config.training.seed,
             shuffle_buffer=config.training.shuffle_buffer,
+            cache=config.training.cache,
+            features=model.input_features,
         )
+        if config.training.steps_per_execution > 1:
+            # Keras needs the epoch's length to run several steps per call.
+            steps_per_epoch = max(1, examples // config.training.batch_size)
+            data = data.repeat()
     fit_callbacks = [
         *training_callbacks(config, model),
-        Throughput(config.training.batch_size),
-        # Per-step summaries (every 50 steps) carry the IPW weight histograms.
-        tf.keras.callbacks.TensorBoard(os.path.join(run_dir, contracts.LOGS_DIR), update_freq=50),
+        Throughput(config.training.batch_size, config.training.steps_per_execution),
+        # Per-step summaries (training.summary_every_steps) carry the IPW weight histograms.
+        tf.keras.callbacks.TensorBoard(
+            os.path.join(run_dir, contracts.LOGS_DIR),
+            update_freq=config.training.summary_every_steps or "epoch",
+        ),
         *callbacks,
     ]
     if backup:

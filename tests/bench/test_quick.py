@@ -39,6 +39,7 @@ def test_every_benchmark_is_tested_here():
         "distributed",
         "serving",
         "debias",
+        "train",
     }
 
 
@@ -129,3 +130,20 @@ def test_a_bad_flag_names_it(tmp_path, capsys):
     assert cli.main(["bench", "debias", "--output", str(tmp_path), "--recipes=defualt"]) == 1
     assert "--recipes: ['defualt'] not among default, exposure_full" in capsys.readouterr().err
     assert not (tmp_path / "debias").exists()  # refused before any work
+
+
+def test_train(tmp_path):
+    result = _run(tmp_path, "train")
+    assert result["catalog"]["sizes"] == [300, 3_000]  # TrainBench.QUICK
+    timed = result["timed"]
+    assert {"catalog/300", "catalog/3000", "tfrs/plain", "tfrs/twotower", "input/default"} <= set(
+        timed
+    )
+    for cell in timed.values():
+        assert cell["steps"] == 5 and cell["median_ms"] > 0 and len(cell["rounds"]) == 1
+    catalog = result["catalog"]["median_ms"]
+    assert result["catalog"]["ratio"] == round(catalog[1] / catalog[0], 3)
+    assert set(result["relative"]) == {"clrec_cached", "uma2", "cluster", "multi_clrec"}
+    assert set(result["optimizer_ms"]["3000"]) == {"adagrad", "adam", "sgd"}
+    assert (tmp_path / "train.png").stat().st_size > 10_000
+    assert not list((tmp_path / "train").glob("run-*"))  # runs are removed

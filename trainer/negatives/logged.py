@@ -24,6 +24,11 @@ class LoggedNegatives(NegativeSource):
             raise ValueError(f"group must be 'A' or 'B', got {group!r}")
         self._group = group
 
+    @property
+    def feature(self) -> str:
+        """The example feature its items come from."""
+        return FEATURES[self._group]
+
     def sample(self, batch: Batch) -> Candidates:
         ids = batch.features[FEATURES[self._group]][:, : self._count]
         # Pad to `count` columns so every step has the same shape.

@@ -172,6 +172,56 @@ class DebiasBench(Settings):
             _check_names(self.recipes, tuple(RECIPES), "recipes")
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainBench(Settings):
+    """`twotower bench train`: time per training step against catalog size, queue size,
+    history length and recipe; plain TFRS against `twotower train`; the input pipeline
+    (docs/performance.md)."""
+
+    QUICK: ClassVar[dict[str, Any]] = {
+        "catalogs": [300, 3_000],
+        "clicked_items": 300,
+        "requests": 3_000,
+        "batch_size": 64,
+        "warmup": 3,
+        "steps": 5,
+        "rounds": 1,
+        "queue_sizes": [0, 128],
+        "history_lengths": [5],
+        "kmeans_every_steps": 3,
+        "gpu_batches": [64],
+        "gpu_catalog": 300,
+    }
+
+    device: str = setting(
+        "cpu", "cpu: the full CPU bench; gpu: the accelerator check", choices=("cpu", "gpu")
+    )
+    catalogs: list[int] = setting([10_000, 100_000, 1_000_000], "catalog sizes (same clicks)")
+    clicked_items: int = setting(10_000, "items the synthetic requests use", min=1)
+    requests: int = setting(100_000, "synthetic requests (about one click each)", min=1)
+    batch_size: int = setting(512, "batch size of every CPU measurement", min=1)
+    warmup: int = setting(15, "steps before timing (tracing, first batches)", min=1)
+    steps: int = setting(100, "timed steps per measurement", min=2)
+    rounds: int = setting(3, "measurements per configuration, interleaved; the fastest kept", min=1)
+    queue_sizes: list[int] = setting(
+        [0, 1_024, 5_120, 10_240, 20_480], "negatives.queue_size values (cached CLRec queue)"
+    )
+    history_lengths: list[int] = setting([5, 20, 50, 100], "data.history_length values")
+    kmeans_every_steps: int = setting(50, "k-means refresh interval of the cluster curve", min=1)
+    gpu_batches: list[int] = setting([4_096, 16_384], "device=gpu: global batch sizes")
+    gpu_catalog: int = setting(100_000, "device=gpu: catalog items", min=1)
+
+    def check(self) -> None:
+        if not self.catalogs:
+            raise ConfigError("at least one catalog size", "catalogs")
+        if min(self.catalogs) < self.clicked_items:
+            raise ConfigError(
+                f"the smallest catalog ({min(self.catalogs)}) is smaller than clicked_items "
+                f"({self.clicked_items})",
+                "catalogs",
+            )
+
+
 BENCHMARKS: dict[str, type] = {
     "pipeline": PipelineBench,
     "uma2": Uma2Bench,
@@ -179,4 +229,5 @@ BENCHMARKS: dict[str, type] = {
     "distributed": DistributedBench,
     "serving": ServingBench,
     "debias": DebiasBench,
+    "train": TrainBench,
 }

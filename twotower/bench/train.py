@@ -1,0 +1,546 @@
+"""`twotower bench train`: time per training step, and what must not change it.
+
+Every measurement trains through `trainer.train.train` (what `twotower train` runs) on
+datasets preprocessed from synthetic logs (`twotower.bench.synthetic`): the same clicks on
+`clicked_items` items, under catalogs of each size in `catalogs` (the extra items are
+never clicked), so only the catalog differs. A step's time is the gap between two
+consecutive ends of a batch (Keras's per-step Python work included), the median over
+`steps` steps after `warmup`; every configuration is measured `rounds` times, the rounds
+interleaved, and the fastest round's median is reported (the least disturbed by the rest
+of the machine), with every round in the JSON.
+
+Measured, in one run:
+  - catalog: the default recipe at each catalog size; `ratio` = largest / smallest.
+  - queue: the cached CLRec queue at each `queue_sizes` (0: in-batch alone).
+  - cluster: same-cluster hard negatives at each catalog size, catalog clusters and
+    k-means clusters recomputed every `kmeans_every_steps` (mean step = refresh included).
+  - history: the default recipe at each `history_lengths` (preprocessed again each).
+  - relative: the recipes of docs/negatives.md against the default, per example.
+  - tfrs: TFRS's basic-retrieval model written plainly here (user and item id
+    embeddings, `tfrs.tasks.Retrieval`, TFRS's own train step, the tutorial's input
+    shape: the two ids parsed from the records) against `twotower train` configured to
+    the same model (`model.inputs=ids`, no hidden layer, `negatives.loss=tfrs`).
+  - input: the default model's input pipeline alone (read, shuffle, batch, parse).
+  - optimizer: one sparse update of a `clicked_items`-row and a largest-catalog-row table
+    per optimizer (the dense updates Keras's own SGD and Adam made).
+
+With `device=gpu` the run is the accelerator check instead (docs/performance.md): global
+batches × {base, queue of 10× the batch, UMA²} × mixed precision off/on, with the paper's
+512-256-128-32 towers, GPU utilisation sampled by nvidia-smi.
+"""
+
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from common import contracts
+from common.config import load_config
+from common.settings import to_dict
+from pipelines.preprocess import preprocess
+from trainer.dataset import load_dataset, make_dataset
+from trainer.optimizers import OPTIMIZERS, make_optimizer
+from trainer.train import train
+from twotower.bench import synthetic
+from twotower.bench.recipes import RECIPES
+from twotower.bench.settings import TrainBench
+from twotower.report import format_table, save_results
+
+IN_MEMORY_BEAM = ("--runner=DirectRunner", "--direct_running_mode=in_memory")
+RELATIVE = ("clrec_cached", "uma2", "cluster", "multi_clrec")  # against "default"
+# Targets of docs/performance.md: per-example cost against the default, at most.
+RELATIVE_TARGETS = {"clrec_cached": 1.3, "uma2": 2.0, "cluster": 1.5, "multi_clrec": 2.0}
+TFRS_IDS = [
+    "model.inputs=ids",
+    "model.hidden_units=[]",
+    "negatives.loss=tfrs",
+    "negatives.in_batch_correction=none",
+    "negatives.exposure_correction=none",
+    # As the tutorial's model: its Retrieval task keeps accidental hits, and it writes no
+    # summaries.
+    "negatives.remove_accidental_hits=false",
+    "training.summary_every_steps=0",
+]
+STEPS_PER_EXECUTION = 8  # the TFRS comparison's second twotower run
+PAPER_TOWERS = ["model.hidden_units=[512,256,128]", "model.output_dim=32"]
+
+
+class StepTimer(tf.keras.callbacks.Callback):
+    """Records the time between consecutive batch ends, per step (with
+    steps_per_execution > 1 Keras reports once per call); stops training after
+    `warmup + steps` steps."""
+
+    def __init__(self, warmup: int, steps: int):
+        super().__init__()
+        self._warmup, self._steps = warmup, steps
+        self._ends: list[tuple[float, int]] = []  # (time, steps done)
+        self._done = 0
+        self._last: int | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._last = None
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._done += batch + 1 if self._last is None else batch - self._last
+        self._last = batch
+        self._ends.append((time.perf_counter(), self._done))
+        if self._done > self._warmup + self._steps:
+            self.model.stop_training = True
+
+    def seconds(self) -> list[float]:
+        """The measured steps' durations (after the warm-up), each call's time split
+        evenly over its steps."""
+        measured = [(t, n) for t, n in self._ends if n > self._warmup]
+        durations = []
+        for (t0, n0), (t1, n1) in zip(measured, measured[1:], strict=False):
+            durations += [(t1 - t0) / (n1 - n0)] * (n1 - n0)
+        return durations
+
+
+def _summary(seconds: list[float], batch_size: int) -> dict[str, float]:
+    if not seconds:
+        raise RuntimeError("no step was timed: the dataset is shorter than the warm-up")
+    median = statistics.median(seconds)
+    return {
+        "median_ms": round(1000 * median, 3),
+        "mean_ms": round(1000 * statistics.fmean(seconds), 3),
+        "examples_per_second": round(batch_size / median, 1),
+        "steps": len(seconds),
+    }
+
+
+def _prepare(
+    work_dir: str,
+    name: str,
+    settings: TrainBench,
+    catalog: int,
+    overrides: Sequence[str] = (),
+    log: Callable[[str], Any] = print,
+) -> str:
+    """A dataset of the bench's synthetic clicks under a `catalog`-item catalog (made
+    once, reused when present)."""
+    directory = os.path.join(work_dir, f"dataset-{name}")
+    if os.path.exists(os.path.join(directory, contracts.MANIFEST_FILE)):
+        return directory
+    logs = os.path.join(work_dir, f"logs-{catalog}")
+    if not os.path.exists(os.path.join(logs, synthetic.CATALOG_FILE)):
+        synthetic.write_synthetic_logs(
+            logs,
+            settings.requests,
+            num_items=min(settings.clicked_items, catalog),
+            catalog_size=catalog,
+            expose_size=10,
+            click_rate=0.1,
+        )
+    log(f"preprocessing {name} ({catalog:,} catalog items) -> {directory}")
+    config = load_config(
+        overrides=[
+            "data.source=logs",
+            f"data.input={os.path.join(logs, synthetic.REQUESTS_FILE)}",
+            f"data.catalog={os.path.join(logs, synthetic.CATALOG_FILE)}",
+            *overrides,
+        ]
+    )
+    preprocess(config, directory, beam_args=IN_MEMORY_BEAM, overwrite=True)
+    return directory
+
+
+def time_training(
+    dataset_dir: str, overrides: Sequence[str], settings: TrainBench, work_dir: str
+) -> list[float]:
+    """Step durations (seconds) of `twotower train` with `overrides` on `dataset_dir`."""
+    config = load_config(
+        overrides=[
+            f"training.batch_size={settings.batch_size}",
+            "training.epochs=1000",  # the timer stops it
+            *overrides,
+        ]
+    )
+    timer = StepTimer(settings.warmup, settings.steps)
+    run_dir = tempfile.mkdtemp(prefix="run-", dir=work_dir)
+    try:
+        train(config, dataset_dir, run_dir, verbose=0, callbacks=[timer])
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return timer.seconds()
+
+
+def plain_tfrs_seconds(dataset_dir: str, settings: TrainBench) -> list[float]:
+    """Step durations of TFRS's basic-retrieval model, written as its tutorial does."""
+    import tensorflow_recommenders as tfrs  # noqa: PLC0415
+
+    dataset = load_dataset(dataset_dir)
+    users = dataset.vocabularies["user_id"]
+    items = dataset.item_ids
+
+    def tower(vocabulary: list[str]) -> tf.keras.Model:
+        # A numpy vocabulary: a Python list would be walked by Keras at every step.
+        lookup = tf.keras.layers.StringLookup(vocabulary=np.array(vocabulary), mask_token=None)
+        return tf.keras.Sequential([lookup, tf.keras.layers.Embedding(len(vocabulary) + 1, 32)])
+
+    class Retrieval(tfrs.Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.user_model, self.item_model = tower(users), tower(items)
+            self.task = tfrs.tasks.Retrieval()
+
+        def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> Any:
+            return self.task(
+                self.user_model(features["user_id"]), self.item_model(features["item_id"])
+            )
+
+    spec = {name: tf.io.FixedLenFeature([], tf.string) for name in ("user_id", "item_id")}
+    data = (
+        tf.data.TFRecordDataset(dataset.files("train"), compression_type="GZIP")
+        .shuffle(20_000, seed=42, reshuffle_each_iteration=True)
+        .batch(settings.batch_size, drop_remainder=True)
+        .map(lambda s: tf.io.parse_example(s, spec), num_parallel_calls=tf.data.AUTOTUNE)
+        .repeat()
+        .prefetch(tf.data.AUTOTUNE)
+    )
+    tf.keras.utils.set_random_seed(42)
+    model = Retrieval()
+    model.compile(optimizer=make_optimizer("adagrad", 0.05))
+    timer = StepTimer(settings.warmup, settings.steps)
+    model.fit(
+        data,
+        epochs=1,
+        steps_per_epoch=settings.warmup + settings.steps + 1,
+        verbose=0,
+        callbacks=[timer],
+    )
+    return timer.seconds()
+
+
+def input_seconds(dataset_dir: str, settings: TrainBench) -> list[float]:
+    """Batch durations of the default model's input pipeline alone (what `train` reads)."""
+    config = load_config()
+    data = make_dataset(
+        load_dataset(dataset_dir),
+        "train",
+        settings.batch_size,
+        shuffle=True,
+        seed=config.training.seed,
+        shuffle_buffer=config.training.shuffle_buffer,
+        drop_remainder=True,
+    ).repeat()
+    iterator = iter(data)
+    ends = []
+    for _ in range(settings.warmup + settings.steps + 1):
+        next(iterator)
+        ends.append(time.perf_counter())
+    return np.diff(ends[settings.warmup :]).tolist()
+
+
+def optimizer_milliseconds(rows: int, touched: int, batch: int) -> dict[str, float]:
+    """Milliseconds of one gather + sparse update of a `rows`-row table, per optimizer;
+    the batch looks up `batch` rows among the first `touched`."""
+    result = {}
+    indices = tf.constant(np.random.default_rng(0).integers(touched, size=batch), tf.int64)
+    for name in OPTIMIZERS:
+        table = tf.Variable(tf.random.uniform([rows, 32]))
+        optimizer = make_optimizer(name, 0.01)
+
+        @tf.function
+        def step(table: tf.Variable = table, optimizer: Any = optimizer) -> None:
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(tf.gather(table, indices) ** 2)
+            optimizer.apply_gradients([(tape.gradient(loss, table), table)])
+
+        step()
+        start = time.perf_counter()
+        for _ in range(20):
+            step()
+        result[name] = round((time.perf_counter() - start) / 20 * 1000, 3)
+        del table
+    return result
+
+
+def _measure_rounds(
+    cells: dict[str, Callable[[], list[float]]], rounds: int, batch: int, log: Callable
+) -> dict[str, dict[str, Any]]:
+    """Runs every cell `rounds` times, rounds interleaved; keeps the fastest round."""
+    measured: dict[str, list[dict[str, float]]] = {name: [] for name in cells}
+    for round_ in range(rounds):
+        for name, cell in cells.items():
+            summary = _summary(cell(), batch)
+            measured[name].append(summary)
+            log(f"  round {round_ + 1}/{rounds} {name}: {summary['median_ms']:.1f} ms/step")
+    return {
+        name: {**min(summaries, key=lambda s: s["median_ms"]), "rounds": summaries}
+        for name, summaries in measured.items()
+    }
+
+
+def run_cpu(settings: TrainBench, output_dir: str, log: Callable[[str], Any] = print) -> dict:
+    work = os.path.join(output_dir, "train")
+    os.makedirs(work, exist_ok=True)
+    catalogs = {c: _prepare(work, str(c), settings, c, log=log) for c in settings.catalogs}
+    smallest, largest = min(settings.catalogs), max(settings.catalogs)
+    histories = {
+        h: _prepare(work, f"{smallest}-h{h}", settings, smallest, [f"data.history_length={h}"], log)
+        for h in settings.history_lengths
+    }
+    base = catalogs[smallest]
+    per_recipe = {name: RECIPES[name] for name in RELATIVE}
+    kmeans = [
+        "negatives.cluster_source=kmeans",
+        f"negatives.kmeans_every_steps={settings.kmeans_every_steps}",
+    ]
+    cells: dict[str, Callable[[], list[float]]] = {}
+
+    def cell(name: str, directory: str, overrides: Sequence[str]) -> None:
+        cells[name] = lambda: time_training(directory, overrides, settings, work)
+
+    for size, directory in catalogs.items():
+        cell(f"catalog/{size}", directory, [])
+        cell(f"cluster/catalog/{size}", directory, RECIPES["cluster"])
+        cell(f"cluster/kmeans/{size}", directory, [*RECIPES["cluster"], *kmeans])
+    for size in settings.queue_sizes:  # 0: the same recipe without its queue
+        cell(f"queue/{size}", base, [*RECIPES["clrec_cached"], f"negatives.queue_size={size}"])
+    for length, directory in histories.items():
+        cell(f"history/{length}", directory, [])
+    for name, overrides in per_recipe.items():
+        cell(f"relative/{name}", base, overrides)
+    cell("tfrs/twotower", base, TFRS_IDS)
+    cell(
+        f"tfrs/twotower_spe{STEPS_PER_EXECUTION}",
+        base,
+        [*TFRS_IDS, f"training.steps_per_execution={STEPS_PER_EXECUTION}"],
+    )
+    cells["tfrs/plain"] = lambda: plain_tfrs_seconds(base, settings)
+    cells["input/default"] = lambda: input_seconds(base, settings)
+    log(f"timing {len(cells)} configurations x {settings.rounds} rounds ...")
+    timed = _measure_rounds(cells, settings.rounds, settings.batch_size, log)
+
+    def ms(name: str) -> float:
+        return timed[name]["median_ms"]
+
+    default = ms(f"catalog/{smallest}")
+    relative = {name: round(ms(f"relative/{name}") / default, 3) for name in RELATIVE}
+    results = {
+        "settings": to_dict(settings),
+        "cpus": os.cpu_count(),
+        "timed": timed,
+        "catalog": {
+            "sizes": list(settings.catalogs),
+            "median_ms": [ms(f"catalog/{c}") for c in settings.catalogs],
+            "ratio": round(ms(f"catalog/{largest}") / ms(f"catalog/{smallest}"), 3),
+        },
+        "cluster": {
+            source: {
+                "median_ms": [ms(f"cluster/{source}/{c}") for c in settings.catalogs],
+                "mean_ms": [timed[f"cluster/{source}/{c}"]["mean_ms"] for c in settings.catalogs],
+            }
+            for source in ("catalog", "kmeans")
+        },
+        "queue": {
+            "sizes": list(settings.queue_sizes),
+            "median_ms": [ms(f"queue/{q}") for q in settings.queue_sizes],
+        },
+        "history": {
+            "lengths": list(settings.history_lengths),
+            "median_ms": [ms(f"history/{h}") for h in settings.history_lengths],
+        },
+        "relative": relative,
+        "relative_targets": RELATIVE_TARGETS,
+        "tfrs": {
+            "plain_examples_per_second": timed["tfrs/plain"]["examples_per_second"],
+            "twotower_examples_per_second": timed["tfrs/twotower"]["examples_per_second"],
+            "ratio": round(ms("tfrs/plain") / ms("tfrs/twotower"), 3),
+            "steps_per_execution": STEPS_PER_EXECUTION,
+            "ratio_steps_per_execution": round(
+                ms("tfrs/plain") / ms(f"tfrs/twotower_spe{STEPS_PER_EXECUTION}"), 3
+            ),
+        },
+        "input": {
+            "examples_per_second": timed["input/default"]["examples_per_second"],
+            "training_examples_per_second": timed[f"catalog/{smallest}"]["examples_per_second"],
+            "ratio": round(ms(f"catalog/{smallest}") / ms("input/default"), 3),
+        },
+        "optimizer_ms": {
+            str(rows): optimizer_milliseconds(
+                rows, settings.clicked_items, settings.batch_size * 21
+            )
+            for rows in (smallest, largest)
+        },
+    }
+    return results
+
+
+def _gpu_sampler(stop: threading.Event, samples: list[float]) -> None:
+    while not stop.is_set():
+        try:
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=True,
+            ).stdout
+            samples.append(float(out.split()[0]))
+        except (OSError, subprocess.SubprocessError, ValueError, IndexError):
+            return
+        stop.wait(0.5)
+
+
+def run_gpu(settings: TrainBench, output_dir: str, log: Callable[[str], Any] = print) -> dict:
+    if not tf.config.list_physical_devices("GPU"):
+        raise RuntimeError("device=gpu: TensorFlow sees no GPU on this machine")
+    work = os.path.join(output_dir, "train")
+    os.makedirs(work, exist_ok=True)
+    size = settings.gpu_catalog
+    directory = _prepare(work, str(size), settings, size, log=log)
+    rows = []
+    for batch in settings.gpu_batches:
+        queue = [*RECIPES["clrec_cached"], f"negatives.queue_size={10 * batch}"]
+        for variant, overrides in (("base", []), ("queue", queue), ("uma2", RECIPES["uma2"])):
+            for mixed in (False, True):
+                stop, samples = threading.Event(), []
+                sampler = threading.Thread(target=_gpu_sampler, args=(stop, samples), daemon=True)
+                sampler.start()
+                local = TrainBench(**{**to_dict(settings), "batch_size": batch})
+                seconds = time_training(
+                    directory,
+                    [*PAPER_TOWERS, *overrides, f"training.mixed_precision={str(mixed).lower()}"],
+                    local,
+                    work,
+                )
+                stop.set()
+                sampler.join()
+                row = {
+                    "batch": batch,
+                    "variant": variant,
+                    "mixed_precision": mixed,
+                    **_summary(seconds, batch),
+                    "gpu_utilisation": round(statistics.fmean(samples), 1) if samples else None,
+                }
+                rows.append(row)
+                log(f"  {row}")
+    return {
+        "settings": to_dict(settings),
+        "gpu": rows,
+        "devices": [d.name for d in tf.config.list_physical_devices("GPU")],
+    }
+
+
+def tables(results: dict[str, Any]) -> str:
+    """The printed summary."""
+    if "gpu" in results:
+        columns = [
+            "batch",
+            "variant",
+            "mixed_precision",
+            "examples_per_second",
+            "median_ms",
+            "gpu_utilisation",
+        ]
+        return format_table(results["gpu"], columns)
+    catalog = results["catalog"]
+    rows = [
+        {"measure": f"catalog {c:,} items", "ms/step": m, "target": ""}
+        for c, m in zip(catalog["sizes"], catalog["median_ms"], strict=True)
+    ]
+    rows.append(
+        {"measure": "catalog largest / smallest", "ms/step": catalog["ratio"], "target": "<= 1.2"}
+    )
+    for source, values in results["cluster"].items():
+        for c, m, mean in zip(
+            catalog["sizes"], values["median_ms"], values["mean_ms"], strict=True
+        ):
+            rows.append(
+                {
+                    "measure": f"cluster ({source}) {c:,} items",
+                    "ms/step": m,
+                    "target": f"mean {mean:.1f} ms incl. refresh" if source == "kmeans" else "",
+                }
+            )
+    for q, m in zip(results["queue"]["sizes"], results["queue"]["median_ms"], strict=True):
+        rows.append({"measure": f"queue {q:,}", "ms/step": m, "target": ""})
+    for h, m in zip(results["history"]["lengths"], results["history"]["median_ms"], strict=True):
+        rows.append({"measure": f"history {h}", "ms/step": m, "target": ""})
+    for name, ratio in results["relative"].items():
+        target = RELATIVE_TARGETS.get(name)
+        rows.append(
+            {
+                "measure": f"{name} / default",
+                "ms/step": ratio,
+                "target": f"<= {target}" if target else "",
+            }
+        )
+    tfrs_ = results["tfrs"]
+    rows.append(
+        {
+            "measure": "twotower ids-only / plain TFRS (examples/s)",
+            "ms/step": tfrs_["ratio"],
+            "target": ">= 0.9",
+        }
+    )
+    rows.append(
+        {
+            "measure": "input pipeline / training (examples/s)",
+            "ms/step": results["input"]["ratio"],
+            "target": ">= 3",
+        }
+    )
+    for size, values in results["optimizer_ms"].items():
+        rows.append(
+            {
+                "measure": f"sparse update, {int(size):,}-row table (ms)",
+                "ms/step": ", ".join(f"{k} {v}" for k, v in values.items()),
+                "target": "",
+            }
+        )
+    return format_table(rows, ["measure", "ms/step", "target"])
+
+
+def plot(results: dict[str, Any], path: str) -> None:
+    """Step time against catalog size, queue size and history length."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    figure, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    sizes = results["catalog"]["sizes"]
+    axes[0].plot(sizes, results["catalog"]["median_ms"], "o-", label="default")
+    for source, values in results["cluster"].items():
+        axes[0].plot(sizes, values["median_ms"], "s--", label=f"cluster ({source})")
+        if source == "kmeans":
+            axes[0].plot(sizes, values["mean_ms"], "x:", label="cluster (kmeans), mean")
+    axes[0].set(xscale="log", xlabel="catalog items", ylabel="ms per step", ylim=(0, None))
+    axes[0].legend(fontsize=8)
+    axes[1].plot(results["queue"]["sizes"], results["queue"]["median_ms"], "o-")
+    axes[1].set(xlabel="negatives.queue_size (cached)", ylabel="ms per step", ylim=(0, None))
+    axes[2].plot(results["history"]["lengths"], results["history"]["median_ms"], "o-")
+    axes[2].set(xlabel="data.history_length", ylabel="ms per step", ylim=(0, None))
+    figure.suptitle(f"time per step, batch {results['settings']['batch_size']}")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def run(settings: TrainBench, output_dir: str, log: Callable[[str], Any] = print) -> dict:
+    """Runs the benchmark; saves OUTPUT/train.json (and train.png on CPU), prints the table.
+
+    Returns:
+      The results (see the module docstring), as saved.
+    """
+    settings.check()
+    if settings.device == "gpu":
+        results = run_gpu(settings, output_dir, log)
+    else:
+        results = run_cpu(settings, output_dir, log)
+    save_results(results, output_dir, "train")
+    if settings.device == "cpu":
+        plot(results, os.path.join(output_dir, "train.png"))
+    log(tables(results))
+    return results
