@@ -187,7 +187,7 @@ class TrainBench(Settings):
         "steps": 5,
         "rounds": 1,
         "queue_sizes": [0, 128],
-        "history_lengths": [5],
+        "history_lengths": [20],
         "kmeans_every_steps": 3,
         "gpu_batches": [64],
         "gpu_catalog": 300,

@@ -285,8 +285,13 @@ def run_cpu(settings: TrainBench, output_dir: str, log: Callable[[str], Any] = p
     os.makedirs(work, exist_ok=True)
     catalogs = {c: _prepare(work, str(c), settings, c, log=log) for c in settings.catalogs}
     smallest, largest = min(settings.catalogs), max(settings.catalogs)
+    default_history = load_config().data.history_length  # that one is the catalog's
     histories = {
-        h: _prepare(work, f"{smallest}-h{h}", settings, smallest, [f"data.history_length={h}"], log)
+        h: catalogs[smallest]
+        if h == default_history
+        else _prepare(
+            work, f"{smallest}-h{h}", settings, smallest, [f"data.history_length={h}"], log
+        )
         for h in settings.history_lengths
     }
     base = catalogs[smallest]
