@@ -48,11 +48,25 @@ def _item_feature_counts(staging: str, frequency: list[tuple[str, int]]) -> dict
     }
 
 
-def _write_vocabularies(staging: str, num_oov_buckets: int) -> tuple[dict[str, Any], list[str]]:
-    """Splits the pipeline's vocabulary counts into one file per feature.
+def limit_vocabulary(
+    tokens: list[tuple[str, int]], min_count: int, max_size: int
+) -> list[tuple[str, int]]:
+    """The (token, count) pairs (most frequent first) a vocabulary keeps: counts of at least
+    `min_count`, then the first `max_size` (0: all). The rest share the OOV buckets."""
+    kept = [(token, count) for token, count in tokens if count >= min_count]
+    return kept[:max_size] if max_size else kept
+
+
+def _write_vocabularies(
+    staging: str, num_oov_buckets: int, min_count: int = 1, max_size: int = 0
+) -> tuple[dict[str, Any], list[str]]:
+    """Splits the pipeline's vocabulary counts into one file per feature, each limited by
+    `min_count` and `max_size` (`limit_vocabulary`).
 
     Returns:
-      ({feature: {"file", "size", "num_oov_buckets"}}, user feature names).
+      ({feature: {"file", "size", "counted", "rows", "num_oov_buckets"}}, user feature
+      names). "counted": distinct tokens seen; "size": kept; "rows": the embedding table's
+      rows (padding + OOV buckets + kept tokens).
     """
     counts_path = fs.join(staging, VOCABULARY_COUNTS)
     rows = [json.loads(line) for line in fs.read_lines(counts_path) if line.strip()]
@@ -64,14 +78,16 @@ def _write_vocabularies(staging: str, num_oov_buckets: int) -> tuple[dict[str, A
     counted.update(_item_feature_counts(staging, frequency))
     counted.setdefault("user_id", [])
     counted.setdefault("item_id", [])
-    vocabularies = {
-        feature: {
-            "file": _write_vocabulary(staging, feature, tokens),
-            "size": len(tokens),
+    vocabularies = {}
+    for feature, tokens in sorted(counted.items()):
+        kept = limit_vocabulary(tokens, min_count, max_size)
+        vocabularies[feature] = {
+            "file": _write_vocabulary(staging, feature, kept),
+            "size": len(kept),
+            "counted": len(tokens),
+            "rows": 1 + num_oov_buckets + len(kept),
             "num_oov_buckets": num_oov_buckets,
         }
-        for feature, tokens in sorted(counted.items())
-    }
     prefix = contracts.USER_FEATURE_PREFIX
     user_features = sorted(f[len(prefix) :] for f in counted if f.startswith(prefix))
     fs.delete_file(counts_path)
@@ -133,7 +149,10 @@ def finalize(
 
     The caller writes it with `write_manifest` once the dataset passed its checks.
     """
-    vocabularies, user_features = _write_vocabularies(staging, config.data.num_oov_buckets)
+    data = config.data
+    vocabularies, user_features = _write_vocabularies(
+        staging, data.num_oov_buckets, data.min_count, data.max_vocab_size
+    )
     exposure = _write_item_exposure(staging)
     fs.write_lines(
         fs.join(staging, contracts.DEAD_LETTER_DIR, "catalog.jsonl"),

@@ -44,6 +44,18 @@ class Dataset:
         """Out-of-vocabulary buckets per vocabulary, as preprocessing documented them."""
         return int(self.manifest.get("options", {}).get("num_oov_buckets", 1))
 
+    @property
+    def item_id_vocabulary(self) -> list[str]:
+        """The items with an id embedding row of their own: the whole catalog, or, under
+        `data.min_count` > 1 or `data.max_vocab_size`, the items the limited item_id
+        vocabulary kept (the others share the OOV buckets and keep their cluster and
+        features)."""
+        options = self.manifest.get("options", {})
+        if options.get("min_count", 1) <= 1 and not options.get("max_vocab_size", 0):
+            return self.item_ids
+        kept = set(self.vocabularies.get("item_id", []))
+        return [item for item in self.item_ids if item in kept]
+
     def item_probabilities(self) -> dict[str, float]:
         """Each trained-on item's share of the training clicks (item_frequency.tsv)."""
         counts = {}

@@ -47,6 +47,14 @@ class TokenBagEmbedding(tf.keras.layers.Layer):
             name="embedding",
         )
 
+    def vocabulary_size(self) -> int:
+        """Rows of the embedding table: padding, OOV buckets, vocabulary."""
+        return self._lookup.vocabulary_size()
+
+    @property
+    def embedding_dim(self) -> int:
+        return self._embedding_dim
+
     def token_ids(self, tokens: tf.Tensor) -> tf.Tensor:
         """The rows of `tokens` in the embedding table (0: padding), same shape, int64."""
         return self._lookup(tokens)

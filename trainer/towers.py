@@ -126,6 +126,7 @@ class CandidateTower(tf.keras.Model):
         num_oov_buckets: int = 1,
         item_id_init: str = "uniform",
         cluster: bool = True,
+        item_id_vocabulary: Sequence[str] | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -139,6 +140,9 @@ class CandidateTower(tf.keras.Model):
             {
                 "item_id_init": item_id_init,
                 "cluster": cluster,
+                "item_id_vocabulary": None
+                if item_id_vocabulary is None
+                else list(item_id_vocabulary),
                 "augmented": augmented,
                 "num_oov_buckets": num_oov_buckets,
                 "item_ids": list(item_ids),
@@ -154,8 +158,14 @@ class CandidateTower(tf.keras.Model):
         self._item_index = StringIndex(np.asarray(item_ids, dtype=object))
         # Zeros: an item training never reached scores by its cluster and features alone,
         # instead of by the random start of its row (the cold and never-shown items).
+        # Items outside `item_id_vocabulary` (data.min_count, max_vocab_size) share the
+        # OOV bucket rows.
         self._item_id = TokenBagEmbedding(
-            item_ids, embedding_dim, num_oov_buckets, initializer=item_id_init, name="item_id"
+            item_ids if item_id_vocabulary is None else item_id_vocabulary,
+            embedding_dim,
+            num_oov_buckets,
+            initializer=item_id_init,
+            name="item_id",
         )
         self._cluster = TokenBagEmbedding(sorted(set(item_clusters)), embedding_dim, name="cluster")
         self._features = {
@@ -168,7 +178,13 @@ class CandidateTower(tf.keras.Model):
             for name, tokens in sorted(item_features.items())
         }
         self._augmented = (
-            TokenBagEmbedding(item_ids, output_dim, name="augmented") if augmented else None
+            TokenBagEmbedding(
+                item_ids if item_id_vocabulary is None else item_id_vocabulary,
+                output_dim,
+                name="augmented",
+            )
+            if augmented
+            else None
         )
         self._mlp = mlp(hidden_units, output_dim, name="candidate_mlp")
         # Row 0 of every table below is an item outside the catalog, row i + 1 item i.

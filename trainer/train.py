@@ -37,6 +37,7 @@ from trainer.distribute import (
 )
 from trainer.model import TwoTowerModel
 from trainer.optimizers import make_optimizer
+from trainer.table_sizes import check_budget, table_sizes
 
 _LOG = logging.getLogger("twotower.train")
 
@@ -172,6 +173,8 @@ def train(
             optimizer=optimizer,
             steps_per_execution=config.training.steps_per_execution,
         )
+    sizes = table_sizes(model, config.training.optimizer)
+    budget_warning = check_budget(sizes, config.training.memory_budget_gb)
     backup = config.training.backup == "always" or (
         config.training.backup == "auto" and where.multi_worker
     )
@@ -234,6 +237,10 @@ def train(
     summary = {
         "dataset_dir": os.path.abspath(dataset_dir),
         "train_examples": examples,
+        "tables": {
+            **table_sizes(model, config.training.optimizer),  # all variables built now
+            "memory_budget_warning": budget_warning,
+        },
         "epochs": config.training.epochs,
         "train_seconds": round(seconds, 2),
         "history": {k: [float(v) for v in values] for k, values in history.history.items()},

@@ -1,0 +1,106 @@
+"""The speed settings of `training` and `model.inputs`, through `train` on the tiny dataset."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from common.config import load_config
+from trainer.dataset import load_dataset, make_dataset
+from trainer.train import load_run, train
+
+SMALL = [
+    "training.batch_size=16",
+    "model.hidden_units=[16]",
+    "model.output_dim=8",
+    "model.embedding_dim=8",
+    "negatives.exposure_correction=none",
+]
+
+
+def _train(tiny_dataset, tmp_path, *overrides, epochs=1):
+    config = load_config(overrides=[*SMALL, f"training.epochs={epochs}", *overrides])
+    run_dir = str(tmp_path / "run")
+    run = train(config, tiny_dataset, run_dir, verbose=0)
+    return run_dir, run
+
+
+def test_ids_only_reads_the_two_ids(tiny_dataset, tmp_path):
+    run_dir, run = _train(
+        tiny_dataset,
+        tmp_path,
+        "model.inputs=ids",
+        "negatives.loss=tfrs",
+        "negatives.in_batch_correction=none",
+        "model.hidden_units=[]",
+    )
+    _, dataset, model = load_run(run_dir)
+    assert model.input_features == ["user_id", "item_id"]
+    assert model.query_tower.feature_names == ["user_id"]
+    batch = next(iter(make_dataset(dataset, "train", 4, features=model.input_features)))
+    assert set(batch) == {"user_id", "item_id"}
+    # No history, features or cluster: an unknown user's embedding ignores them.
+    users = {
+        "user_id": tf.constant(["u1", "u1"]),
+        "history": tf.constant([["i1"], ["i2"]]),
+        "user.segment": tf.constant([["s0"], ["s1"]]),
+    }
+    embeddings = model.query_embeddings(users).numpy()
+    np.testing.assert_array_equal(embeddings[0], embeddings[1])
+    assert np.isfinite(run["history"]["loss"]).all()
+
+
+def test_default_model_parses_what_its_sources_read(tiny_dataset):
+    from trainer.build import build_model
+
+    dataset = load_dataset(tiny_dataset)
+    plain = build_model(load_config(overrides=SMALL), dataset)
+    assert plain.input_features == ["user_id", "history", "user.segment", "item_id"]
+    uma2 = build_model(load_config(overrides=[*SMALL, "uma2.strategy=UMA2"]), dataset)
+    assert uma2.input_features[-4:] == ["space_a", "space_b", "num_space_a", "num_space_b"]
+
+
+def test_steps_per_execution_and_cache_train(tiny_dataset, tmp_path):
+    _, run = _train(
+        tiny_dataset,
+        tmp_path,
+        "training.steps_per_execution=2",
+        "training.cache=true",
+        "training.batch_size=8",
+        epochs=2,
+    )
+    assert len(run["history"]["loss"]) == 2 and np.isfinite(run["history"]["loss"]).all()
+    rows = len(load_dataset(tiny_dataset).item_ids) + 2  # padding + one OOV bucket
+    assert run["tables"]["tables"]["item_id/embedding"]["rows"] == rows
+    assert run["tables"]["other_bytes"] > 0  # the MLPs, built by then
+
+
+def test_throughput_counts_steps_of_multi_step_calls():
+    from trainer.callbacks import Throughput
+
+    callback = Throughput(batch_size=10, steps_per_execution=4)
+    callback.on_epoch_begin(0)
+    for batch in (3, 7, 9):  # two calls of 4 steps, a last one of 2
+        callback.on_train_batch_end(batch)
+    logs = {}
+    callback.on_epoch_end(0, logs)
+    assert logs["examples_per_second"] == pytest.approx(10 * logs["steps_per_second"])
+    assert callback._steps == 10
+
+
+def test_mixed_precision_trains_float32_weights(tiny_dataset, tmp_path):
+    run_dir, run = _train(tiny_dataset, tmp_path, "training.mixed_precision=true", epochs=2)
+    _, plain = _train(tiny_dataset, tmp_path / "float32", epochs=2)
+    # float16 compute with loss scaling: the same losses as float32, to float16's precision.
+    np.testing.assert_allclose(run["history"]["loss"], plain["history"]["loss"], rtol=0.02)
+    assert tf.keras.mixed_precision.global_policy().name == "float32"  # restored
+    _, dataset, model = load_run(run_dir)
+    items = model.candidate_embeddings(tf.constant(dataset.item_ids[:3]))
+    assert items.dtype == tf.float32
+    weights = model.candidate_tower.trainable_variables
+    assert weights and {v.dtype for v in weights} == {tf.float32}
+    with open(os.path.join(run_dir, "config.yaml")) as f:
+        assert "mixed_precision: true" in f.read()
+    assert json.dumps(run)  # run.json holds plain numbers
