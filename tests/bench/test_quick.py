@@ -40,6 +40,7 @@ def test_every_benchmark_is_tested_here():
         "serving",
         "debias",
         "train",
+        "scale",
     }
 
 
@@ -148,3 +149,18 @@ def test_train(tmp_path):
     assert set(result["optimizer_ms"]["3000"]) == {"adagrad", "adam", "sgd"}
     assert (tmp_path / "train.png").stat().st_size > 10_000
     assert not list((tmp_path / "train").glob("run-*"))  # runs are removed
+
+
+def test_scale(tmp_path):
+    result = _run(tmp_path, "scale")
+    stages = [row["stage"] for row in result["stages"]]
+    assert stages[:5] == ["simulate", "preprocess", "train", "evaluate", "export"]
+    assert stages[5] == "serve + 30 retrievals"
+    for row in result["stages"]:
+        assert row["seconds"] > 0 and row["peak_rss_mb"] > 30
+    assert result["stages"][0]["requests"] > 100
+    assert result["stages"][2]["examples_per_second"] > 0
+    served = result["stages"][-1]
+    assert served["requests"] == 30 and served["errors"] == 0
+    assert result["total_seconds"] == round(sum(r["seconds"] for r in result["stages"]), 1)
+    assert not (tmp_path / "scale").exists()  # removed unless --keep

@@ -222,6 +222,35 @@ class TrainBench(Settings):
             )
 
 
+@dataclasses.dataclass(frozen=True)
+class ScaleBench(Settings):
+    """`twotower bench scale`: simulate -> preprocess -> train -> evaluate -> export ->
+    serve at a user's scale, each stage's seconds and peak memory (docs/performance.md)."""
+
+    QUICK: ClassVar[dict[str, Any]] = {
+        "num_users": 300,
+        "num_items": 500,
+        "days": 3,
+        "batch_size": 64,
+        "retrievals": 30,
+        "clients": 2,
+        "k": 10,
+        "memory_days": [],
+    }
+
+    num_users: int = setting(100_000, "simulated users", min=1)
+    num_items: int = setting(100_000, "simulated catalog items", min=1)
+    days: int = setting(10, "logged days (about 1M requests at the default sizes)", min=2)
+    batch_size: int = setting(1_024, "training batch size", min=1)
+    retrievals: int = setting(1_000, "requests sent through `twotower serve`", min=1)
+    clients: int = setting(4, "concurrent clients of those requests", min=1)
+    k: int = setting(100, "items per retrieval", min=1)
+    memory_days: list[int] = setting(
+        [30], "also simulate + preprocess this many days (memory against input size)"
+    )
+    keep: bool = setting(False, "keep the worlds, datasets and run under OUTPUT/scale/")
+
+
 BENCHMARKS: dict[str, type] = {
     "pipeline": PipelineBench,
     "uma2": Uma2Bench,
@@ -230,4 +259,5 @@ BENCHMARKS: dict[str, type] = {
     "serving": ServingBench,
     "debias": DebiasBench,
     "train": TrainBench,
+    "scale": ScaleBench,
 }
