@@ -231,9 +231,19 @@ class CandidateTower(tf.keras.Model):
         )
 
     def encode_indices(self, indices: tf.Tensor) -> tf.Tensor:
-        """Catalog indices of any shape `[...]` (-1: outside the catalog) -> `[..., dim]`."""
+        """Catalog indices of any shape `[...]` (-1: outside the catalog) -> `[..., dim]`.
+
+        Each distinct item goes through the tower once: sampled negatives repeat items
+        (same-cluster draws, uniform draws, a queue of recent clicks), and the tower's cost
+        is per item encoded.
+        """
         shape = tf.shape(indices)
-        rows = tf.reshape(tf.cast(indices, tf.int64), [-1]) + 1
+        unique, position = tf.unique(tf.reshape(tf.cast(indices, tf.int64), [-1]))
+        embeddings = tf.gather(self._encode_rows(unique + 1), position)
+        return tf.reshape(embeddings, tf.concat([shape, [self._output_dim]], axis=0))
+
+    def _encode_rows(self, rows: tf.Tensor) -> tf.Tensor:
+        """`[n]` rows of the catalog tables (0: outside the catalog) -> `[n, dim]`."""
         parts = [self._item_id.embed_id(tf.gather(self._id_rows[:, 0], rows))]
         if self._use_cluster:
             parts.append(self._cluster.embed_ids(tf.gather(self._cluster_rows, rows)))
@@ -243,8 +253,7 @@ class CandidateTower(tf.keras.Model):
         ]
         if self._augmented is not None:
             parts.append(self._augmented.embed_ids(tf.gather(self._augmented_rows, rows)))
-        embeddings = self._mlp(tf.concat(parts, axis=1))
-        return tf.reshape(embeddings, tf.concat([shape, [self._output_dim]], axis=0))
+        return self._mlp(tf.concat(parts, axis=1))
 
     def call(self, item_ids: tf.Tensor) -> tf.Tensor:
         """Args: item_ids of any shape `[...]`. Returns `[..., output_dim]`."""

@@ -145,7 +145,13 @@ def test_train(tmp_path):
         assert cell["steps"] in (5, 8) and cell["median_ms"] > 0 and len(cell["rounds"]) == 1
     catalog = result["catalog"]["median_ms"]
     assert result["catalog"]["ratio"] == round(catalog[1] / catalog[0], 3)
-    assert set(result["relative"]) == {"clrec_cached", "uma2", "cluster", "multi_clrec"}
+    assert set(result["relative"]) == {
+        "clrec_cached",
+        "uma2",
+        "cluster",
+        "multi_clrec",
+        "multi_clrec_cached",
+    }
     assert set(result["optimizer_ms"]["3000"]) == {"adagrad", "adam", "sgd"}
     assert (tmp_path / "train.png").stat().st_size > 10_000
     assert not list((tmp_path / "train").glob("run-*"))  # runs are removed

@@ -56,7 +56,10 @@ class ClusterNegatives(NegativeSource):
             seed=tf.stack([tf.cast(self._seed, tf.int64), self._step]),
         )
         ids = tf.gather(batch.item_ids, indices)
-        embeddings = batch.encode(ids)
+        # By index: the ids are only for the accidental-hit mask, no second lookup.
+        embeddings = (
+            batch.encode(ids) if batch.encode_indices is None else batch.encode_indices(indices)
+        )
         if self._margin is None:
             return Candidates(self.name, "other", ids, embeddings)
         return Candidates(self.name, "other", ids, embeddings, valid=self._keep(batch, embeddings))

@@ -37,8 +37,13 @@ class CorpusNegatives(NegativeSource):
         return tf.random.uniform(shape, maxval=num_items, dtype=tf.int32)
 
     def sample(self, batch: Batch) -> Candidates:
-        ids = tf.gather(batch.item_ids, self._sample_indices(batch))
-        return Candidates(name=self.name, group=self._group, ids=ids, embeddings=batch.encode(ids))
+        indices = self._sample_indices(batch)
+        ids = tf.gather(batch.item_ids, indices)
+        # By index where the model offers it: no second lookup of the drawn ids.
+        embeddings = (
+            batch.encode(ids) if batch.encode_indices is None else batch.encode_indices(indices)
+        )
+        return Candidates(name=self.name, group=self._group, ids=ids, embeddings=embeddings)
 
     def expected_count(self, ids: tf.Tensor, batch: Batch) -> tf.Tensor:
         num_items = tf.cast(tf.shape(batch.item_ids)[0], tf.float32)

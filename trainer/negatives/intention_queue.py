@@ -98,9 +98,12 @@ class IntentionQueueNegatives(NegativeSource):
         else:  # each queue item is encoded once, then shared by the rows of its intention
             all_negatives = batch.encode_indices(all_indices)
         indices, valid = tf.gather(all_indices, which), tf.gather(all_valid, which)  # [B, size]
-        negatives = tf.gather(all_negatives, which)  # [B, size, dim]
+        # Every row against every queue in one matmul, then each row's own queue: gathering
+        # the queues' embeddings per row instead made a [B, size, dim] copy (and its
+        # gradient) every step.
+        scores = tf.einsum("bd,hnd->bhn", user, all_negatives)  # [B, H, size]
+        logits = tf.gather(scores, which, batch_dims=1)  # [B, size]
         positive = tf.reduce_sum(user * batch.positive, axis=1, keepdims=True)
-        logits = tf.einsum("bd,bnd->bn", user, negatives)
         own = tf.cast(batch.item_index(batch.positive_ids), tf.int64)[:, tf.newaxis]
         mask = tf.logical_and(valid, tf.not_equal(indices, own))
         logits = tf.concat([positive, tf.where(mask, logits, _MASKED)], 1) / self._temperature
