@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CHECKOV_VENV ?= .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-.PHONY: setup demo test lint format clean
+.PHONY: setup demo test lint format clean scale gpu-bench
 
 setup: $(STAMP)
 
@@ -23,6 +23,13 @@ $(STAMP): setup.py
 
 demo: setup
 	$(BIN)/twotower demo
+
+# docs/performance.md: the 1M-request run end to end on this machine, and the GPU check.
+scale: setup
+	$(BIN)/twotower bench scale --output work/bench
+
+gpu-bench: setup
+	$(BIN)/twotower bench train --device gpu --output work/bench
 
 lint: setup
 	$(BIN)/ruff check .

@@ -202,6 +202,9 @@ class CandidateTower(tf.keras.Model):
             for name, layer in self._features.items()
         }
         self._augmented_rows = None if self._augmented is None else self._augmented.token_ids(ids)
+        # Sliced once here: a slice inside the step copies the catalog-sized column each time.
+        self._id_row = self._id_rows[:, 0]
+        self._augmented_row = None if self._augmented is None else self._augmented_rows[:, 0]
 
     def item_index(self, item_ids: tf.Tensor) -> tf.Tensor:
         """Catalog index of each item id; -1 for an id not in the catalog."""
@@ -210,11 +213,11 @@ class CandidateTower(tf.keras.Model):
     def id_table_rows(self, indices: tf.Tensor) -> dict[str, tuple[tf.Variable, tf.Tensor]]:
         """{name: (table, rows)}: the catalog-sized tables and the rows of `indices`
         (catalog indices) in them: what training changes when those items are trained."""
-        rows = {"item_id": (self._item_id.table, tf.gather(self._id_rows[:, 0], indices + 1))}
+        rows = {"item_id": (self._item_id.table, tf.gather(self._id_row, indices + 1))}
         if self._augmented is not None:
             rows["augmented"] = (
                 self._augmented.table,
-                tf.gather(self._augmented_rows[:, 0], indices + 1),
+                tf.gather(self._augmented_row, indices + 1),
             )
         return rows
 
@@ -244,7 +247,7 @@ class CandidateTower(tf.keras.Model):
 
     def _encode_rows(self, rows: tf.Tensor) -> tf.Tensor:
         """`[n]` rows of the catalog tables (0: outside the catalog) -> `[n, dim]`."""
-        parts = [self._item_id.embed_id(tf.gather(self._id_rows[:, 0], rows))]
+        parts = [self._item_id.embed_id(tf.gather(self._id_row, rows))]
         if self._use_cluster:
             parts.append(self._cluster.embed_ids(tf.gather(self._cluster_rows, rows)))
         parts += [

@@ -37,3 +37,13 @@ def test_several_steps_per_call_are_split_evenly(monkeypatch):
 def test_nothing_timed_is_an_error():
     with pytest.raises(RuntimeError, match="warm-up"):
         _summary([], 10)
+
+
+def test_train_bench_parts_are_checked():
+    from common.settings import ConfigError
+    from twotower.bench.settings import TrainBench
+
+    with pytest.raises(ConfigError, match="parts"):
+        TrainBench(parts=["catalog", "speed"]).check()
+    with pytest.raises(ConfigError, match="clicked_items"):
+        TrainBench(catalogs=[100], clicked_items=1_000).check()

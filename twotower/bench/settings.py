@@ -14,6 +14,7 @@ from simulator.config import PRESETS
 from twotower.bench.recipes import RECIPES
 
 TRAINING_DATASETS = ("simulator", "movielens", "tiny")
+TRAIN_PARTS = ("catalog", "cluster", "queue", "history", "relative", "tfrs", "input", "optimizer")
 UMA2_STRATEGIES = ("SS-A", "SS-AB", "SS-ABC-random", "SS-ABC-fixed", "UMA2")
 _DATASETS_HELP = (
     "datasets: simulator (the default world), movielens (MovieLens-100K), tiny (a small "
@@ -208,10 +209,14 @@ class TrainBench(Settings):
     )
     history_lengths: list[int] = setting([5, 20, 50, 100], "data.history_length values")
     kmeans_every_steps: int = setting(50, "k-means refresh interval of the cluster curve", min=1)
+    parts: list[str] = setting(
+        list(TRAIN_PARTS), f"what to measure (device=cpu), of {', '.join(TRAIN_PARTS)}"
+    )
     gpu_batches: list[int] = setting([4_096, 16_384], "device=gpu: global batch sizes")
     gpu_catalog: int = setting(100_000, "device=gpu: catalog items", min=1)
 
     def check(self) -> None:
+        _check_names(self.parts, TRAIN_PARTS, "parts")
         if not self.catalogs:
             raise ConfigError("at least one catalog size", "catalogs")
         if min(self.catalogs) < self.clicked_items:

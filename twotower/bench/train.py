@@ -292,18 +292,20 @@ def _measure_rounds(
 def run_cpu(settings: TrainBench, output_dir: str, log: Callable[[str], Any] = print) -> dict:
     work = os.path.join(output_dir, "train")
     os.makedirs(work, exist_ok=True)
-    catalogs = {c: _prepare(work, str(c), settings, c, log=log) for c in settings.catalogs}
+    parts = set(settings.parts)
     smallest, largest = min(settings.catalogs), max(settings.catalogs)
+    sizes = settings.catalogs if parts & {"catalog", "cluster"} else [smallest]
+    catalogs = {c: _prepare(work, str(c), settings, c, log=log) for c in sizes}
+    base = catalogs[smallest]
     default_history = load_config().data.history_length  # that one is the catalog's
     histories = {
-        h: catalogs[smallest]
+        h: base
         if h == default_history
         else _prepare(
             work, f"{smallest}-h{h}", settings, smallest, [f"data.history_length={h}"], log
         )
-        for h in settings.history_lengths
+        for h in (settings.history_lengths if "history" in parts else [])
     }
-    base = catalogs[smallest]
     per_recipe = {**{name: RECIPES[name] for name in RELATIVE}, **EXTRA}
     kmeans = [
         "negatives.cluster_source=kmeans",
@@ -315,23 +317,28 @@ def run_cpu(settings: TrainBench, output_dir: str, log: Callable[[str], Any] = p
         cells[name] = lambda: time_training(directory, overrides, settings, work)
 
     for size, directory in catalogs.items():
-        cell(f"catalog/{size}", directory, [])
-        cell(f"cluster/catalog/{size}", directory, RECIPES["cluster"])
-        cell(f"cluster/kmeans/{size}", directory, [*RECIPES["cluster"], *kmeans])
-    for size in settings.queue_sizes:  # 0: the same recipe without its queue
+        # The smallest catalog's default is also the baseline of "relative" and "input".
+        if "catalog" in parts or size == smallest:
+            cell(f"catalog/{size}", directory, [])
+        if "cluster" in parts:
+            cell(f"cluster/catalog/{size}", directory, RECIPES["cluster"])
+            cell(f"cluster/kmeans/{size}", directory, [*RECIPES["cluster"], *kmeans])
+    for size in settings.queue_sizes if "queue" in parts else []:  # 0: without its queue
         cell(f"queue/{size}", base, [*RECIPES["clrec_cached"], f"negatives.queue_size={size}"])
     for length, directory in histories.items():
         cell(f"history/{length}", directory, [])
-    for name, overrides in per_recipe.items():
+    for name, overrides in per_recipe.items() if "relative" in parts else []:
         cell(f"relative/{name}", base, overrides)
-    cell("tfrs/twotower", base, TFRS_IDS)
-    cell(
-        f"tfrs/twotower_spe{STEPS_PER_EXECUTION}",
-        base,
-        [*TFRS_IDS, f"training.steps_per_execution={STEPS_PER_EXECUTION}"],
-    )
-    cells["tfrs/plain"] = lambda: plain_tfrs_seconds(base, settings)
-    cells["input/default"] = lambda: input_seconds(base, settings)
+    if "tfrs" in parts:
+        cell("tfrs/twotower", base, TFRS_IDS)
+        cell(
+            f"tfrs/twotower_spe{STEPS_PER_EXECUTION}",
+            base,
+            [*TFRS_IDS, f"training.steps_per_execution={STEPS_PER_EXECUTION}"],
+        )
+        cells["tfrs/plain"] = lambda: plain_tfrs_seconds(base, settings)
+    if "input" in parts:
+        cells["input/default"] = lambda: input_seconds(base, settings)
     log(f"timing {len(cells)} configurations x {settings.rounds} rounds ...")
     timed = _measure_rounds(cells, settings.rounds, settings.batch_size, log)
 
@@ -339,34 +346,44 @@ def run_cpu(settings: TrainBench, output_dir: str, log: Callable[[str], Any] = p
         return timed[name]["median_ms"]
 
     default = ms(f"catalog/{smallest}")
-    relative = {name: round(ms(f"relative/{name}") / default, 3) for name in per_recipe}
-    results = {
-        "settings": to_dict(settings),
-        "cpus": os.cpu_count(),
-        "timed": timed,
-        "catalog": {
+    results: dict[str, Any] = {"settings": to_dict(settings), "cpus": os.cpu_count()}
+    results["timed"] = timed
+    if "catalog" in parts:
+        results["catalog"] = {
             "sizes": list(settings.catalogs),
             "median_ms": [ms(f"catalog/{c}") for c in settings.catalogs],
-            "ratio": round(ms(f"catalog/{largest}") / ms(f"catalog/{smallest}"), 3),
-        },
-        "cluster": {
-            source: {
-                "median_ms": [ms(f"cluster/{source}/{c}") for c in settings.catalogs],
-                "mean_ms": [timed[f"cluster/{source}/{c}"]["mean_ms"] for c in settings.catalogs],
-            }
-            for source in ("catalog", "kmeans")
-        },
-        "queue": {
+            "ratio": round(ms(f"catalog/{largest}") / default, 3),
+        }
+    if "cluster" in parts:
+        results["cluster"] = {
+            "sizes": list(settings.catalogs),
+            **{
+                source: {
+                    "median_ms": [ms(f"cluster/{source}/{c}") for c in settings.catalogs],
+                    "mean_ms": [
+                        timed[f"cluster/{source}/{c}"]["mean_ms"] for c in settings.catalogs
+                    ],
+                }
+                for source in ("catalog", "kmeans")
+            },
+        }
+    if "queue" in parts:
+        results["queue"] = {
             "sizes": list(settings.queue_sizes),
             "median_ms": [ms(f"queue/{q}") for q in settings.queue_sizes],
-        },
-        "history": {
+        }
+    if "history" in parts:
+        results["history"] = {
             "lengths": list(settings.history_lengths),
             "median_ms": [ms(f"history/{h}") for h in settings.history_lengths],
-        },
-        "relative": relative,
-        "relative_targets": RELATIVE_TARGETS,
-        "tfrs": {
+        }
+    if "relative" in parts:
+        results["relative"] = {
+            name: round(ms(f"relative/{name}") / default, 3) for name in per_recipe
+        }
+        results["relative_targets"] = RELATIVE_TARGETS
+    if "tfrs" in parts:
+        results["tfrs"] = {
             "plain_examples_per_second": timed["tfrs/plain"]["examples_per_second"],
             "twotower_examples_per_second": timed["tfrs/twotower"]["examples_per_second"],
             "ratio": round(ms("tfrs/plain") / ms("tfrs/twotower"), 3),
@@ -374,19 +391,20 @@ def run_cpu(settings: TrainBench, output_dir: str, log: Callable[[str], Any] = p
             "ratio_steps_per_execution": round(
                 ms("tfrs/plain") / ms(f"tfrs/twotower_spe{STEPS_PER_EXECUTION}"), 3
             ),
-        },
-        "input": {
+        }
+    if "input" in parts:
+        results["input"] = {
             "examples_per_second": timed["input/default"]["examples_per_second"],
             "training_examples_per_second": timed[f"catalog/{smallest}"]["examples_per_second"],
-            "ratio": round(ms(f"catalog/{smallest}") / ms("input/default"), 3),
-        },
-        "optimizer_ms": {
+            "ratio": round(default / ms("input/default"), 3),
+        }
+    if "optimizer" in parts:
+        results["optimizer_ms"] = {
             str(rows): optimizer_milliseconds(
                 rows, settings.clicked_items, settings.batch_size * 21
             )
             for rows in (smallest, largest)
-        },
-    }
+        }
     return results
 
 
@@ -447,7 +465,7 @@ def run_gpu(settings: TrainBench, output_dir: str, log: Callable[[str], Any] = p
 
 
 def tables(results: dict[str, Any]) -> str:
-    """The printed summary."""
+    """The printed summary (the parts measured)."""
     if "gpu" in results:
         columns = [
             "batch",
@@ -458,62 +476,49 @@ def tables(results: dict[str, Any]) -> str:
             "gpu_utilisation",
         ]
         return format_table(results["gpu"], columns)
-    catalog = results["catalog"]
-    rows = [
-        {"measure": f"catalog {c:,} items", "ms/step": m, "target": ""}
-        for c, m in zip(catalog["sizes"], catalog["median_ms"], strict=True)
-    ]
-    rows.append(
-        {"measure": "catalog largest / smallest", "ms/step": catalog["ratio"], "target": "<= 1.2"}
-    )
-    for source, values in results["cluster"].items():
-        for c, m, mean in zip(
-            catalog["sizes"], values["median_ms"], values["mean_ms"], strict=True
-        ):
-            rows.append(
-                {
-                    "measure": f"cluster ({source}) {c:,} items",
-                    "ms/step": m,
-                    "target": f"mean {mean:.1f} ms incl. refresh" if source == "kmeans" else "",
-                }
-            )
-    for q, m in zip(results["queue"]["sizes"], results["queue"]["median_ms"], strict=True):
-        rows.append({"measure": f"queue {q:,}", "ms/step": m, "target": ""})
-    for h, m in zip(results["history"]["lengths"], results["history"]["median_ms"], strict=True):
-        rows.append({"measure": f"history {h}", "ms/step": m, "target": ""})
-    for name, ratio in results["relative"].items():
+    rows = []
+
+    def row(measure: str, value: Any, target: str = "") -> None:
+        rows.append({"measure": measure, "value": value, "target": target})
+
+    if "catalog" in results:
+        catalog = results["catalog"]
+        for c, m in zip(catalog["sizes"], catalog["median_ms"], strict=True):
+            row(f"default, {c:,}-item catalog (ms/step)", m)
+        row("largest / smallest catalog", catalog["ratio"], "<= 1.2")
+    if "cluster" in results:
+        cluster = results["cluster"]
+        for source in ("catalog", "kmeans"):
+            values = cluster[source]
+            for c, m, mean in zip(
+                cluster["sizes"], values["median_ms"], values["mean_ms"], strict=True
+            ):
+                note = f"mean {mean:.1f} with refreshes" if source == "kmeans" else ""
+                row(f"cluster ({source}), {c:,} items (ms/step)", m, note)
+    if "queue" in results:
+        for q, m in zip(results["queue"]["sizes"], results["queue"]["median_ms"], strict=True):
+            row(f"cached queue {q:,} (ms/step)", m)
+    if "history" in results:
+        history = results["history"]
+        for h, m in zip(history["lengths"], history["median_ms"], strict=True):
+            row(f"history_length {h} (ms/step)", m)
+    for name, ratio in results.get("relative", {}).items():
         target = RELATIVE_TARGETS.get(name)
-        rows.append(
-            {
-                "measure": f"{name} / default",
-                "ms/step": ratio,
-                "target": f"<= {target}" if target else "",
-            }
+        row(f"{name} / default (per example)", ratio, f"<= {target}" if target else "")
+    if "tfrs" in results:
+        tfrs_ = results["tfrs"]
+        row("twotower ids-only / plain TFRS (examples/s)", tfrs_["ratio"], ">= 0.9")
+        row(
+            f"  the same, steps_per_execution={tfrs_['steps_per_execution']}",
+            tfrs_["ratio_steps_per_execution"],
+            ">= 0.9",
         )
-    tfrs_ = results["tfrs"]
-    rows.append(
-        {
-            "measure": "twotower ids-only / plain TFRS (examples/s)",
-            "ms/step": tfrs_["ratio"],
-            "target": ">= 0.9",
-        }
-    )
-    rows.append(
-        {
-            "measure": "input pipeline / training (examples/s)",
-            "ms/step": results["input"]["ratio"],
-            "target": ">= 3",
-        }
-    )
-    for size, values in results["optimizer_ms"].items():
-        rows.append(
-            {
-                "measure": f"sparse update, {int(size):,}-row table (ms)",
-                "ms/step": ", ".join(f"{k} {v}" for k, v in values.items()),
-                "target": "",
-            }
-        )
-    return format_table(rows, ["measure", "ms/step", "target"])
+    if "input" in results:
+        row("input pipeline / training (examples/s)", results["input"]["ratio"], ">= 3")
+    for size, values in results.get("optimizer_ms", {}).items():
+        text = ", ".join(f"{k} {v}" for k, v in values.items())
+        row(f"sparse update, {int(size):,}-row table (ms)", text)
+    return format_table(rows, ["measure", "value", "target"])
 
 
 def plot(results: dict[str, Any], path: str) -> None:
@@ -524,17 +529,21 @@ def plot(results: dict[str, Any], path: str) -> None:
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     figure, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    sizes = results["catalog"]["sizes"]
-    axes[0].plot(sizes, results["catalog"]["median_ms"], "o-", label="default")
-    for source, values in results["cluster"].items():
+    if "catalog" in results:
+        sizes = results["catalog"]["sizes"]
+        axes[0].plot(sizes, results["catalog"]["median_ms"], "o-", label="default")
+    for source in ("catalog", "kmeans") if "cluster" in results else ():
+        values, sizes = results["cluster"][source], results["cluster"]["sizes"]
         axes[0].plot(sizes, values["median_ms"], "s--", label=f"cluster ({source})")
         if source == "kmeans":
             axes[0].plot(sizes, values["mean_ms"], "x:", label="cluster (kmeans), mean")
     axes[0].set(xscale="log", xlabel="catalog items", ylabel="ms per step", ylim=(0, None))
     axes[0].legend(fontsize=8)
-    axes[1].plot(results["queue"]["sizes"], results["queue"]["median_ms"], "o-")
+    if "queue" in results:
+        axes[1].plot(results["queue"]["sizes"], results["queue"]["median_ms"], "o-")
     axes[1].set(xlabel="negatives.queue_size (cached)", ylabel="ms per step", ylim=(0, None))
-    axes[2].plot(results["history"]["lengths"], results["history"]["median_ms"], "o-")
+    if "history" in results:
+        axes[2].plot(results["history"]["lengths"], results["history"]["median_ms"], "o-")
     axes[2].set(xlabel="data.history_length", ylabel="ms per step", ylim=(0, None))
     figure.suptitle(f"time per step, batch {results['settings']['batch_size']}")
     figure.tight_layout()
