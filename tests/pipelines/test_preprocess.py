@@ -128,6 +128,8 @@ def test_vocabularies_come_from_the_training_split_only(broken):
     assert built["vocabularies"]["item.cluster"] == {
         "file": "vocab/item.cluster.txt",
         "size": 1,
+        "counted": 1,
+        "rows": 3,  # padding, the OOV bucket, c1
         "num_oov_buckets": 1,
     }
 
