@@ -157,9 +157,10 @@ def build_model(config: Config, dataset: Dataset) -> TwoTowerModel:
         "num_oov_buckets": dataset.num_oov_buckets,
     }
     everything = model.inputs == "all"
+    id_vocabulary = dataset.item_id_vocabulary  # the catalog, or the limited vocabulary
     query = QueryTower(
         user_vocabulary=dataset.vocabularies.get("user_id", []),
-        item_ids=dataset.item_id_vocabulary,
+        item_ids=id_vocabulary,
         user_feature_vocabularies={
             name: dataset.vocabularies.get(USER_FEATURE_PREFIX + name, [])
             for name in (dataset.user_features if everything else [])
@@ -171,9 +172,7 @@ def build_model(config: Config, dataset: Dataset) -> TwoTowerModel:
     candidate = CandidateTower(
         item_id_init=model.item_id_init,
         item_ids=dataset.item_ids,
-        item_id_vocabulary=None
-        if dataset.item_id_vocabulary is dataset.item_ids
-        else dataset.item_id_vocabulary,
+        item_id_vocabulary=None if id_vocabulary is dataset.item_ids else id_vocabulary,
         item_clusters=dataset.item_clusters,
         item_features=dataset.item_features if everything else {},
         cluster=everything,

@@ -51,10 +51,10 @@ from trainer.optimizers import OPTIMIZERS, make_optimizer
 from trainer.train import train
 from twotower.bench import synthetic
 from twotower.bench.recipes import RECIPES
+from twotower.bench.runner import IN_MEMORY_BEAM
 from twotower.bench.settings import TrainBench
 from twotower.report import format_table, save_results
 
-IN_MEMORY_BEAM = ("--runner=DirectRunner", "--direct_running_mode=in_memory")
 RELATIVE = ("clrec_cached", "uma2", "cluster", "multi_clrec")  # against "default"
 # Multi-CLRec's recipe re-encodes its queues' items every step (queue_mode=ids); the same
 # with cached embeddings, for the cost of the intentions themselves.
