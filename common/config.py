@@ -298,6 +298,11 @@ class TrainingConfig(Settings):
         False, "float16 compute with float32 weights (GPUs; slower on CPUs)"
     )
     cache: bool = _field(False, "keep the training split's records in memory after the first epoch")
+    deterministic: bool = _field(
+        False,
+        "op determinism (tf.config.experimental.enable_op_determinism): the same dataset, "
+        "config and seed give the same weights and metrics on CPU; some GPU ops get slower",
+    )
     memory_budget_gb: float = _field(
         16.0,
         "memory one replica may give the tables (weights + optimizer slots); train warns "

@@ -22,6 +22,11 @@ _RETRYABLE_TF_ERRORS = {
 }
 
 
+class RetryableError(RuntimeError):
+    """An expected failure that a retry can fix (another export holds the lock, a backend
+    is unreachable): exit 138, reported in one line without a traceback."""
+
+
 def exit_code(error: BaseException) -> int:
     """The exit code for an error that ended a command.
 
@@ -33,6 +38,8 @@ def exit_code(error: BaseException) -> int:
     """
     if isinstance(error, KeyboardInterrupt):
         return INTERRUPTED
+    if isinstance(error, RetryableError):
+        return RETRYABLE
     name = type(error).__name__
     if type(error).__module__.startswith("tensorflow"):
         return RETRYABLE if name in _RETRYABLE_TF_ERRORS else BAD_INPUT

@@ -17,6 +17,7 @@ checker below is all that validation needs.
 """
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import types
@@ -128,6 +129,9 @@ def _convert(key: str, value: Any, hint: Any, meta: dict[str, Any]) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"expected an integer, got {value!r}", key)
     elif hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads `1e-3` (no dot) as a string
+            with contextlib.suppress(ValueError):
+                value = float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"expected a number, got {value!r}", key)
         if not isinstance(value, float):

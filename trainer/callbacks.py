@@ -3,6 +3,7 @@
 import time
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -37,3 +38,56 @@ class Throughput(tf.keras.callbacks.Callback):
         if logs is not None:
             logs["steps_per_second"] = self._steps / seconds
             logs["examples_per_second"] = self._steps * self._batch_size / seconds
+
+
+class TrainingDiverged(ValueError):
+    """The loss or the weights stopped being finite; the message names the step."""
+
+
+class StopOnNonFinite(tf.keras.callbacks.Callback):
+    """Raises `TrainingDiverged` on the first non-finite loss, and at each epoch's end on
+    non-finite weights, so that `fit` ends with an error and no final checkpoint is saved.
+
+    Keras's `TerminateOnNaN` only sets `stop_training`: `fit` then returns normally and
+    the trainer would save and publish the diverged weights. With steps_per_execution > 1
+    Keras reports once per call, so the step named is the call's last.
+    """
+
+    def __init__(self, steps_per_execution: int = 1):
+        super().__init__()
+        self._per_call = steps_per_execution
+        self._epoch = 0
+        self._step = 0
+        self._last: int | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch = epoch
+        self._last = None
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._step += self._per_call if self._last is None else batch - self._last
+        self._last = batch
+        for name in ("loss", "total_loss"):
+            value = (logs or {}).get(name)
+            if value is not None and not np.isfinite(value):
+                raise TrainingDiverged(
+                    f"{name} is {float(value)} at step {self._step} (epoch {self._epoch + 1}, "
+                    f"batch {batch + 1}); training stopped, no checkpoint written (lower "
+                    "training.learning_rate, or check the data)"
+                )
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        check_finite_weights(self.model, f"after epoch {epoch + 1} (step {self._step})")
+
+
+def check_finite_weights(model: tf.keras.Model, when: str) -> None:
+    """Raises `TrainingDiverged` naming the first variable of `model` that holds a NaN or
+    an infinity (one pass over the weights: call it per epoch, not per step)."""
+    for variable in model.weights:
+        if variable.dtype.is_floating and not bool(
+            tf.reduce_all(tf.math.is_finite(variable)).numpy()
+        ):
+            raise TrainingDiverged(
+                f"weights {variable.name} hold non-finite values {when}; training stopped, "
+                "no checkpoint written"
+            )

@@ -86,6 +86,16 @@ class TwoTowerModel(tfrs.Model):
         )
         self.propensity_network = propensity_network
         self._trackers: dict[str, tf.keras.metrics.Mean] = {}
+        # Examples the training steps consumed (run.json's `examples_read`): each replica
+        # counts its own, a read sums them.
+        self.examples_read = tf.Variable(
+            0,
+            dtype=tf.int64,
+            trainable=False,
+            name="examples_read",
+            synchronization=tf.VariableSynchronization.ON_READ,
+            aggregation=tf.VariableAggregation.SUM,
+        )
 
     def _track(self, name: str, value: tf.Tensor) -> None:
         if name not in self._trackers:
@@ -225,10 +235,17 @@ class TwoTowerModel(tfrs.Model):
         return self._mimic_weight * loss
 
     def train_step(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        """TFRS's step, with loss scaling when the optimizer is a LossScaleOptimizer
+        """TFRS's step (`_scaled_step` under mixed precision), counting the examples."""
+        if isinstance(self.optimizer, tf.keras.mixed_precision.LossScaleOptimizer):
+            metrics = self._scaled_step(inputs)
+        else:
+            metrics = super().train_step(inputs)
+        self.examples_read.assign_add(tf.shape(inputs["item_id"], out_type=tf.int64)[0])
+        return metrics
+
+    def _scaled_step(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """TFRS's step with loss scaling when the optimizer is a LossScaleOptimizer
         (training.mixed_precision): TFRS's own step applies gradients unscaled."""
-        if not isinstance(self.optimizer, tf.keras.mixed_precision.LossScaleOptimizer):
-            return super().train_step(inputs)
         with tf.GradientTape() as tape:
             loss = self.compute_loss(inputs, training=True)
             regularization = tf.add_n(self.losses) if self.losses else tf.constant(0.0)

@@ -2,11 +2,16 @@
 
 Run directory layout (see docs/run_directory.md):
   config.yaml        the resolved config
-  run.json           dataset path, per-epoch history, throughput, wall time
+  run.json           dataset path, per-epoch history, throughput, examples read, wall time
   checkpoints/       the trained weights (TensorFlow checkpoint)
   logs/              TensorBoard
-  backup/            BackupAndRestore state while training (removed when it finishes;
-                     docs/distributed.md)
+  backup/            BackupAndRestore state and its config while training (removed when
+                     it finishes; docs/distributed.md)
+  .commit/           the new config, weights and run.json until they replace the old
+                     together (`trainer.run_dir`)
+
+A run stops with `TrainingDiverged` (exit 1) on a non-finite loss or weights; nothing of
+it is published then, and a finished run in the same directory stays as it was.
   metrics.json       written by evaluate
   export/            written by export
 """
@@ -24,9 +29,10 @@ from typing import Any
 import tensorflow as tf
 
 from common import contracts
-from common.config import Config, ConfigError, TrainingConfig, load_config, save_config
+from common.config import Config, ConfigError, TrainingConfig, load_config
+from trainer import run_dir as run_directory
 from trainer.build import build_model, training_callbacks
-from trainer.callbacks import Throughput
+from trainer.callbacks import StopOnNonFinite, Throughput, check_finite_weights
 from trainer.dataset import Dataset, load_dataset, make_dataset
 from trainer.distribute import (
     Placement,
@@ -137,6 +143,7 @@ def train(
     *,
     verbose: int = 1,
     callbacks: Sequence[tf.keras.callbacks.Callback] = (),
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Trains the model `config` describes on `dataset_dir` and writes `run_dir`.
 
@@ -150,20 +157,28 @@ def train(
       run_dir: where checkpoints, logs, config and run.json go (created).
       verbose: Keras verbosity (1 progress bar, 2 a line per epoch, 0 silent).
       callbacks: extra Keras callbacks for `fit`.
+      overwrite: replace a finished run in `run_dir` (once this one has finished) or
+        discard an interrupted training of another config (`trainer.run_dir`).
 
     Returns:
       The contents of run.json.
 
     Raises:
       ConfigError: a bad TF_CONFIG, or a batch size or sharding the cluster cannot take.
+      RunDirectoryInUse: `run_dir` holds a run and `overwrite` is False.
+      TrainingDiverged: a non-finite loss or weights (nothing is written then).
+      ValueError: fewer examples read than the manifest lists (a truncated shard).
     """
     where = placement(config.training)  # first: multi-worker must configure TF first
     _LOG.info("%s", where.describe())
+    if config.training.deterministic:
+        tf.config.experimental.enable_op_determinism()
     tf.keras.utils.set_random_seed(config.training.seed)
     dataset = load_dataset(dataset_dir)
-    os.makedirs(run_dir, exist_ok=True)
-    if where.is_chief:
-        save_config(config, run_dir)
+    backup = config.training.backup == "always" or (
+        config.training.backup == "auto" and where.multi_worker
+    )
+    run_directory.prepare(run_dir, config, overwrite=overwrite, backup=backup, chief=where.is_chief)
     with where.strategy.scope(), worker_local_strings(where), precision(config.training):
         model = build_model(config, dataset)
         optimizer = make_optimizer(config.training.optimizer, where.learning_rate)
@@ -175,9 +190,6 @@ def train(
         )
     sizes = table_sizes(model, config.training.optimizer)
     budget_warning = check_budget(sizes, config.training.memory_budget_gb)
-    backup = config.training.backup == "always" or (
-        config.training.backup == "auto" and where.multi_worker
-    )
     examples = dataset.manifest["splits"]["train"]["examples"]
     steps_per_epoch, skipped, shard = None, 0, None
     if backup or where.replicas > 1:
@@ -204,6 +216,7 @@ def train(
             steps_per_epoch = max(1, examples // config.training.batch_size)
             data = data.repeat()
     fit_callbacks = [
+        StopOnNonFinite(config.training.steps_per_execution),  # first: before any backup
         *training_callbacks(config, model),
         Throughput(config.training.batch_size, config.training.steps_per_execution),
         # Per-step summaries (training.summary_every_steps) carry the IPW weight histograms.
@@ -228,15 +241,20 @@ def train(
         verbose=verbose,
     )
     seconds = time.perf_counter() - start
-    if backup and where.is_chief:
-        # BackupAndRestore removed its checkpoints; the finished run keeps no backup.
-        shutil.rmtree(backup_dir, ignore_errors=True)
-    weights = worker_dir(run_dir, where)
-    model.save_weights(os.path.join(weights, contracts.WEIGHTS))
-    remove_worker_dir(weights, where)
+    check_finite_weights(model, "at the end of training")
+    examples_read = int(model.examples_read.numpy())
+    if steps_per_epoch is None and not model.stop_training:
+        _check_examples_read(dataset, examples_read, config.training.epochs)
+    if where.is_chief:
+        model.save_weights(run_directory.staging_weights(run_dir))
+    else:  # every worker must save (variables sync on save); only the chief's is kept
+        weights = worker_dir(run_dir, where)
+        model.save_weights(os.path.join(weights, contracts.WEIGHTS))
+        remove_worker_dir(weights, where)
     summary = {
         "dataset_dir": os.path.abspath(dataset_dir),
         "train_examples": examples,
+        "examples_read": examples_read,
         "tables": {
             **table_sizes(model, config.training.optimizer),  # all variables built now
             "memory_budget_warning": budget_warning,
@@ -257,9 +275,23 @@ def train(
         },
     }
     if where.is_chief:
-        with open(os.path.join(run_dir, contracts.RUN_FILE), "w") as f:
-            json.dump(summary, f, indent=2)
+        run_directory.commit(run_dir, config, json.dumps(summary, indent=2))
+        if backup:
+            # BackupAndRestore removed its checkpoints; the finished run keeps no backup.
+            shutil.rmtree(os.path.join(run_dir, contracts.BACKUP_DIR), ignore_errors=True)
     return summary
+
+
+def _check_examples_read(dataset: Dataset, read: int, epochs: int) -> None:
+    """Raises ValueError when one-pass-per-epoch training read fewer or more examples than
+    the manifest lists (a shard cut short after its checksum was taken, or replaced)."""
+    expected = dataset.manifest["splits"]["train"]["examples"] * epochs
+    if read != expected:
+        raise ValueError(
+            f"{dataset.directory}: training read {read} examples in {epochs} epochs, the "
+            f"manifest lists {expected}; a train shard is shorter or longer than when it "
+            "was written (run `twotower preprocess` again)"
+        )
 
 
 def load_run(run_dir: str) -> tuple[Config, Any, TwoTowerModel]:

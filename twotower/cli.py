@@ -126,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--data", required=True, metavar="DIR", help="dataset directory")
     sub.add_argument("--run-dir", required=True, metavar="DIR", help="run directory to write")
+    sub.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a finished run in --run-dir (it stays whole until this training "
+        "finishes), or discard an interrupted training of another config",
+    )
     _verbose(sub, 1)
     tfjob = sub.add_argument_group(
         "cluster (Kubeflow TFJob, docs/distributed.md): print the manifest of this training "
@@ -216,7 +222,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except (Exception, KeyboardInterrupt) as e:  # every failure becomes an exit code
         code = exit_codes.exit_code(e)
-        if code == exit_codes.RETRYABLE and not type(e).__module__.startswith("tensorflow"):
+        expected = isinstance(e, exit_codes.RetryableError)
+        if (
+            code == exit_codes.RETRYABLE
+            and not expected
+            and not type(e).__module__.startswith("tensorflow")
+        ):
             import traceback  # noqa: PLC0415
 
             traceback.print_exception(e)  # unexpected: the trace is what a person needs

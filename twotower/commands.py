@@ -81,7 +81,13 @@ def train(args: argparse.Namespace) -> int:
     from trainer.train import train  # noqa: PLC0415
 
     logging.basicConfig(level=logging.INFO, format="twotower train: %(message)s")
-    summary = train(config_from_args(args), args.data, args.run_dir, verbose=args.verbose)
+    summary = train(
+        config_from_args(args),
+        args.data,
+        args.run_dir,
+        verbose=args.verbose,
+        overwrite=args.overwrite,
+    )
     print(f"trained {summary['epochs']} epochs in {summary['train_seconds']} s -> {args.run_dir}")
     return 0
 

@@ -68,7 +68,7 @@ def run_demo(
     )
     log(f"[2/5] train -> {run_dir}")
     start = time.perf_counter()
-    train(config, dataset_dir, run_dir, verbose=verbose)
+    train(config, dataset_dir, run_dir, verbose=verbose, overwrite=True)
     timings["train"] = time.perf_counter() - start
     log("[3/5] evaluate over the whole catalog (training clicks excluded)")
     start = time.perf_counter()

@@ -71,6 +71,7 @@ def _launch(args: list[str], workers: int) -> list[str]:
 
 def _train(dataset_dir: str, run_dir: str, workers: int, overrides: Sequence[str]) -> dict:
     args = ["twotower", "train", "--data", dataset_dir, "--run-dir", run_dir, "--verbose", "0"]
+    args.append("--overwrite")  # the benchmark's own scratch run
     args += [f"--set={o}" for o in overrides]
     start = time.perf_counter()
     _launch(args, workers)

@@ -111,7 +111,7 @@ def run_cell(
     """Trains and evaluates one (config, seed); returns metrics per query set + speed."""
     config = load_config(overrides=[*dataset.overrides, *overrides, f"training.seed={seed}"])
     start = time.perf_counter()
-    run = train(config, dataset.directory, run_dir, verbose=0)
+    run = train(config, dataset.directory, run_dir, verbose=0, overwrite=True)
     seconds = time.perf_counter() - start
     result = evaluate_run(run_dir, write=False, plots=False)
     sets = {"logged": _two_tower(result["methods"])}

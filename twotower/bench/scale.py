@@ -188,6 +188,7 @@ def run(settings: ScaleBench, output_dir: str, log: Callable[[str], Any] = print
                 "--set=training.epochs=1",
                 f"--set=training.batch_size={settings.batch_size}",
                 "--verbose=2",
+                "--overwrite",
             ),
         ),
         ("evaluate", _twotower("evaluate", "--ground-truth", world, run_dir)),
