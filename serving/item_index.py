@@ -69,6 +69,12 @@ class ItemIndex:
         extra = max((len(e) for e in excluded), default=0)
         indices, scores = self._search(queries, min(self.num_items, k + extra))
         indices = indices.astype(np.int64)
+        # ScaNN pads a search whose leaves held fewer than n items with NaN scores: those
+        # slots are "no item" (-1), never an item with a NaN score.
+        empty = ~np.isfinite(scores)
+        if empty.any():
+            indices = np.where(empty, -1, indices)
+            scores = np.where(empty, -np.inf, scores)
         if not extra:
             return _pad(indices[:, :k], scores[:, :k], k)
         out_indices = np.full((len(queries), k), -1, dtype=np.int64)

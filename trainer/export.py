@@ -10,15 +10,16 @@
                                    Serving built with ScaNN's ops)
   export/export_manifest.json      the latest version's manifest
 
-Everything of a version is written under `export/.tmp-<v>/`, validated by reloading it
-there, and only then renamed into place; the export manifest is replaced last, in one
-`os.replace`, so neither TF Serving (which watches `query_tower/`) nor the retrieval
-service (which watches the manifest) ever sees half a version. Versions are never
-overwritten.
+Everything of a version is written under `export/.tmp-<v>-<pid>/`, validated by
+reloading it there, and only then published (`trainer.publish`: fsynced, renamed into
+place query tower last, the export manifest replaced last, rolled back on any failure,
+under an exclusive lock), so neither TF Serving (which watches `query_tower/`) nor the
+retrieval service (which watches the manifest) ever sees half a version. Versions are
+never overwritten. A model whose embeddings or index results are not finite (a diverged
+training) is refused: `NonFiniteExport`, nothing published.
 """
 
 import datetime
-import json
 import os
 import shutil
 import time
@@ -32,12 +33,37 @@ from common import contracts
 from trainer.evaluate import eval_queries, item_embeddings, top_k
 from trainer.export_options import ExportOptions
 from trainer.model import TwoTowerModel
+from trainer.publish import (
+    export_lock,
+    next_version,
+    publish,
+    remove_stale_staging,
+    staging_dir,
+    versions,
+)
 from trainer.retrieval_model import save_retrieval_model, validate_retrieval_model
 from trainer.standard_ops import assert_standard_ops
 from trainer.train import load_run
 from trainer.warmup import read_warmup_requests, write_warmup_requests
 
 FORMAT_VERSION = 2
+
+
+class NonFiniteExport(ValueError):
+    """Embeddings or index results with NaN or infinite values: the model diverged."""
+
+
+def check_finite(name: str, values: np.ndarray) -> None:
+    """Raises NonFiniteExport naming `name` and how many values (and which rows) are not
+    finite."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        rows = np.flatnonzero(bad.reshape(len(values), -1).any(axis=1)) if values.ndim else []
+        raise NonFiniteExport(
+            f"{name}: {int(bad.sum())} of {values.size} values are NaN or infinite (rows "
+            f"{list(rows[:5])}{'...' if len(rows) > 5 else ''}); the model diverged, nothing "
+            "was published"
+        )
 
 
 class ItemIndex(Protocol):
@@ -93,6 +119,7 @@ def _validate(
     """Reloads the staged version and checks it against the trained model.
 
     Raises:
+      NonFiniteExport: a non-finite embedding, intention vector or index score.
       ValueError: a reloaded score differs from the trained model's.
     """
     tower_dir = os.path.join(staging, contracts.QUERY_TOWER_DIR)
@@ -100,12 +127,19 @@ def _validate(
     users = {name: v[: options.validation_users] for name, v in features.items()}
     as_tensors = {name: tf.constant(v, dtype=tf.string) for name, v in users.items()}
     trained = model.query_embeddings(as_tensors).numpy()
+    check_finite("query embeddings of the trained model", trained)
+    # Every user's embedding comes from these: a NaN row would reach only some users.
+    for weight in model.query_tower.weights:
+        if weight.dtype.is_floating:
+            check_finite(f"query tower weights {weight.name}", weight.numpy())
     outputs = reloaded(**as_tensors)
     served = outputs[contracts.EMBEDDING_OUTPUT].numpy()
+    check_finite("query embeddings of the reloaded SavedModel", served)
     query_diff = float(np.max(np.abs(trained - served)))
     if model.intentions:  # the intention vectors are query embeddings too
         trained_h = model.intention_vectors(tf.constant(trained)).numpy()
         served_h = outputs[contracts.INTENTIONS_OUTPUT].numpy()
+        check_finite("intention vectors of the reloaded SavedModel", served_h)
         query_diff = max(query_diff, float(np.max(np.abs(trained_h - served_h))))
     warmup = [
         reloaded(**{n: tf.make_ndarray(t) for n, t in r.inputs.items()})
@@ -121,6 +155,7 @@ def _validate(
     recall = float(np.mean([len(set(f) & set(e)) / k for f, e in zip(found, exact, strict=True)]))
     # Reordering rescored the candidates exactly, so their scores are true inner products.
     true_scores = np.einsum("bd,bkd->bk", served, embeddings[np.maximum(found, 0)])
+    check_finite("index search scores", np.where(found >= 0, scores, 0.0))
     index_diff = float(np.max(np.abs(np.where(found >= 0, scores - true_scores, 0.0))))
     result = {
         "users": len(trained),
@@ -139,10 +174,11 @@ def _validate(
         "item_embedding_max_abs_diff": np.abs(embeddings).max(),
         "index_score_max_abs_diff": np.abs(true_scores).max(),
     }
+    # Written so that a NaN anywhere fails (`nan <= x` is False).
     failed = [
         name
         for name, scale in scales.items()
-        if result[name] > options.tolerance * max(1.0, float(scale))
+        if not (result[name] <= options.tolerance * max(1.0, float(scale)))
     ]
     result["passed"] = not failed
     if failed:
@@ -151,25 +187,6 @@ def _validate(
             + ", ".join(f"{n}={result[n]:.3g}" for n in failed)
         )
     return result
-
-
-def _versions(base: str) -> list[int]:
-    if not os.path.isdir(base):
-        return []
-    return sorted(int(name) for name in os.listdir(base) if name.isdigit())
-
-
-_VERSIONED = (contracts.QUERY_TOWER_DIR, contracts.ITEMS_DIR, contracts.RETRIEVAL_DIR)
-
-
-def _next_version(export_dir: str, version: int) -> int:
-    taken = [v for base in _VERSIONED for v in _versions(os.path.join(export_dir, base))]
-    version = version or (max(taken, default=0) + 1)
-    for base in _VERSIONED:
-        final = os.path.join(export_dir, base, str(version))
-        if os.path.exists(final):
-            raise FileExistsError(f"{final} exists; versions are never overwritten")
-    return version
 
 
 def write_export(
@@ -203,27 +220,31 @@ def write_export(
 
     Raises:
       FileExistsError: `version` already exists.
+      NonFiniteExport: non-finite embeddings or index scores (a diverged model).
+      ExportLocked: another export of `export_dir` held the lock past the timeout.
       ValueError: the SavedModel holds non-standard ops, or validation failed.
     """
     options = options or ExportOptions()
-    version = _next_version(export_dir, options.version)
-    staging = os.path.join(export_dir, f".tmp-{version}")
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        manifest = _stage(
-            staging, model, item_ids, embeddings, query_features, index, options, similarity
-        )
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "version": version,
-            "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "source": dict(source or {}),
-            "similarity": similarity,
-            **manifest,
-        }
-        _publish(export_dir, staging, version, manifest)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    check_finite("item embeddings", np.asarray(embeddings))
+    with export_lock(export_dir, options.lock_timeout_s):
+        remove_stale_staging(export_dir)
+        version = next_version(export_dir, options.version)
+        staging = staging_dir(export_dir, version)
+        try:
+            manifest = _stage(
+                staging, model, item_ids, embeddings, query_features, index, options, similarity
+            )
+            manifest = {
+                "format_version": FORMAT_VERSION,
+                "version": version,
+                "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                "source": dict(source or {}),
+                "similarity": similarity,
+                **manifest,
+            }
+            _publish(export_dir, staging, version, manifest)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return manifest
 
 
@@ -304,7 +325,7 @@ def _outputs(model: TwoTowerModel, dim: int) -> dict[str, list[int | None]]:
 
 
 def _publish(export_dir: str, staging: str, version: int, manifest: dict[str, Any]) -> None:
-    """Renames the staged parts into place, query tower last, then swaps the manifest."""
+    """Fills in the version's paths and publishes it (`trainer.publish.publish`)."""
     items = f"{contracts.ITEMS_DIR}/{version}"
     manifest["query_tower"]["path"] = f"{contracts.QUERY_TOWER_DIR}/{version}"
     manifest["items"]["embeddings"] = f"{items}/{contracts.ITEM_EMBEDDINGS}"
@@ -313,18 +334,9 @@ def _publish(export_dir: str, staging: str, version: int, manifest: dict[str, An
     if manifest["retrieval_model"]:
         manifest["retrieval_model"]["path"] = f"{contracts.RETRIEVAL_DIR}/{version}"
     towers = os.path.join(export_dir, contracts.QUERY_TOWER_DIR)
-    manifest["query_tower"]["versions"] = sorted({*_versions(towers), version})
+    manifest["query_tower"]["versions"] = sorted({*versions(towers), version})
     manifest["query_tower"]["latest"] = version
-    with open(os.path.join(staging, contracts.ITEMS_DIR, contracts.VERSION_MANIFEST), "w") as f:
-        json.dump(manifest, f, indent=2)
-    for part in (contracts.ITEMS_DIR, contracts.RETRIEVAL_DIR, contracts.QUERY_TOWER_DIR):
-        if os.path.exists(os.path.join(staging, part)):
-            os.makedirs(os.path.join(export_dir, part), exist_ok=True)
-            os.rename(os.path.join(staging, part), os.path.join(export_dir, part, str(version)))
-    temporary = os.path.join(export_dir, f".{contracts.EXPORT_MANIFEST}.tmp")
-    with open(temporary, "w") as f:
-        json.dump(manifest, f, indent=2)
-    os.replace(temporary, os.path.join(export_dir, contracts.EXPORT_MANIFEST))
+    publish(export_dir, staging, version, manifest)
 
 
 def export_run(

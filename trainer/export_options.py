@@ -24,6 +24,9 @@ class ExportOptions(Settings):
     validation_users: int = setting(
         64, "eval users embedded by the trained and by the reloaded model", min=1
     )
+    lock_timeout_s: float = setting(
+        600.0, "seconds to wait for another export of the same directory to finish", min=0
+    )
     tolerance: float = setting(
         1e-5,
         "largest |trained - reloaded| difference, relative to the values' size when above 1",

@@ -31,7 +31,7 @@ def test_export_layout_and_manifest(exported):
         "items/1/manifest.json",
     ):
         assert os.path.exists(os.path.join(export_dir, relative)), relative
-    assert not [name for name in os.listdir(export_dir) if name.startswith(".")]
+    assert not [n for n in os.listdir(export_dir) if n.startswith(".") and n != ".lock"]
     assert manifest["items"] == {
         "count": 30,
         "dim": 8,
@@ -115,7 +115,7 @@ def test_a_failed_export_publishes_nothing(fresh_run, monkeypatch):
     assert read_manifest(export_dir) == before
     for part in ("query_tower", "items"):
         assert sorted(os.listdir(os.path.join(export_dir, part))) == ["1"]
-    assert not [name for name in os.listdir(export_dir) if name.startswith(".")]
+    assert not [n for n in os.listdir(export_dir) if n.startswith(".") and n != ".lock"]
 
 
 @pytest.mark.parametrize("kind", ["brute_force", "scann"])
