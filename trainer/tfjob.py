@@ -2,10 +2,13 @@
 
 `render_tfjob` builds the manifest; `emit_tfjob` prints it as YAML and, when asked,
 pipes it to `kubectl apply -f -`. Workers run MultiWorkerMirroredStrategy from the
-TF_CONFIG the training operator sets; data and runs live on one shared volume.
+TF_CONFIG the training operator sets; data and runs live on one shared volume. The job
+runs in its own namespace, whose ServiceAccount, NetworkPolicies and volume claim are in
+k8s/training/ (`kubectl apply -k k8s/training`).
 """
 
 import dataclasses
+import re
 import shutil
 import subprocess
 import sys
@@ -20,7 +23,13 @@ from common.settings import ConfigError, Settings, setting
 CONTAINER = "tensorflow"
 PORT = 2222
 UID = 10001
+# k8s/training/network-policy.yaml selects the workers by these labels.
 LABELS = {"app.kubernetes.io/name": "twotower", "app.kubernetes.io/component": "train"}
+# Kubernetes object names: a namespace is a DNS label, a ServiceAccount a DNS subdomain.
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(
+    r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,7 +44,12 @@ class TFJobSpec(Settings):
     run_dir: str = setting(
         "/data/runs/twotower", "run directory inside the pods (shared: restarts resume from it)"
     )
-    namespace: str = setting("default", "Kubernetes namespace of the job")
+    namespace: str = setting(
+        "twotower-training", "Kubernetes namespace of the job (k8s/training/namespace.yaml)"
+    )
+    service_account: str = setting(
+        "twotower-train", "ServiceAccount of the worker pods (k8s/training/service-account.yaml)"
+    )
     name: str = setting("twotower-train", "TFJob name")
     volume_claim: str = setting(
         "twotower-data", "PersistentVolumeClaim (ReadWriteMany) mounted at /data"
@@ -48,6 +62,12 @@ class TFJobSpec(Settings):
     def check(self) -> None:
         if not self.image or self.image.endswith(":latest") or ":" not in self.image:
             raise ConfigError(f"must be pinned by a tag or digest, got {self.image!r}", "image")
+        if not _DNS_LABEL.fullmatch(self.namespace):
+            raise ConfigError(f"not a Kubernetes namespace name: {self.namespace!r}", "namespace")
+        if not _DNS_SUBDOMAIN.fullmatch(self.service_account):
+            raise ConfigError(
+                f"not a Kubernetes object name: {self.service_account!r}", "service_account"
+            )
 
 
 def _container(spec: TFJobSpec) -> dict[str, Any]:
@@ -87,6 +107,8 @@ def _container(spec: TFJobSpec) -> dict[str, Any]:
 def pod_template(spec: TFJobSpec) -> dict[str, Any]:
     """The Worker replicas' pod template (a core PodTemplateSpec)."""
     pod: dict[str, Any] = {
+        "serviceAccountName": spec.service_account,
+        # the workers never call the Kubernetes API (the operator hands them TF_CONFIG)
         "automountServiceAccountToken": False,
         "securityContext": {
             "runAsNonRoot": True,
@@ -116,10 +138,7 @@ def render_tfjob(spec: TFJobSpec) -> dict[str, Any]:
         "metadata": {
             "name": spec.name,
             "namespace": spec.namespace,
-            "labels": {
-                "app.kubernetes.io/name": "twotower",
-                "app.kubernetes.io/component": "train",
-            },
+            "labels": dict(LABELS),
         },
         "spec": {
             "runPolicy": {"backoffLimit": spec.backoff_limit, "cleanPodPolicy": "Running"},

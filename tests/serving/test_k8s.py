@@ -19,6 +19,10 @@ from tensorflow_serving.config import model_server_config_pb2
 
 ROOT = os.path.realpath(os.path.join(os.path.dirname(__file__), "..", "..", "k8s", "serving"))
 WORKLOADS = ("Deployment",)
+DNS_PEER = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+    "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+}
 
 
 def _documents() -> list[tuple[str, dict]]:
@@ -39,7 +43,10 @@ def _by_name(kind: str, name: str) -> dict:
 def test_manifest_matches_the_kubernetes_schema(name, doc):
     version = kubernetes_validate.utils.latest_version()
     kubernetes_validate.validate(doc, version, strict=True)
-    assert doc["metadata"].get("namespace") == "twotower", name
+    if doc["kind"] == "Namespace":
+        assert doc["metadata"]["name"] == "twotower", name
+    else:
+        assert doc["metadata"].get("namespace") == "twotower", name
 
 
 def test_kustomization_lists_every_manifest():
@@ -110,6 +117,62 @@ def test_retrieval_service_is_wired_to_tf_serving_and_autoscaled():
     hpa = _by_name("HorizontalPodAutoscaler", "twotower-retrieval")
     assert hpa["spec"]["scaleTargetRef"]["name"] == "twotower-retrieval"
     assert hpa["spec"]["minReplicas"] >= 2
+
+
+def test_the_namespace_denies_by_default_but_dns():
+    namespace = _by_name("Namespace", "twotower")
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    deny = _by_name("NetworkPolicy", "default-deny")
+    assert deny["spec"]["podSelector"] == {}
+    assert deny["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert "ingress" not in deny["spec"]
+    (dns,) = deny["spec"]["egress"]
+    assert dns["to"] == [DNS_PEER]
+    assert dns["ports"] == [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+
+
+def test_retrieval_takes_only_labelled_clients_and_reaches_only_tf_serving():
+    policy = _by_name("NetworkPolicy", "twotower-retrieval")["spec"]
+    deployment = _by_name("Deployment", "twotower-retrieval")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    # the one ingress rule names its sources: the client label, in any namespace
+    (rule,) = policy["ingress"]
+    assert rule["from"] == [
+        {
+            "namespaceSelector": {},
+            "podSelector": {"matchLabels": {"twotower.io/retrieval-client": "true"}},
+        }
+    ]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    (port,) = container["ports"]  # what the Service's targetPort "http" reaches
+    assert (
+        rule["ports"]
+        == [{"protocol": "TCP", "port": port["containerPort"]}]
+        == [{"protocol": "TCP", "port": 8080}]
+    )
+    tf_serving, dns = policy["egress"]
+    assert tf_serving["to"] == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "tf-serving-query-tower"}}}
+    ]
+    assert {p["port"] for p in tf_serving["ports"]} == {8500, 8501}
+    assert "--tf-serving=grpc://tf-serving-query-tower:8500" in container["args"]
+    assert dns["to"] == [DNS_PEER]
+
+
+def test_tf_serving_takes_only_the_retrieval_service_and_sends_nothing():
+    policy = _by_name("NetworkPolicy", "tf-serving-query-tower")["spec"]
+    assert policy["podSelector"] == {
+        "matchLabels": {"app.kubernetes.io/name": "tf-serving-query-tower"}
+    }
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    (rule,) = policy["ingress"]
+    assert rule["from"] == [
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "twotower-retrieval"}}}
+    ]
+    assert [p["port"] for p in rule["ports"]] == [8500, 8501]
+    assert policy["egress"] == []  # the model comes from the volume, which the node mounts
 
 
 @pytest.mark.skipif(shutil.which("checkov") is None, reason="checkov is not installed")
