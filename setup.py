@@ -29,6 +29,13 @@ setup(
         "pydantic==2.14.4",
         "grpcio==1.85.3",  # TF Serving gRPC client
     ],
-    extras_require={"test": ["pytest==9.2.0", "ruff==0.17.6", "kubernetes-validate==1.37.0"]},
+    extras_require={
+        "test": [
+            "pytest==9.2.0",
+            "ruff==0.17.6",
+            "kubernetes-validate==1.37.0",
+            "hypothesis==6.170.17",
+        ]
+    },
     entry_points={"console_scripts": ["twotower=twotower.cli:main"]},
 )

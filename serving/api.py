@@ -5,7 +5,22 @@ Limits that depend on the loaded export or on the service's settings (k, batch s
 feature names) are checked by the service itself.
 """
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+
+def _utf8(value: str) -> str:
+    """JSON may carry lone surrogates (`"\\ud800"`), which no UTF-8 string holds."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"not valid Unicode text: lone surrogate at character {e.start}") from e
+    return value
+
+
+# Every string of a request: strict (no number turned into text) and encodable.
+Text = Annotated[StrictStr, AfterValidator(_utf8)]
 
 
 class Query(BaseModel):
@@ -13,15 +28,15 @@ class Query(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user_id: StrictStr = Field(description="an unknown id falls back to the OOV embedding")
-    history: list[StrictStr] = Field(
+    user_id: Text = Field(description="an unknown id falls back to the OOV embedding")
+    history: list[Text] = Field(
         default_factory=list, description="clicked item ids, most recent last; [] for none"
     )
-    features: dict[StrictStr, StrictStr | list[StrictStr]] = Field(
+    features: dict[Text, Text | list[Text]] = Field(
         default_factory=dict,
         description="every user feature of /v1/metadata: a token or a list of tokens",
     )
-    exclude: list[StrictStr] = Field(
+    exclude: list[Text] = Field(
         default_factory=list, description="item ids never to return (e.g. already seen)"
     )
 

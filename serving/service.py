@@ -2,8 +2,11 @@
 
   POST /v1/retrieve   {"queries": [{"user_id", "history", "features", "exclude"}], "k"}
                       -> {"model_version", "results": [{"user_id", "items": [{item_id, score}]}]}
-  GET  /healthz       200 {"status": "ok", "model_version"} once a version is loaded
+  GET  /healthz       200 {"status": "ok", "model_version"} once a version is loaded;
+                      {"status": "degraded", "reason"} while a newer version is refused
   GET  /v1/metadata   version, inputs, user features, index, limits, reload counters
+  GET  /openapi.json  the request schema (no /docs page: it loads scripts from a CDN,
+                      which clusters without egress cannot reach)
 
 Why FastAPI: request bodies are validated by pydantic models into precise 4xx messages
 (field path + reason) without hand-written checks, the OpenAPI schema comes for free at
@@ -18,7 +21,7 @@ import time
 from dataclasses import dataclass
 
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -41,20 +44,43 @@ def _validation_message(error: RequestValidationError) -> tuple[int, str]:
 
 
 class _BodyLimit:
-    """Answers 413 to a declared body over the limit before anything reads it."""
+    """Answers 413 to a body over the limit: a declared Content-Length before anything
+    reads it, and any body (chunked transfer encoding has no length) as soon as the bytes
+    read pass the limit, so at most the limit is ever held.
+
+    Starlette has no body limit of its own; uvicorn limits only the header size.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int):
         self._app = app
         self._max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            length = dict(scope["headers"]).get(b"content-length", b"0")
-            if length.isdigit() and int(length) > self._max_bytes:
-                message = {"detail": f"body: {int(length)} bytes, at most {self._max_bytes}"}
-                await JSONResponse(message, status_code=413)(scope, receive, send)
-                return
-        await self._app(scope, receive, send)
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        if length.isdigit() and int(length) > self._max_bytes:
+            message = {"detail": f"body: {int(length)} bytes, at most {self._max_bytes}"}
+            await JSONResponse(message, status_code=413)(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> dict:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self._max_bytes:
+                    # FastAPI passes an HTTPException from the body read through as is.
+                    raise HTTPException(
+                        413,
+                        f"body: more than {self._max_bytes} bytes (chunked), at most "
+                        f"{self._max_bytes}",
+                    )
+            return message
+
+        await self._app(scope, counted, send)
 
 
 def create_app(service: RetrievalService) -> FastAPI:
@@ -65,7 +91,13 @@ def create_app(service: RetrievalService) -> FastAPI:
         yield
         service.stop()
 
-    app = FastAPI(title="twotower retrieval", version="1", lifespan=lifespan)
+    app = FastAPI(
+        title="twotower retrieval",
+        version="1",
+        lifespan=lifespan,
+        docs_url=None,  # Swagger UI's scripts come from a CDN; /openapi.json stays
+        redoc_url=None,
+    )
     app.add_middleware(_BodyLimit, max_bytes=service.config.max_body_bytes)
 
     @app.exception_handler(RequestValidationError)

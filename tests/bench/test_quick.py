@@ -41,6 +41,7 @@ def test_every_benchmark_is_tested_here():
         "debias",
         "train",
         "scale",
+        "soak",
     }
 
 
@@ -170,3 +171,14 @@ def test_scale(tmp_path):
     assert served["requests"] == 30 and served["errors"] == 0
     assert result["total_seconds"] == round(sum(r["seconds"] for r in result["stages"]), 1)
     assert not (tmp_path / "scale").exists()  # removed unless --keep
+
+
+def test_soak(tmp_path):
+    result = _run(tmp_path, "soak")
+    load = result["load"]
+    assert result["passed"] and load["errors"] == 0
+    assert set(load["statuses"]) == {"200", "422"}  # the 10% with an unknown feature: 422
+    assert load["statuses"]["422"] >= load["requests"] // 20
+    assert result["reloads"] == 1 and result["final_version"] == 2  # SoakBench.QUICK
+    assert result["served_at_seconds"][0] < result["config"]["seconds"]  # under load
+    assert result["rss_mb"]["growth"] < 0.1

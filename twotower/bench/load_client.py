@@ -11,6 +11,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -69,26 +70,123 @@ def run_load(url: str, bodies: list[str], clients: int) -> dict[str, Any]:
     }
 
 
+def run_soak(
+    url: str, bodies: list[str], clients: int, stop_file: str, max_seconds: float
+) -> dict[str, Any]:
+    """Posts `bodies` round robin from `clients` keep-alive connections until `stop_file`
+    exists (or `max_seconds` pass); counts answers per status code and connection
+    failures ("errors")."""
+    address = urllib.parse.urlparse(url).netloc
+    statuses: dict[str, int] = {}
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    start = time.monotonic()
+    deadline = start + max_seconds
+
+    def client(offset: int) -> None:
+        connection = http.client.HTTPConnection(address, timeout=60)
+        headers = {"Content-Type": "application/json"}
+        i = offset
+        while time.monotonic() < deadline and not os.path.exists(stop_file):
+            body = bodies[i % len(bodies)].encode()
+            i += clients
+            start = time.perf_counter()
+            try:
+                connection.request("POST", "/v1/retrieve", body, headers)
+                response = connection.getresponse()
+                response.read()
+                status = str(response.status)
+            except (OSError, http.client.HTTPException):
+                connection = http.client.HTTPConnection(address, timeout=60)
+                status = "connection_error"
+            with lock:
+                latencies.append(time.perf_counter() - start)
+                statuses[status] = statuses.get(status, 0) + 1
+                errors[0] += status == "connection_error" or status.startswith("5")
+        connection.close()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.monotonic() - start
+    ms = [t * 1000 for t in latencies]
+    return {
+        "seconds": round(seconds, 1),
+        "requests": len(ms),
+        "statuses": dict(sorted(statuses.items())),
+        "errors": errors[0],
+        "p50_ms": statistics.median(ms) if ms else 0.0,
+        "p99_ms": _percentile(ms, 99) if ms else 0.0,
+        "requests_per_second": len(ms) / seconds,
+        "clients": clients,
+    }
+
+
+def _subprocess(job: dict[str, Any], wait: bool) -> Any:
+    """Starts `python -m twotower.bench.load_client JOB_FILE` (the job in a temporary
+    file: a pipe written before `communicate` cannot be handed to it)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(job, f)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "twotower.bench.load_client", f.name],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=root,
+    )
+    process.job_file = f.name  # removed by `collect`
+    return collect(process) if wait else process
+
+
+def collect(process: subprocess.Popen) -> dict[str, Any]:
+    """The result of a load process started by `start_soak_in_subprocess`.
+
+    Raises:
+      RuntimeError: the load process failed.
+    """
+    try:
+        out, err = process.communicate(timeout=3600)
+    finally:
+        os.unlink(process.job_file)
+    if process.returncode != 0:
+        raise RuntimeError(f"load client failed ({process.returncode}): {err[-2000:]}")
+    return json.loads(out)
+
+
 def run_load_in_subprocess(url: str, bodies: list[str], clients: int) -> dict[str, Any]:
     """`run_load` in a fresh Python process (`python -m twotower.bench.load_client`).
 
     Raises:
       RuntimeError: the load process failed.
     """
-    job = json.dumps({"url": url, "bodies": bodies, "clients": clients})
-    done = subprocess.run(
-        [sys.executable, "-m", "twotower.bench.load_client"],
-        input=job,
-        capture_output=True,
-        text=True,
-        timeout=3600,
-        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"load client failed ({done.returncode}): {done.stderr[-2000:]}")
-    return json.loads(done.stdout)
+    return _subprocess({"url": url, "bodies": bodies, "clients": clients}, wait=True)
+
+
+def start_soak_in_subprocess(
+    url: str, bodies: list[str], clients: int, stop_file: str, max_seconds: float
+) -> subprocess.Popen:
+    """`run_soak` in a fresh Python process, started and left running: create
+    `stop_file` to end it, then `collect` it."""
+    job = {"url": url, "bodies": bodies, "clients": clients}
+    job |= {"stop_file": stop_file, "max_seconds": max_seconds}
+    return _subprocess(job, wait=False)
 
 
 if __name__ == "__main__":
-    request = json.load(sys.stdin)
-    json.dump(run_load(request["url"], request["bodies"], request["clients"]), sys.stdout)
+    with open(sys.argv[1]) as job_file:
+        request = json.load(job_file)
+    if "stop_file" in request:
+        result = run_soak(
+            request["url"],
+            request["bodies"],
+            request["clients"],
+            request["stop_file"],
+            request["max_seconds"],
+        )
+    else:
+        result = run_load(request["url"], request["bodies"], request["clients"])
+    json.dump(result, sys.stdout)

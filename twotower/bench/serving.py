@@ -106,7 +106,7 @@ class _SyntheticModel:
         return self.query_tower(features)
 
 
-def _synthetic_users(num: int, num_users: int, num_history: int, seed: int) -> list[dict]:
+def synthetic_users(num: int, num_users: int, num_history: int, seed: int) -> list[dict]:
     rng = np.random.default_rng(seed)
     return [
         {
@@ -118,7 +118,7 @@ def _synthetic_users(num: int, num_users: int, num_history: int, seed: int) -> l
     ]
 
 
-def _synthetic_export(
+def synthetic_export(
     export_dir: str, embeddings: np.ndarray, index: IndexConfig, vocabulary: int, seed: int
 ) -> dict[str, Any]:
     """An export of a random-weight `QueryTower` over `embeddings` (the real export code)."""
@@ -137,7 +137,7 @@ def _synthetic_export(
         output_dim=embeddings.shape[1],
     )
     names = ["user_id", "history", "user.segment"]
-    features = feature_batch(_synthetic_users(64, vocabulary, vocabulary, seed), names)
+    features = feature_batch(synthetic_users(64, vocabulary, vocabulary, seed), names)
     tower({k: tf.constant(v, dtype=tf.string) for k, v in features.items()})
     return write_export(
         export_dir,
@@ -205,9 +205,7 @@ def run(
     with tempfile.TemporaryDirectory(prefix="twotower-bench-") as work:
         export_dir = os.path.join(work, "export")
         log("export: random-weight query tower + ScaNN index (write_export)")
-        manifest = _synthetic_export(
-            export_dir, items, config.index, config.vocabulary, config.seed
-        )
+        manifest = synthetic_export(export_dir, items, config.index, config.vocabulary, config.seed)
         version = load_export_version(export_dir)
         brute = BruteForceIndex(items)
         log("brute force: exact top-K (the reference)")
@@ -229,7 +227,7 @@ def run(
         embedder = SavedModelEmbedder(version.saved_model_dir)
         users = [
             feature_batch([u], version.input_names)
-            for u in _synthetic_users(
+            for u in synthetic_users(
                 config.tower_calls, config.vocabulary, config.vocabulary, config.seed + 2
             )
         ]
@@ -253,7 +251,7 @@ def run(
                         "k": config.e2e_k,
                     }
                 )
-                for u in _synthetic_users(
+                for u in synthetic_users(
                     config.e2e_requests, config.vocabulary, config.vocabulary, config.seed + 3
                 )
             ]

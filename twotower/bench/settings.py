@@ -256,6 +256,31 @@ class ScaleBench(Settings):
     keep: bool = setting(False, "keep the worlds, datasets and run under OUTPUT/scale/")
 
 
+@dataclasses.dataclass(frozen=True)
+class SoakBench(Settings):
+    """`twotower bench soak`: the retrieval service under steady concurrent load while new
+    versions are published; errors, status codes, latency and RSS growth."""
+
+    QUICK: ClassVar[dict[str, Any]] = {
+        "seconds": 10.0,
+        "reloads": 1,
+        "num_items": 2_000,
+        "vocabulary": 1_000,
+    }
+
+    seconds: float = setting(60.0, "how long the load runs", min=1)
+    clients: int = setting(8, "concurrent keep-alive clients", min=1)
+    reloads: int = setting(2, "new export versions published during the load", min=0)
+    bad_share: float = setting(
+        0.1, "share of requests with a documented client error (unknown feature: 422)", min=0
+    )
+    num_items: int = setting(20_000, "synthetic corpus size", min=1)
+    dim: int = setting(32, "embedding dimension", min=1)
+    vocabulary: int = setting(10_000, "user and item id vocabulary of the query tower", min=1)
+    k: int = setting(50, "k of every request", min=1)
+    seed: int = setting(0, "random seed", min=0)
+
+
 BENCHMARKS: dict[str, type] = {
     "pipeline": PipelineBench,
     "uma2": Uma2Bench,
@@ -265,4 +290,5 @@ BENCHMARKS: dict[str, type] = {
     "debias": DebiasBench,
     "train": TrainBench,
     "scale": ScaleBench,
+    "soak": SoakBench,
 }
