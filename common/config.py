@@ -76,6 +76,37 @@ class DataConfig(Settings):
     max_vocab_size: int = _field(
         0, "vocabularies keep at most this many (most frequent) tokens; 0: no limit", min=0
     )
+    min_timestamp: int = _field(
+        0,
+        "requests before this time (seconds since the epoch) are dead-lettered as "
+        "timestamp_out_of_range (0: 1970-01-01)",
+        min=0,
+    )
+    max_timestamp: int = _field(
+        4_102_444_800,
+        "requests after this time (seconds since the epoch) are dead-lettered as "
+        "timestamp_out_of_range (4102444800: 2100-01-01)",
+        min=0,
+        max=2**63 - 1,
+    )
+    max_id_bytes: int = _field(
+        256,
+        "an id, feature name or token longer than this (UTF-8 bytes) dead-letters its row "
+        "as too_large",
+        min=1,
+    )
+    max_row_bytes: int = _field(
+        1 << 20,
+        "a line or row longer than this (bytes) is dead-lettered as too_large, unparsed",
+        min=1,
+    )
+
+    def check(self) -> None:
+        if self.min_timestamp > self.max_timestamp:
+            raise ConfigError(
+                f"{self.min_timestamp} is after data.max_timestamp {self.max_timestamp}",
+                "min_timestamp",
+            )
 
 
 @dataclasses.dataclass

@@ -14,55 +14,71 @@ from common.contracts import CATALOG_FILE
 from pipelines import fs, records, sources
 
 
-def validate_item(record: Any) -> dict[str, Any]:
+def validate_item(
+    record: Any, limits: records.RecordLimits = records.DEFAULT_LIMITS
+) -> dict[str, Any]:
     """{"item_id", "cluster", "features": {name: [tokens]}} of one catalog row.
 
     A missing or empty cluster becomes "unknown".
 
     Raises:
-      BadRecord: a missing id or a field of the wrong type.
+      BadRecord: a missing id or a field of the wrong type or size.
     """
     if not isinstance(record, dict):
         raise records.BadRecord("bad_type", "a catalog row must be an object")
-    item_id = records.require_id(record, "item_id")
+    item_id = records.require_id(record, "item_id", limits)
     cluster = record.get("cluster") or ""
     if not isinstance(cluster, str):
-        raise records.BadRecord("bad_type", f"cluster must be a string, got {cluster!r}")
-    features = records.feature_tokens(record.get("features"), "features")
+        raise records.BadRecord(
+            "bad_type", f"cluster must be a string, got {records.shown(cluster)}"
+        )
+    records.check_texts([cluster], "cluster", limits.max_id_bytes)
+    features = records.feature_tokens(record.get("features"), "features", limits)
     return {"item_id": item_id, "cluster": cluster or "unknown", "features": features}
 
 
-def write_catalog(paths: Iterable[str], fmt: str, output_dir: str) -> dict[str, Any]:
+def write_catalog(
+    paths: Iterable[str],
+    fmt: str,
+    output_dir: str,
+    limits: records.RecordLimits = records.DEFAULT_LIMITS,
+) -> dict[str, Any]:
     """Validates the catalog files and writes `item_catalog.jsonl` into `output_dir`.
 
     Each written row gets `index` (0-based, input order) and `cluster_index` (clusters
     sorted by name). A repeated item id is a bad record (`duplicate_item`); the first
-    row wins.
+    row wins. Any exception while checking a row dead-letters it (`records.failure`).
 
     Args:
       paths: catalog files (see `sources.expand_patterns`).
       fmt: data.format ("auto" decides per file by extension).
       output_dir: the staging dataset directory (any Beam file system).
+      limits: row, id and token sizes.
 
     Returns:
       {"num_items", "num_clusters", "item_features": [...], "read", "dead_lettered",
-       "per_file": {path: {"read", "valid", "dead_letter"}}, "dead_letters": [rows]}.
+       "per_file": {path: {"read", "valid", "dead_letter", "unreadable"}},
+       "dead_letters": [rows]}.
     """
     items: dict[str, dict[str, Any]] = {}
     dead_letters = []
     per_file: dict[str, dict[str, int]] = {}
-    for raw in sources.iter_records(paths, fmt):
-        counts = per_file.setdefault(raw[0], {"read": 0, "valid": 0, "dead_letter": 0})
+    for raw in sources.iter_records(paths, fmt, limits.max_row_bytes):
+        counts = per_file.setdefault(
+            raw[0], {"read": 0, "valid": 0, "dead_letter": 0, "unreadable": 0}
+        )
         counts["read"] += 1
         try:
             if raw[4]:
                 raise records.BadRecord(*raw[4])
-            item = validate_item(records.decode(raw[3]))
+            item = validate_item(records.decode(raw[3]), limits)
             if item["item_id"] in items:
                 raise records.BadRecord("duplicate_item", f"{item['item_id']} seen before")
-        except records.BadRecord as bad:
+        except Exception as error:  # one bad row never stops the run
+            reason, detail = records.failure(error)
             counts["dead_letter"] += 1
-            dead_letters.append(sources.dead_letter_row(raw, bad.reason, bad.detail))
+            counts["unreadable"] += reason in sources.UNREADABLE
+            dead_letters.append(sources.dead_letter_row(raw, reason, detail))
             continue
         counts["valid"] += 1
         items[item["item_id"]] = item

@@ -4,8 +4,9 @@ The logs are laid out by day and `--logs` names them with a `{date}` placeholder
 (YYYY-MM-DD), e.g. `gs://bucket/logs/{date}/*.jsonl.gz`. A run on date D (default: today,
 UTC) reads the N complete days before it, D-N .. D-1, writes the dataset to
 `<output-root>/<D>/` and only then points `<output-root>/LATEST` (a one-line text file
-holding the folder name; locally also a `latest` symlink) at it. A failed run leaves
-LATEST where it was, so trainers keep reading the last good dataset. `{date}` in
+holding the folder name; locally also a `latest` symlink) at it. A failed run (bad
+input, too many bad rows, no valid request, no training example) leaves LATEST and the
+datasets where they were, so trainers keep reading the last good dataset. `{date}` in
 data.catalog and data.users becomes D-1 (that day's snapshot).
 
 Exit codes (`common.exit_codes`), which k8s/preprocess-cronjob.yaml maps to its retry

@@ -3,7 +3,8 @@
 Layout of a dataset directory (docs/dataset.md describes every field):
   manifest.json            this file, written last: a directory without it is unfinished
   config.yaml              the config that made it
-  train-*-of-*.tfrecord.gz, eval-*-of-*.tfrecord.gz   tf.train.Example shards
+  train-*-of-*.tfrecord.gz, eval-*-of-*.tfrecord.gz   tf.train.Example shards (their
+                           bytes, records and CRC32C in splits.<split>.shards)
   item_catalog.jsonl       every item: index, item_id, cluster, cluster_index, features
   item_frequency.tsv       item_id <TAB> training clicks (for logQ)
   item_exposure.tsv        item_id <TAB> training exposures (the exposure propensities)
@@ -19,10 +20,12 @@ from typing import Any
 
 from common import contracts
 from common.config import Config
-from pipelines import catalog, examples, fs
+from pipelines import catalog, examples, fs, shards, sources
 
 VOCABULARY_COUNTS = "_vocabulary_counts.jsonl"  # the pipeline's counts, split up here
 EXPOSURE_COUNTS = "_exposure_counts.jsonl"  # [item, exposures] lines, sorted here
+SHARD_STATS = "_shard_stats.jsonl"  # what shards.WriteShards wrote, one line per shard
+COUNTED = ("read", "valid", "dead_letter", "unreadable")
 
 
 def _write_vocabulary(staging: str, feature: str, tokens: list[tuple[str, int]]) -> str:
@@ -115,21 +118,38 @@ def _per_file(counters: dict[str, int], table: str, staging: str) -> dict[str, A
         kind, _, path = name.partition(":")
         if kind.startswith(f"{table}."):
             shown = path.replace(staging, "<generated>")
-            counts = per_file.setdefault(shown, {"read": 0, "valid": 0, "dead_letter": 0})
+            counts = per_file.setdefault(shown, dict.fromkeys(COUNTED, 0))
             counts[kind.split(".", 1)[1]] += value
     return reconcile(per_file)
 
 
 def reconcile(per_file: dict[str, dict[str, int]]) -> dict[str, Any]:
-    """Adds `balanced` (read == valid + dead_letter) per file, totals and overall."""
+    """Adds `balanced` (read == valid + dead_letter) per file, totals and overall.
+
+    `unreadable` counts the parts of a file that could not be read at all (a corrupt or
+    cut gzip stream, a corrupt Parquet file or row group): each is one dead letter, and
+    whatever followed the break is lost.
+    """
     for counts in per_file.values():
+        counts.setdefault("unreadable", 0)
         counts["balanced"] = counts["read"] == counts["valid"] + counts["dead_letter"]
-    total = {k: sum(c[k] for c in per_file.values()) for k in ("read", "valid", "dead_letter")}
+    total = {k: sum(c[k] for c in per_file.values()) for k in COUNTED}
     return {
         "per_file": dict(sorted(per_file.items())),
         "total": total,
         "balanced": all(c["balanced"] for c in per_file.values()),
     }
+
+
+def _written_shards(staging: str) -> dict[str, dict[str, Any]]:
+    """{file: {"bytes", "records", "crc32c"}} as `shards.WriteShards` wrote them; empty
+    when the runner chose the shards (data.num_shards=0: they are read back instead)."""
+    path = fs.join(staging, SHARD_STATS)
+    if not fs.exists(path):
+        return {}
+    rows = [json.loads(line) for line in fs.read_lines(path) if line.strip()]
+    fs.delete_file(path)
+    return {row["file"]: {k: row[k] for k in ("bytes", "records", "crc32c")} for row in rows}
 
 
 def _prefixed(counters: dict[str, int], prefix: str) -> dict[str, int]:
@@ -156,17 +176,22 @@ def finalize(
     exposure = _write_item_exposure(staging)
     fs.write_lines(
         fs.join(staging, contracts.DEAD_LETTER_DIR, "catalog.jsonl"),
-        (
-            json.dumps(r, sort_keys=True, default=str) + "\n"
-            for r in catalog_summary["dead_letters"]
-        ),
+        (sources.dead_letter_json(r) + "\n" for r in catalog_summary["dead_letters"]),
     )
+    written = _written_shards(staging)
     splits = {}
     for split in (contracts.TRAIN, contracts.EVAL):
-        shards = fs.match(fs.join(staging, contracts.shard_pattern(split)))
+        files = [
+            os.path.basename(s) for s in fs.match(fs.join(staging, contracts.shard_pattern(split)))
+        ]
+        listed = [
+            {"file": name, **(written.get(name) or shards.shard_stats(fs.join(staging, name)))}
+            for name in files
+        ]
         splits[split] = {
-            "files": [os.path.basename(s) for s in shards],
-            "examples": counters.get(f"examples:{split}", 0),
+            "files": files,
+            "shards": listed,
+            "examples": sum(shard["records"] for shard in listed),
             "space_a": counters.get(f"space_a:{split}", 0),
             "space_b": counters.get(f"space_b:{split}", 0),
         }
@@ -229,6 +254,25 @@ def bad_fraction_error(built: dict[str, Any], max_bad_fraction: float) -> str | 
                 f"data.max_bad_fraction {max_bad_fraction:.2%})"
             )
     return "; ".join(problems) or None
+
+
+def empty_error(built: dict[str, Any]) -> str | None:
+    """A message naming the input when no request was valid or no example is for
+    training: such a dataset must not replace a good one."""
+    requests = built["reconciliation"]["requests"]["total"]
+    where = f"data.input={built['inputs']['requests']!r}"
+    if not requests["valid"]:
+        return (
+            f"no valid request in {where}: {requests['read']} rows read, "
+            f"{requests['dead_letter']} dead-lettered"
+        )
+    if not built["splits"][contracts.TRAIN]["examples"]:
+        return (
+            f"no training example from {where}: {requests['valid']} valid requests, "
+            f"{built['requests_without_clicks']} of them without a click, "
+            f"{built['splits'][contracts.EVAL]['examples']} eval examples"
+        )
+    return None
 
 
 def write_manifest(

@@ -3,12 +3,13 @@
 The dataset is built in a sibling staging folder (`<output>.tmp-<random>`) and moved into
 place at the end, `manifest.json` last, so a crashed run never leaves a directory that
 looks complete. When more than `data.max_bad_fraction` of a table's rows are
-dead-lettered, the dead letters are kept in `<output>.failed/dead_letter/` with a
-`failure.json`, the existing output is left alone and `DataError` names the counts.
+dead-lettered, or no request is valid, or no example is for training, the dead letters
+are kept in `<output>.failed/dead_letter/` with a `failure.json`, the existing output is
+left alone and `DataError` names the input and the counts.
 """
 
-import dataclasses
 import json
+import logging
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -21,26 +22,15 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from common import contracts
 from common.config import Config
 from pipelines import catalog, examples, fs, manifest, movielens, sources, transforms
+from pipelines.graph import Inputs, build_pipeline, eval_from_days, record_limits
 from pipelines.runner_options import RunnerOptions
 
 DEFAULT_BEAM_ARGS = tuple(RunnerOptions().pipeline_args())
 FAILED_SUFFIX = ".failed"
-SECONDS_PER_DAY = 86_400
 
 
 class DataError(ValueError):
     """The input data cannot be turned into a dataset; the message names the file."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Inputs:
-    """Resolved input files: [(path, format)] per table, and the eval cut."""
-
-    requests: list[tuple[str, str]]
-    catalog: list[str]
-    users: list[tuple[str, str]]
-    eval_from: int
-    patterns: dict[str, str]
 
 
 def _files(patterns: str, fmt: str, what: str) -> list[tuple[str, str]]:
@@ -85,110 +75,6 @@ def _resolve_inputs(config: Config, staging: str) -> Inputs:
     )
 
 
-def eval_from_days(max_timestamp: int, days: int) -> int:
-    """First eval timestamp when the last `days` UTC calendar days of the logs are eval."""
-    return (max_timestamp // SECONDS_PER_DAY - days + 1) * SECONDS_PER_DAY
-
-
-def _build_pipeline(
-    pipeline: beam.Pipeline,
-    inputs: Inputs,
-    staging: str,
-    options: examples.ExampleOptions,
-    config: Config,
-    chunk_bytes: int,
-) -> None:
-    days = config.data.eval_days if options.split == "time" and not options.eval_from else 0
-    catalog_ids = (
-        pipeline
-        | "ReadCatalog" >> beam.io.ReadFromText(fs.join(staging, contracts.CATALOG_FILE))
-        | "CatalogIds" >> beam.Map(lambda line: (json.loads(line)["item_id"], None))
-    )
-    parsed = (
-        pipeline
-        | "ReadRequests" >> transforms.ReadRecords(inputs.requests, chunk_bytes)
-        | "Validate"
-        >> beam.ParDo(
-            transforms.ParseRequestFn(options, emit_timestamps=bool(days)),
-            beam.pvalue.AsDict(catalog_ids),
-        ).with_outputs(
-            transforms.DEAD_LETTER, transforms.TIMESTAMPS, transforms.EXPOSURES, main="requests"
-        )
-    )
-    dead_letter_dir = fs.join(staging, contracts.DEAD_LETTER_DIR)
-    _ = parsed[transforms.DEAD_LETTER] | "DeadLetterRequests" >> transforms.WriteDeadLetters(
-        fs.join(dead_letter_dir, "requests")
-    )
-    keyed = parsed["requests"] | "KeyByUser" >> beam.Map(lambda r: (r["user_id"], r))
-    user_dead_letters = []
-    if inputs.users:
-        users = (
-            pipeline
-            | "ReadUsers" >> transforms.ReadRecords(inputs.users, chunk_bytes)
-            | "ValidateUsers"
-            >> beam.ParDo(transforms.ParseUserFn()).with_outputs(
-                transforms.DEAD_LETTER, main="users"
-            )
-        )
-        user_dead_letters.append(users[transforms.DEAD_LETTER])
-        grouped = (
-            {"requests": keyed, "users": users["users"]}
-            | "JoinUsers" >> beam.CoGroupByKey()
-            | "Unpack" >> beam.MapTuple(lambda user, g: (user, (g["requests"], g["users"])))
-        )
-    else:
-        grouped = (
-            keyed
-            | "GroupByUser" >> beam.GroupByKey()
-            | "NoUserTable" >> beam.MapTuple(lambda user, requests: (user, (requests, [])))
-        )
-    side = {}
-    if days:
-        side["eval_from"] = beam.pvalue.AsSingleton(
-            parsed[transforms.TIMESTAMPS]
-            | "LastTimestamp" >> beam.CombineGlobally(lambda ts: max(ts, default=0))
-            | "EvalFrom" >> beam.Map(eval_from_days, days)
-        )
-    cut = side.get("eval_from", options.eval_from) if options.split == "time" else None
-    _ = (
-        parsed[transforms.EXPOSURES]
-        | "Exposures" >> transforms.CountExposures(cut)
-        | "WriteExposures"
-        >> beam.io.WriteToText(
-            fs.join(staging, manifest.EXPOSURE_COUNTS), num_shards=1, shard_name_template=""
-        )
-    )
-    splits = grouped | "Examples" >> beam.ParDo(
-        transforms.UserExamplesFn(options), **side
-    ).with_outputs(contracts.TRAIN, contracts.EVAL, transforms.DEAD_LETTER)
-    if inputs.users:  # duplicate_user rows come out of the join
-        user_dead_letters.append(splits[transforms.DEAD_LETTER])
-        _ = (
-            user_dead_letters
-            | "FlattenUserDeadLetters" >> beam.Flatten()
-            | "DeadLetterUsers" >> transforms.WriteDeadLetters(fs.join(dead_letter_dir, "users"))
-        )
-    for split in (contracts.TRAIN, contracts.EVAL):
-        _ = (
-            splits[split]
-            | f"Serialize{split.title()}" >> beam.Map(examples.to_tf_example)
-            | f"Write{split.title()}"
-            >> beam.io.WriteToTFRecord(
-                fs.join(staging, split),
-                file_name_suffix=".tfrecord.gz",
-                num_shards=config.data.num_shards,
-            )
-        )
-    _ = (
-        splits[contracts.TRAIN]
-        | "Vocabularies" >> transforms.ComputeVocabularies()
-        | "WriteVocabularies"
-        >> beam.io.WriteToText(
-            fs.join(staging, manifest.VOCABULARY_COUNTS), num_shards=1, shard_name_template=""
-        )
-    )
-
-
 def _metrics(result: Any) -> tuple[dict[str, int], dict[str, int]]:
     """(counters, {"min", "max"} of request timestamps) of a finished pipeline."""
     queried = result.metrics().query(MetricsFilter().with_namespace(transforms.NAMESPACE))
@@ -203,6 +89,19 @@ def _metrics(result: Any) -> tuple[dict[str, int], dict[str, int]]:
         if value is not None and value.count:
             timestamps = {"min": int(value.min), "max": int(value.max)}
     return counts, timestamps
+
+
+def _warn_unreadable(built: dict[str, Any]) -> None:
+    for table, block in built["reconciliation"].items():
+        for path, counts in block["per_file"].items():
+            if counts["unreadable"]:
+                logging.warning(
+                    "%s: %s could not be read to its end (%d unreadable parts; the rows "
+                    "after the break are lost, see the dead letters)",
+                    table,
+                    path,
+                    counts["unreadable"],
+                )
 
 
 def _fail(output_dir: str, staging: str, built: dict[str, Any], message: str) -> None:
@@ -242,8 +141,10 @@ def preprocess(
       The manifest (also written as `output_dir/manifest.json`).
 
     Raises:
-      DataError: missing inputs, an existing output without `overwrite`, or more bad
-        rows than `data.max_bad_fraction` allows (after writing the dead letters).
+      DataError: missing inputs, an existing output without `overwrite`, more bad rows
+        than `data.max_bad_fraction` allows, no valid request or no training example
+        (the last three after writing the dead letters to `<output>.failed/`; the
+        existing output is left as it was).
     """
     output_dir = fs.absolute(output_dir)
     if fs.exists(output_dir) and not overwrite:
@@ -251,7 +152,9 @@ def preprocess(
     staging = f"{output_dir}.tmp-{uuid.uuid4().hex[:12]}"
     try:
         inputs = _resolve_inputs(config, staging)
-        catalog_summary = catalog.write_catalog(inputs.catalog, config.data.format, staging)
+        catalog_summary = catalog.write_catalog(
+            inputs.catalog, config.data.format, staging, record_limits(config)
+        )
         options = examples.ExampleOptions(
             history_length=config.data.history_length,
             num_a=config.data.num_a,
@@ -260,7 +163,7 @@ def preprocess(
             eval_from=inputs.eval_from,
         )
         pipeline = beam.Pipeline(options=PipelineOptions(list(beam_args)))
-        _build_pipeline(pipeline, inputs, staging, options, config, chunk_bytes)
+        build_pipeline(pipeline, inputs, staging, options, config, chunk_bytes)
         result = pipeline.run()
         result.wait_until_finish()
         counters, timestamps = _metrics(result)
@@ -270,7 +173,10 @@ def preprocess(
         built = manifest.finalize(
             staging, config, inputs.patterns, catalog_summary, counters, timestamps, eval_from
         )
-        message = manifest.bad_fraction_error(built, config.data.max_bad_fraction)
+        _warn_unreadable(built)
+        message = manifest.bad_fraction_error(
+            built, config.data.max_bad_fraction
+        ) or manifest.empty_error(built)
         if message:
             _fail(output_dir, staging, built, message)
         fs.write_lines(

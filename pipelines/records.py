@@ -2,19 +2,56 @@
 
 A record that breaks a rule raises `BadRecord` with a reason; the pipeline sends it to
 the dead-letter output. Repairs that lose nothing (an exposed item missing from
-`recalled`, a duplicate inside a list) are made and counted instead.
+`recalled`, a duplicate inside a list) are made and counted instead. `failure` turns
+any other exception met while validating one row into a reason too, so no single row
+can stop the pipeline.
 
 Reasons (docs/dataset.md lists them with examples): bad_json, bad_encoding, bad_csv,
-unreadable_file (raised while reading, see `sources`), bad_type (a field of the wrong
-type), missing_id (an absent or empty id), bad_timestamp, clicked_not_exposed,
-unknown_item, duplicate_item (catalog), duplicate_user (user table).
+unreadable_file and truncated_gzip (raised while reading, see `sources`), too_large (a
+row, id or token over its size limit), too_deep (nested beyond the recursion limit),
+bad_type (a field of the wrong type), missing_id (an absent or empty id),
+bad_characters (a control character in an id or token, a path separator in a feature
+name), bad_timestamp, timestamp_out_of_range, clicked_not_exposed, unknown_item,
+duplicate_item (catalog), duplicate_user (user table), duplicate_request (see
+`duplicates`), invalid_record (any other exception, named).
 """
 
+import dataclasses
 import datetime
 import json
+import math
+import re
+import reprlib
 from typing import Any
 
 LIST_FIELDS = ("recalled", "exposed", "clicked")
+# Ids and tokens end up one per line in vocab/*.txt and item_frequency.tsv.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_PATH_SEPARATORS = re.compile(r"[/\\]")  # a feature name is part of a file name
+_MAX_TIMESTAMP_TEXT = 64
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = _SHOWN.maxother = 80
+_SHOWN.maxlevel = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordLimits:
+    """What a row may hold (mirrors the `data` settings of the same names).
+
+    Attributes:
+      min_timestamp, max_timestamp: the plausible request times, seconds since the epoch
+        (both inclusive); others are `timestamp_out_of_range`.
+      max_id_bytes: UTF-8 bytes of an id, a feature name or a token.
+      max_row_bytes: bytes of a raw line or row (checked by `sources` before parsing).
+    """
+
+    min_timestamp: int = 0
+    max_timestamp: int = 4_102_444_800  # 2100-01-01T00:00:00Z
+    max_id_bytes: int = 256
+    max_row_bytes: int = 1 << 20
+
+
+DEFAULT_LIMITS = RecordLimits()
 
 
 class BadRecord(ValueError):
@@ -26,52 +63,142 @@ class BadRecord(ValueError):
         self.detail = detail
 
 
-def require_id(record: dict[str, Any], field: str) -> str:
-    """`record[field]` if it is a non-empty string.
+def shown(value: Any) -> str:
+    """A short repr of `value` for a detail message (bounded in size and depth)."""
+    return _SHOWN.repr(value)
+
+
+def failure(error: Exception) -> tuple[str, str]:
+    """(reason, detail) of any exception raised while validating one row."""
+    if isinstance(error, BadRecord):
+        return error.reason, error.detail
+    if isinstance(error, RecursionError):
+        return "too_deep", "nested deeper than the recursion limit"
+    try:
+        message = str(error)[:200]
+    except Exception:  # a broken __str__ must not stop the row's dead letter
+        message = ""
+    return "invalid_record", f"{type(error).__name__}: {message}"
+
+
+def check_texts(values: list[str], field: str, max_bytes: int) -> None:
+    """Strings that may become ids or tokens: valid UTF-8, at most `max_bytes` each, no
+    control characters.
 
     Raises:
-      BadRecord: `missing_id` when absent or blank, `bad_type` when not a string.
+      BadRecord: `bad_encoding` (a lone surrogate), `too_large`, `bad_characters`.
+    """
+    joined = "".join(values)  # each test below is one pass in C over the whole list
+    if joined.isascii():
+        longest = len(joined) if len(joined) <= max_bytes else max(map(len, values))
+    else:
+        try:
+            longest = max((len(v.encode()) for v in values), default=0)
+        except UnicodeEncodeError as e:
+            raise BadRecord("bad_encoding", f"{field} is not valid UTF-8: {e.reason}") from e
+    if longest > max_bytes:
+        raise BadRecord(
+            "too_large", f"{field}: a value of {longest} bytes > data.max_id_bytes {max_bytes}"
+        )
+    control = None if joined.isprintable() else _CONTROL.search(joined)
+    if control:
+        raise BadRecord(
+            "bad_characters", f"{field} holds the control character {control.group()!r}"
+        )
+
+
+def require_id(record: dict[str, Any], field: str, limits: RecordLimits = DEFAULT_LIMITS) -> str:
+    """`record[field]` if it is a non-empty string within the limits.
+
+    Raises:
+      BadRecord: `missing_id` when absent or blank, `bad_type` when not a string, and
+        the reasons of `check_texts`.
     """
     value = record.get(field)
     if value is None or (isinstance(value, str) and not value.strip()):
-        raise BadRecord("missing_id", f"{field} must be a non-empty string, got {value!r}")
+        raise BadRecord("missing_id", f"{field} must be a non-empty string, got {shown(value)}")
     if not isinstance(value, str):
-        raise BadRecord("bad_type", f"{field} must be a string, got {value!r}")
+        raise BadRecord("bad_type", f"{field} must be a string, got {shown(value)}")
+    check_texts([value], field, limits.max_id_bytes)
     return value
 
 
-def parse_timestamp(value: Any) -> int:
-    """Seconds since the epoch from an int, a numeric string or an ISO-8601 string."""
-    if isinstance(value, datetime.datetime):  # a Parquet timestamp column
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=datetime.UTC)
+def _bad_timestamp(value: Any) -> BadRecord:
+    return BadRecord(
+        "bad_timestamp", f"timestamp must be a finite number or ISO-8601, got {shown(value)}"
+    )
+
+
+def _from_datetime(value: datetime.datetime, raw: Any) -> int:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=datetime.UTC)
+    try:
         return int(value.timestamp())
+    except (OverflowError, ValueError, OSError) as e:
+        raise _bad_timestamp(raw) from e
+
+
+def parse_timestamp(value: Any) -> int:
+    """Seconds since the epoch from an int, a finite float, a numeric string, an ISO-8601
+    string or a datetime (a Parquet timestamp column).
+
+    Raises:
+      BadRecord: `bad_timestamp` for anything else, NaN and infinities included.
+    """
+    if isinstance(value, datetime.datetime):
+        return _from_datetime(value, value)
     if isinstance(value, bool):
-        raise BadRecord("bad_timestamp", f"timestamp must be a number or ISO-8601, got {value!r}")
-    if isinstance(value, int | float):
+        raise _bad_timestamp(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):  # JSON's 1e400 parses as inf
+            raise _bad_timestamp(value)
         return int(value)
-    if isinstance(value, str):
+    if isinstance(value, str) and len(value) <= _MAX_TIMESTAMP_TEXT:
         try:
-            return int(float(value))
+            number = float(value)
         except ValueError:
             pass
+        else:
+            if not math.isfinite(number):
+                raise _bad_timestamp(value)
+            return int(number)
         try:
             parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
             pass
         else:
-            if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=datetime.UTC)
-            return int(parsed.timestamp())
-    raise BadRecord("bad_timestamp", f"timestamp must be a number or ISO-8601, got {value!r}")
+            return _from_datetime(parsed, value)
+    raise _bad_timestamp(value)
 
 
-def _item_list(record: dict[str, Any], field: str, counts: dict[str, int]) -> list[str]:
+def check_timestamp(timestamp: int, limits: RecordLimits) -> int:
+    """`timestamp` if within [min_timestamp, max_timestamp].
+
+    Raises:
+      BadRecord: `timestamp_out_of_range`.
+    """
+    if not limits.min_timestamp <= timestamp <= limits.max_timestamp:
+        raise BadRecord(
+            "timestamp_out_of_range",
+            f"timestamp {shown(timestamp)} is outside [data.min_timestamp "
+            f"{limits.min_timestamp}, data.max_timestamp {limits.max_timestamp}]",
+        )
+    return timestamp
+
+
+def _item_list(
+    record: dict[str, Any], field: str, counts: dict[str, int], limits: RecordLimits
+) -> list[str]:
     value = record.get(field, [])
     if isinstance(value, str):  # CSV-style "i1|i2"
         value = [v for v in value.split("|") if v]
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise BadRecord("bad_type", f"{field} must be a list of non-empty strings, got {value!r}")
+        raise BadRecord(
+            "bad_type", f"{field} must be a list of non-empty strings, got {shown(value)}"
+        )
+    check_texts(value, field, limits.max_id_bytes)
     unique = list(dict.fromkeys(value))
     if len(unique) != len(value):
         counts["duplicates_removed"] = (
@@ -80,38 +207,55 @@ def _item_list(record: dict[str, Any], field: str, counts: dict[str, int]) -> li
     return unique
 
 
-def feature_tokens(raw: Any, field: str) -> dict[str, list[str]]:
+def _feature_name(name: Any, field: str, limits: RecordLimits) -> str:
+    if not isinstance(name, str) or not name:
+        raise BadRecord("bad_type", f"{field}: a feature name must be a non-empty string")
+    check_texts([name], f"{field} name", limits.max_id_bytes)
+    if _PATH_SEPARATORS.search(name):
+        raise BadRecord("bad_characters", f"{field} name {shown(name)} holds a path separator")
+    return name
+
+
+def feature_tokens(
+    raw: Any, field: str, limits: RecordLimits = DEFAULT_LIMITS
+) -> dict[str, list[str]]:
     """{name: [tokens]} from a features object; a number becomes its decimal string.
 
     Raises:
       BadRecord: `bad_type` when `raw` is not an object or a value is not a string, a
-        list of strings or a number.
+        list of strings or a number; the reasons of `check_texts` for names and tokens.
     """
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise BadRecord("bad_type", f"{field} must be an object, got {raw!r}")
+        raise BadRecord("bad_type", f"{field} must be an object, got {shown(raw)}")
     features = {}
     for name, value in raw.items():
+        name = _feature_name(name, field, limits)
         if isinstance(value, str):
-            features[name] = [value]
+            tokens = [value]
         elif isinstance(value, int | float) and not isinstance(value, bool):
-            features[name] = [str(value)]
+            tokens = [str(value)]
         elif isinstance(value, list) and all(isinstance(v, str) for v in value):
-            features[name] = list(value)
+            tokens = list(value)
         else:
             raise BadRecord(
                 "bad_type",
-                f"{field}.{name} must be a string, list of strings or number, got {value!r}",
+                f"{field}.{name} must be a string, list of strings or number, got {shown(value)}",
             )
+        check_texts(tokens, f"{field}.{name}", limits.max_id_bytes)
+        features[name] = tokens
     return features
 
 
-def validate_request(record: Any) -> tuple[dict[str, Any], dict[str, int]]:
+def validate_request(
+    record: Any, limits: RecordLimits = DEFAULT_LIMITS
+) -> tuple[dict[str, Any], dict[str, int]]:
     """Checks one request and returns it normalised, with the repairs it needed.
 
     Args:
       record: a decoded JSON object.
+      limits: sizes and the timestamp window.
 
     Returns:
       (request, repairs): request has request_id, user_id, timestamp (int), recalled,
@@ -126,22 +270,22 @@ def validate_request(record: Any) -> tuple[dict[str, Any], dict[str, int]]:
         raise BadRecord("bad_type", f"a request must be a JSON object, got {type(record).__name__}")
     repairs: dict[str, int] = {}
     request = {
-        "request_id": require_id(record, "request_id"),
-        "user_id": require_id(record, "user_id"),
-        "timestamp": parse_timestamp(record.get("timestamp")),
+        "request_id": require_id(record, "request_id", limits),
+        "user_id": require_id(record, "user_id", limits),
+        "timestamp": check_timestamp(parse_timestamp(record.get("timestamp")), limits),
     }
-    lists = {field: _item_list(record, field, repairs) for field in LIST_FIELDS}
+    lists = {field: _item_list(record, field, repairs, limits) for field in LIST_FIELDS}
     exposed = set(lists["exposed"])
     not_exposed = [item for item in lists["clicked"] if item not in exposed]
     if not_exposed:
-        raise BadRecord("clicked_not_exposed", f"clicked items not exposed: {not_exposed}")
+        raise BadRecord("clicked_not_exposed", f"clicked items not exposed: {shown(not_exposed)}")
     recalled = set(lists["recalled"])
     missing = [item for item in lists["exposed"] if item not in recalled]
     if missing:
         repairs["exposed_added_to_recalled"] = len(missing)
         lists["recalled"] = lists["recalled"] + missing
     request.update(lists)
-    request["user_features"] = feature_tokens(record.get("user_features"), "user_features")
+    request["user_features"] = feature_tokens(record.get("user_features"), "user_features", limits)
     return request, repairs
 
 
@@ -149,7 +293,8 @@ def decode(payload: Any) -> Any:
     """A raw record's payload as a JSON value: JSONL text is parsed, CSV/Parquet rows pass.
 
     Raises:
-      BadRecord: `bad_json` for text that is not JSON.
+      BadRecord: `bad_json` for text that is not JSON (or holds an integer of more
+        digits than Python converts), `too_deep` for nesting beyond the recursion limit.
     """
     if not isinstance(payload, str):
         return payload
@@ -157,14 +302,31 @@ def decode(payload: Any) -> Any:
         return json.loads(payload)
     except json.JSONDecodeError as e:
         raise BadRecord("bad_json", f"{e.msg} at column {e.colno}") from e
+    except RecursionError as e:
+        raise BadRecord("too_deep", "JSON nested deeper than the recursion limit") from e
+    except ValueError as e:  # e.g. an integer literal of more than 4300 digits
+        raise BadRecord("bad_json", str(e)[:200]) from e
 
 
-def parse_request_line(line: str) -> tuple[dict[str, Any], dict[str, int]]:
-    """Decodes one JSON line and validates it (see `validate_request`)."""
-    return validate_request(decode(line))
+def parse_request_line(
+    line: str, limits: RecordLimits = DEFAULT_LIMITS
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """Decodes one JSON line and validates it (see `validate_request`).
+
+    Raises:
+      BadRecord: `too_large` for a line over `limits.max_row_bytes`, or a broken rule.
+    """
+    size = len(line) if line.isascii() else len(line.encode("utf-8", "surrogatepass"))
+    if size > limits.max_row_bytes:
+        raise BadRecord(
+            "too_large", f"the row is {size} bytes > data.max_row_bytes {limits.max_row_bytes}"
+        )
+    return validate_request(decode(line), limits)
 
 
-def validate_user(record: Any) -> tuple[str, dict[str, list[str]]]:
+def validate_user(
+    record: Any, limits: RecordLimits = DEFAULT_LIMITS
+) -> tuple[str, dict[str, list[str]]]:
     """(user_id, {feature: [tokens]}) of one user-table row `{"user_id", "features"}`.
 
     Raises:
@@ -172,4 +334,5 @@ def validate_user(record: Any) -> tuple[str, dict[str, list[str]]]:
     """
     if not isinstance(record, dict):
         raise BadRecord("bad_type", f"a user row must be an object, got {type(record).__name__}")
-    return require_id(record, "user_id"), feature_tokens(record.get("features"), "features")
+    user_id = require_id(record, "user_id", limits)
+    return user_id, feature_tokens(record.get("features"), "features", limits)

@@ -4,7 +4,11 @@ Every record leaves as a *raw record*, the tuple `(source, line, row, payload, e
 `source` the file, `line` the 1-based line it starts on (JSONL, CSV) or None, `row` the
 0-based row index (Parquet) or None, `payload` the line's text (JSONL) or a dict of the
 row's columns (CSV, Parquet), and `error` None or `(reason, detail)` when the row could
-not even be read (bad encoding, a wrong CSV field count, a corrupt file).
+not even be read (bad encoding, a wrong CSV field count, a line or row over
+`max_row_bytes`, a corrupt or cut file). A row over `max_row_bytes` is never parsed:
+its payload is the line's first 1 KiB (JSONL, CSV) or None (Parquet). A corrupt or cut
+file ends with one record whose line and row are None and whose payload is the
+unterminated text before the break (see `lines`); the rows before it are kept.
 
 CSV and Parquet rows follow the JSON layout: a column named `prefix.name` becomes
 `{"prefix": {"name": value}}` (`user_features.age`, `features.genres`), and in CSV `|`
@@ -19,6 +23,7 @@ CSV (whose quoted cells may hold newlines) are read whole, one worker each.
 
 import csv
 import gzip
+import json
 import os
 import zlib
 from collections.abc import Iterable, Iterator
@@ -26,6 +31,9 @@ from typing import Any
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+
+from pipelines.lines import PREFIX_BYTES, TextLines
+from pipelines.records import shown
 
 EXTENSIONS = {
     ".jsonl": "jsonl",
@@ -36,7 +44,8 @@ EXTENSIONS = {
     ".pq": "parquet",
 }
 CHUNK_BYTES = 64 << 20
-PARQUET_BATCH_ROWS = 4096
+MAX_ROW_BYTES = 1 << 20  # data.max_row_bytes' default
+UNREADABLE = ("unreadable_file", "truncated_gzip")  # a file (part) lost, not one row
 _SCAN_BLOCK = 4 << 20
 
 RawRecord = tuple[str, int | None, int | None, Any, tuple[str, str] | None]
@@ -56,6 +65,20 @@ def dead_letter_row(raw: RawRecord, reason: str, detail: str) -> dict[str, Any]:
         "detail": detail,
         "record": payload,
     }
+
+
+def dead_letter_json(row: dict[str, Any]) -> str:
+    """One dead-letter row as a JSON line; a `record` JSON cannot hold (keys of mixed
+    types, say) is written as its repr, so writing a dead letter never fails."""
+    try:
+        return json.dumps(row, sort_keys=True, default=str)
+    except (TypeError, ValueError, RecursionError):
+        return json.dumps({**row, "record": shown(row.get("record"))}, sort_keys=True, default=str)
+
+
+def position(raw: RawRecord) -> tuple[str, int | None, int | None]:
+    """(source, line, row) of a raw record: its place in file order (sortable)."""
+    return raw[0], raw[1], raw[2]
 
 
 def format_of(path: str, configured: str = "auto") -> str:
@@ -163,41 +186,56 @@ def _scan_line_chunks(path: str, fmt: str, chunk_bytes: int) -> Iterator[Chunk]:
         yield path, fmt, start, -1, first_line
 
 
-def read_chunk(chunk: Chunk) -> Iterator[RawRecord]:
+def read_chunk(chunk: Chunk, max_row_bytes: int = MAX_ROW_BYTES) -> Iterator[RawRecord]:
     """The raw records of one chunk (see `split_file`), in file order.
 
-    A corrupt file (bad gzip data, not Parquet) ends with one raw record whose error is
-    `unreadable_file`; any other I/O error is raised so that the runner retries.
+    A line or row over `max_row_bytes` is a `too_large` record. A corrupt or cut gzip
+    stream ends with one `unreadable_file` or `truncated_gzip` record (see `lines`), a
+    corrupt Parquet file or row group with one `unreadable_file` record; any other I/O
+    error is raised so that the runner retries.
     """
     path, fmt, start, end, first_line = chunk
+    if fmt == "parquet":
+        from pipelines import parquet_rows  # noqa: PLC0415  (pyarrow only where needed)
+
+        try:
+            yield from _parquet_records(path, start, end, max_row_bytes)
+        except parquet_rows.CorruptParquet as e:
+            yield path, None, None, None, ("unreadable_file", f"{type(e).__name__}: {e}")
+        return
     try:
-        if fmt == "parquet":
-            yield from _parquet_records(path, start, end)
-            return
-        with _open(path, fmt) as f:
+        gzipped = CompressionTypes.detect_compression_type(path) == CompressionTypes.GZIP
+        compression = CompressionTypes.UNCOMPRESSED if gzipped else CompressionTypes.AUTO
+        with FileSystems.open(path, compression_type=compression) as f:
             if start:
                 f.seek(start)
-            lines = _lines(f, end - start if end >= 0 else -1)
+            lines = TextLines(
+                f,
+                max_line_bytes=max_row_bytes,
+                gzip=gzipped,
+                limit=end - start if end >= 0 else -1,
+                size=_size(path) if gzipped else None,
+            )
             if fmt == "csv":
-                yield from _csv_records(path, lines)
+                yield from _csv_records(path, lines, max_row_bytes)
             else:
-                yield from _jsonl_records(path, lines, first_line)
-    except (zlib.error, EOFError, gzip.BadGzipFile, _CorruptParquet) as e:
+                yield from _jsonl_records(path, lines, first_line, max_row_bytes)
+            if lines.error:
+                cut = lines.cut_text.decode("utf-8", "replace") if lines.cut_text else None
+                yield path, None, None, cut, lines.error
+    except (zlib.error, EOFError, gzip.BadGzipFile) as e:  # other compressions (Beam's reader)
         yield path, None, None, None, ("unreadable_file", f"{type(e).__name__}: {e}")
 
 
-class _CorruptParquet(ValueError):
-    """pyarrow could not read a Parquet file."""
+def _size(path: str) -> int | None:
+    try:
+        return FileSystems.get_filesystem(path).size(path)
+    except Exception:  # only for a message: the read itself reports real I/O errors
+        return None
 
 
-def _lines(f: Any, limit: int) -> Iterator[bytes]:
-    remaining = limit
-    for raw in iter(f.readline, b""):
-        if remaining >= 0:
-            if remaining == 0:
-                return
-            remaining -= len(raw)
-        yield raw
+def _too_large(length: int, max_row_bytes: int) -> tuple[str, str]:
+    return "too_large", f"the row is {length} bytes > data.max_row_bytes {max_row_bytes}"
 
 
 def _decode(raw: bytes) -> tuple[str, tuple[str, str] | None]:
@@ -208,30 +246,42 @@ def _decode(raw: bytes) -> tuple[str, tuple[str, str] | None]:
         return text, ("bad_encoding", f"not UTF-8 at byte {e.start}")
 
 
-def _jsonl_records(path: str, lines: Iterable[bytes], first_line: int) -> Iterator[RawRecord]:
-    for number, raw in enumerate(lines, start=first_line):
+def _jsonl_records(
+    path: str, lines: Iterable[tuple[bytes, int]], first_line: int, max_row_bytes: int
+) -> Iterator[RawRecord]:
+    for number, (raw, length) in enumerate(lines, start=first_line):
+        if length > max_row_bytes:
+            text = raw.decode("utf-8", errors="replace")
+            yield path, number, None, text, _too_large(length, max_row_bytes)
+            continue
         text, error = _decode(raw)
         if text.strip():
             yield path, number, None, text, error
 
 
-def _csv_records(path: str, lines: Iterable[bytes]) -> Iterator[RawRecord]:
-    consumed: list[int] = []  # line numbers handed to the csv reader, in order
+def _csv_records(
+    path: str, lines: Iterable[tuple[bytes, int]], max_row_bytes: int
+) -> Iterator[RawRecord]:
+    consumed: list[tuple[int, int]] = []  # (line number, bytes) of the row being read
     bad: list[RawRecord] = []
 
     def decoded() -> Iterator[str]:
-        for number, raw in enumerate(lines, start=1):
+        for number, (raw, length) in enumerate(lines, start=1):
+            if length > max_row_bytes:
+                text = raw.decode("utf-8", errors="replace")
+                bad.append((path, number, None, text, _too_large(length, max_row_bytes)))
+                continue
             text, error = _decode(raw)
             if error:
                 bad.append((path, number, None, text, error))
                 continue
-            consumed.append(number)
+            consumed.append((number, length))
             yield text + "\n"
 
     reader = csv.reader(decoded())
     header = None
     while True:
-        seen = len(consumed)
+        consumed.clear()  # then it holds the lines of the next row only
         try:
             cells = next(reader)
         except StopIteration:
@@ -242,12 +292,15 @@ def _csv_records(path: str, lines: Iterable[bytes]) -> Iterator[RawRecord]:
             error = None
         yield from bad
         bad.clear()
-        line = consumed[seen] if seen < len(consumed) else None
+        line = consumed[0][0] if consumed else None
+        size = sum(length for _, length in consumed)
         if header is None and error is None:
             header = [cells[0].lstrip("\ufeff"), *cells[1:]] if cells else cells
             continue
         if error is None and not any(cells):
             continue
+        if error is None and size > max_row_bytes:  # a row of several lines
+            cells, error = ",".join(cells)[:PREFIX_BYTES], _too_large(size, max_row_bytes)
         if error is None and len(cells) != len(header):
             error = ("bad_csv", f"expected {len(header)} fields ({header}), got {len(cells)}")
         if error:
@@ -257,34 +310,24 @@ def _csv_records(path: str, lines: Iterable[bytes]) -> Iterator[RawRecord]:
     yield from bad
 
 
-def _parquet_records(path: str, first_group: int, end_group: int) -> Iterator[RawRecord]:
-    import pyarrow as pa  # noqa: PLC0415
-    import pyarrow.parquet as pq  # noqa: PLC0415
+def _parquet_records(
+    path: str, first_group: int, end_group: int, max_row_bytes: int
+) -> Iterator[RawRecord]:
+    from pipelines import parquet_rows  # noqa: PLC0415
 
     with _open(path, "parquet") as f:
-        try:
-            parquet = pq.ParquetFile(f)
-        except pa.ArrowException as e:
-            raise _CorruptParquet(str(e)) from e
-        groups = range(first_group, min(end_group, parquet.metadata.num_row_groups))
-        row = sum(parquet.metadata.row_group(g).num_rows for g in range(first_group))
-        for group in groups:
-            batches = parquet.iter_batches(PARQUET_BATCH_ROWS, row_groups=[group])
-            while True:
-                try:
-                    batch = next(batches, None)
-                except pa.ArrowException as e:
-                    raise _CorruptParquet(f"row group {group}: {e}") from e
-                if batch is None:
-                    break
-                for columns in batch.to_pylist():
-                    yield path, None, row, _nest(columns, False), None
-                    row += 1
+        for row, columns, size in parquet_rows.read_rows(f, first_group, end_group, max_row_bytes):
+            if size:
+                yield path, None, row, None, _too_large(size, max_row_bytes)
+            else:
+                yield path, None, row, _nest(columns, False), None
 
 
-def iter_records(paths: Iterable[str], fmt: str = "auto") -> Iterator[RawRecord]:
+def iter_records(
+    paths: Iterable[str], fmt: str = "auto", max_row_bytes: int = MAX_ROW_BYTES
+) -> Iterator[RawRecord]:
     """Every raw record of `paths` in order, in this process (for small tables)."""
     for path in paths:
         file_format = format_of(path, fmt)
         for chunk in split_file(path, file_format, chunk_bytes=0):
-            yield from read_chunk(chunk)
+            yield from read_chunk(chunk, max_row_bytes)

@@ -6,30 +6,26 @@ their reason, source file and line (or row); Beam counters count every record in
 per input file, so the manifest reconciles (read = valid + dead-lettered).
 """
 
-import collections
 import dataclasses
 import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
 from common import contracts
-from pipelines import examples, records, sources
+from pipelines import duplicates, examples, records, sources
+from pipelines.counting import (  # noqa: F401  (re-exported: the pipeline's names)
+    DEAD_LETTER,
+    NAMESPACE,
+    REQUESTS,
+    USERS,
+    CountingDoFn,
+    counter_name,
+)
 
-DEAD_LETTER = "dead_letter"
-TIMESTAMPS = "timestamps"
-EXPOSURES = "exposures"
-NAMESPACE = "twotower"
-REQUESTS = "requests"
-USERS = "users"
-
-
-def counter_name(table: str, kind: str, path: str) -> str:
-    """The per-file counter `<table>.<kind>:<path>` (kind: read, valid, dead_letter), which
-    `manifest` turns into the reconciliation block."""
-    return f"{table}.{kind}:{path}"
+SEEN = "seen"
+DUPLICATE_REQUESTS = "duplicate_requests"
 
 
 @beam.ptransform_fn
@@ -37,6 +33,7 @@ def ReadRecords(  # noqa: N802
     pbegin: beam.pvalue.PBegin,
     files: list[tuple[str, str]],
     chunk_bytes: int = sources.CHUNK_BYTES,
+    max_row_bytes: int = sources.MAX_ROW_BYTES,
 ) -> beam.PCollection:
     """Raw records of `files` ([(path, format)]), read in parallel chunks.
 
@@ -44,6 +41,7 @@ def ReadRecords(  # noqa: N802
       pbegin: the pipeline.
       files: resolved paths with their formats (`sources.expand_patterns`, `format_of`).
       chunk_bytes: target chunk size of uncompressed JSONL files (0: whole files).
+      max_row_bytes: a longer line or row becomes a `too_large` record, unparsed.
 
     Returns:
       A PCollection of raw records (see `pipelines.sources`).
@@ -53,47 +51,28 @@ def ReadRecords(  # noqa: N802
         | "Files" >> beam.Create(files)
         | "Split" >> beam.FlatMapTuple(sources.split_file, chunk_bytes=chunk_bytes)
         | "Spread" >> beam.Reshuffle()
-        | "Read" >> beam.FlatMap(sources.read_chunk)
+        | "Read" >> beam.FlatMap(sources.read_chunk, max_row_bytes=max_row_bytes)
     )
 
 
-class _CountingDoFn(beam.DoFn):
-    """Adds up counters per bundle and reports them once in `finish_bundle`.
-
-    A Beam counter update per element costs a lookup in the metrics container; summing
-    in a dict first is cheaper and reports the same committed totals (a retried bundle's
-    counts are dropped with the bundle, as per-element updates would be).
-    """
-
-    def start_bundle(self) -> None:
-        self._counts: collections.Counter[str] = collections.Counter()
-        self._timestamps: list[int] = []
-
-    def _count(self, name: str, value: int = 1) -> None:
-        self._counts[name] += value
-
-    def finish_bundle(self) -> None:
-        for name, value in self._counts.items():
-            Metrics.counter(NAMESPACE, name).inc(value)
-        if self._timestamps:  # only min and max of this distribution are meaningful
-            distribution = Metrics.distribution(NAMESPACE, "timestamp")
-            distribution.update(min(self._timestamps))
-            distribution.update(max(self._timestamps))
-        self.start_bundle()
-
-
-class ParseRequestFn(_CountingDoFn):
+class ParseRequestFn(CountingDoFn):
     """Validates raw request records against `records` and the catalog.
 
-    Main output: the compact record of `examples.request_positives` for each valid
-    request with at least one click. Tagged outputs: `dead_letter` rows, every valid
-    request's (timestamp, exposed items) as `exposures` (clicks or not: the exposure
-    propensities count them all) and, when `emit_timestamps`, its timestamp.
+    Main output: the compact record of `examples.request_positives`, with its
+    `position` in file order, for each valid request with at least one click. Tagged
+    outputs: `dead_letter` rows (any exception while checking a row dead-letters it, see
+    `records.failure`) and, as `seen`, every valid request's entry for
+    `duplicates.FindDuplicates` (clicks or not: the exposure propensities count them
+    all).
     """
 
-    def __init__(self, options: examples.ExampleOptions, emit_timestamps: bool = False):
+    def __init__(
+        self,
+        options: examples.ExampleOptions,
+        limits: records.RecordLimits = records.DEFAULT_LIMITS,
+    ):
         self._options = options
-        self._emit_timestamps = emit_timestamps
+        self._limits = limits
 
     def process(self, raw: sources.RawRecord, catalog: dict[str, Any]) -> Iterator[Any]:
         path = raw[0]
@@ -101,32 +80,43 @@ class ParseRequestFn(_CountingDoFn):
         try:
             if raw[4]:
                 raise records.BadRecord(*raw[4])
-            request, repairs = records.validate_request(records.decode(raw[3]))
+            request, repairs = records.validate_request(records.decode(raw[3]), self._limits)
             unknown = [item for item in request["recalled"] if item not in catalog]
             if unknown:
-                raise records.BadRecord("unknown_item", f"items not in the catalog: {unknown[:5]}")
-        except records.BadRecord as bad:
-            self._count(counter_name(REQUESTS, "dead_letter", path))
-            self._count(f"reason:{REQUESTS}:{bad.reason}")
-            yield beam.pvalue.TaggedOutput(
-                DEAD_LETTER, sources.dead_letter_row(raw, bad.reason, bad.detail)
+                raise records.BadRecord(
+                    "unknown_item", f"items not in the catalog: {records.shown(unknown[:5])}"
+                )
+            compact = (
+                examples.request_positives(request, self._options) if request["clicked"] else None
             )
+        except Exception as error:  # one bad row never stops the pipeline
+            yield self._dead_letter(REQUESTS, raw, error)
             return
         self._count(counter_name(REQUESTS, "valid", path))
-        self._timestamps.append(request["timestamp"])
         for name, value in repairs.items():
             self._count(f"repair:{name}", value)
-        if self._emit_timestamps:
-            yield beam.pvalue.TaggedOutput(TIMESTAMPS, request["timestamp"])
-        yield beam.pvalue.TaggedOutput(EXPOSURES, (request["timestamp"], tuple(request["exposed"])))
-        if not request["clicked"]:
+        position = sources.position(raw)
+        clicked = compact is not None
+        entry = (
+            position,
+            request["timestamp"],
+            duplicates.pack(request["exposed"]),
+            clicked,
+            request["user_id"],
+        )
+        yield beam.pvalue.TaggedOutput(SEEN, (request["request_id"], entry))
+        if not clicked:
             self._count("requests_without_clicks")
             return
-        yield examples.request_positives(request, self._options)
+        compact["position"] = position
+        yield compact
 
 
-class ParseUserFn(_CountingDoFn):
+class ParseUserFn(CountingDoFn):
     """Validates user-table rows: (user_id, (position, features, raw)) or a dead letter."""
+
+    def __init__(self, limits: records.RecordLimits = records.DEFAULT_LIMITS):
+        self._limits = limits
 
     def process(self, raw: sources.RawRecord) -> Iterator[Any]:
         path = raw[0]
@@ -134,51 +124,65 @@ class ParseUserFn(_CountingDoFn):
         try:
             if raw[4]:
                 raise records.BadRecord(*raw[4])
-            user_id, features = records.validate_user(records.decode(raw[3]))
-        except records.BadRecord as bad:
-            self._count(counter_name(USERS, "dead_letter", path))
-            self._count(f"reason:{USERS}:{bad.reason}")
-            yield beam.pvalue.TaggedOutput(
-                DEAD_LETTER, sources.dead_letter_row(raw, bad.reason, bad.detail)
-            )
+            user_id, features = records.validate_user(records.decode(raw[3]), self._limits)
+        except Exception as error:  # one bad row never stops the pipeline
+            yield self._dead_letter(USERS, raw, error)
             return
         self._count(counter_name(USERS, "valid", path))
         position = (path, raw[1] if raw[1] is not None else raw[2])
         yield user_id, (position, features, raw)
 
 
-class UserExamplesFn(_CountingDoFn):
+class UserExamplesFn(CountingDoFn):
     """All examples of one user, tagged with their split.
 
     Input: (user_id, (compact requests, user-table rows)). Of several rows for one user
-    the first in file order is used and the others are dead-lettered as duplicate_user.
+    the first in file order is used and the others are dead-lettered as duplicate_user
+    (tag `dead_letter`). A request whose id `duplicates` maps to another position is
+    dropped and dead-lettered as duplicate_request (tag `duplicate_requests`).
     """
 
     def __init__(self, options: examples.ExampleOptions):
         self._options = options
 
-    def process(
-        self,
-        element: tuple[str, tuple[Iterable[dict[str, Any]], Iterable[Any]]],
-        eval_from: int | None = None,
-    ) -> Iterator[Any]:
-        user_id, (user_requests, profiles) = element
+    def _profile(self, user_id: str, profiles: Iterable[Any]) -> Iterator[Any]:
+        """Yields the duplicate_user dead letters; returns the first row's features."""
         profile, first = None, None
         for position, features, raw in sorted(profiles, key=lambda p: p[0]):
             if profile is None:
                 profile, first = features, position
                 continue
-            self._count(counter_name(USERS, "valid", raw[0]), -1)
-            self._count(counter_name(USERS, "dead_letter", raw[0]))
-            self._count(f"reason:{USERS}:duplicate_user")
+            self._count_duplicate(USERS, raw[0], "duplicate_user")
             detail = f"user_id {user_id} already at {first[0]}:{first[1]}"
             yield beam.pvalue.TaggedOutput(
                 DEAD_LETTER, sources.dead_letter_row(raw, "duplicate_user", detail)
             )
+        return profile
+
+    def process(
+        self,
+        element: tuple[str, tuple[Iterable[dict[str, Any]], Iterable[Any]]],
+        eval_from: int | None = None,
+        duplicated: dict[str, Any] | None = None,
+    ) -> Iterator[Any]:
+        user_id, (user_requests, profiles) = element
+        profile = yield from self._profile(user_id, profiles)
+        kept = []
+        for request in user_requests:
+            first = duplicated.get(request["request_id"]) if duplicated else None
+            if first is None or tuple(first) == tuple(request["position"]):
+                kept.append(request)
+                continue
+            position = tuple(request["position"])
+            self._count_duplicate(REQUESTS, position[0], duplicates.REASON)
+            row = duplicates.dead_letter(
+                request["request_id"], position, tuple(first), user_id, request["timestamp"]
+            )
+            yield beam.pvalue.TaggedOutput(DUPLICATE_REQUESTS, row)
         options = self._options
         if eval_from is not None:
             options = dataclasses.replace(options, eval_from=eval_from)
-        for split, example in examples.user_examples(user_requests, options, profile):
+        for split, example in examples.user_examples(kept, options, profile):
             self._count(f"examples:{split}")
             self._count(f"space_a:{split}", len(example["space_a"]))
             self._count(f"space_b:{split}", len(example["space_b"]))
@@ -254,6 +258,6 @@ def WriteDeadLetters(rows: beam.PCollection, prefix: str) -> beam.PCollection:  
     """Dead-letter rows as JSON Lines files `<prefix>-SSSSS-of-NNNNN.jsonl`."""
     return (
         rows
-        | "Json" >> beam.Map(lambda row: json.dumps(row, sort_keys=True, default=str))
+        | "Json" >> beam.Map(sources.dead_letter_json)
         | "Write" >> beam.io.WriteToText(prefix, file_name_suffix=".jsonl")
     )

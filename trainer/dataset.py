@@ -6,10 +6,12 @@ the pipelines package's code.
 
 import dataclasses
 import json
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any
 
+import google_crc32c
 import tensorflow as tf
 
 from common import contracts
@@ -125,6 +127,56 @@ def load_dataset(directory: str) -> Dataset:
         with open(os.path.join(directory, relative)) as f:
             vocabularies[name] = [line.rstrip("\n") for line in f]
     return Dataset(directory, manifest, item_ids, clusters, features, vocabularies)
+
+
+class CorruptDataset(ValueError):
+    """A shard is missing or differs from what the manifest recorded (size, checksum)."""
+
+
+def _file_crc32c(path: str) -> str:
+    crc = 0
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            crc = google_crc32c.extend(crc, block)
+    return f"{crc:08x}"
+
+
+def verify_shards(dataset: Dataset) -> None:
+    """Checks every shard the manifest lists against the bytes and CRC32C recorded when
+    it was written (`splits.<split>.shards`), before any training step reads it.
+
+    A manifest written before shards were recorded is not checked (a warning says so).
+
+    Raises:
+      CorruptDataset: a shard is missing, or its size or checksum differs; the message
+        names the shard, the recorded and the actual value.
+    """
+    for split, block in sorted(dataset.manifest["splits"].items()):
+        shards = block.get("shards")
+        if shards is None:
+            logging.warning(
+                "%s: the manifest records no shard checksums (written by an older "
+                "preprocess); the %s shards are not verified",
+                dataset.directory,
+                split,
+            )
+            continue
+        for shard in shards:
+            path = os.path.join(dataset.directory, shard["file"])
+            if not os.path.isfile(path):
+                raise CorruptDataset(f"{path}: {split} shard listed in the manifest is missing")
+            size = os.path.getsize(path)
+            if size != shard["bytes"]:
+                raise CorruptDataset(
+                    f"{path}: {size} bytes, the manifest recorded {shard['bytes']} (the "
+                    f"{split} shard was cut short or replaced)"
+                )
+            crc = _file_crc32c(path)
+            if crc != shard["crc32c"]:
+                raise CorruptDataset(
+                    f"{path}: CRC32C {crc}, the manifest recorded {shard['crc32c']} (the "
+                    f"{split} shard's bytes changed since it was written)"
+                )
 
 
 def _parse_spec(manifest: dict[str, Any], features: Sequence[str] | None = None) -> dict[str, Any]:

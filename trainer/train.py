@@ -33,7 +33,7 @@ from common.config import Config, ConfigError, TrainingConfig, load_config
 from trainer import run_dir as run_directory
 from trainer.build import build_model, training_callbacks
 from trainer.callbacks import StopOnNonFinite, Throughput, check_finite_weights
-from trainer.dataset import Dataset, load_dataset, make_dataset
+from trainer.dataset import Dataset, load_dataset, make_dataset, verify_shards
 from trainer.distribute import (
     Placement,
     placement,
@@ -165,6 +165,7 @@ def train(
 
     Raises:
       ConfigError: a bad TF_CONFIG, or a batch size or sharding the cluster cannot take.
+      CorruptDataset: a shard differs from the size or checksum in the manifest.
       RunDirectoryInUse: `run_dir` holds a run and `overwrite` is False.
       TrainingDiverged: a non-finite loss or weights (nothing is written then).
       ValueError: fewer examples read than the manifest lists (a truncated shard).
@@ -175,6 +176,7 @@ def train(
         tf.config.experimental.enable_op_determinism()
     tf.keras.utils.set_random_seed(config.training.seed)
     dataset = load_dataset(dataset_dir)
+    verify_shards(dataset)  # a cut or replaced shard fails here, naming it
     backup = config.training.backup == "always" or (
         config.training.backup == "auto" and where.multi_worker
     )

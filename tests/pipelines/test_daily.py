@@ -93,6 +93,26 @@ def test_daily_run_writes_a_dated_dataset_then_moves_latest(logs_root):
     assert (datasets / "2024-06-09.failed" / "failure.json").exists()
 
 
+def test_empty_logs_keep_the_dataset_and_latest(logs_root):
+    datasets = logs_root / "datasets"
+    assert _main(logs_root) == 0
+    manifest = (datasets / "2024-06-08" / "manifest.json").read_bytes()
+    for day in ("2024-06-06", "2024-06-07"):  # the logs of both days arrive empty
+        (logs_root / "logs" / day / "part-0.jsonl").write_text("")
+    # Rerunning the same date used to replace the good dataset with an empty one.
+    assert _main(logs_root) == exit_codes.BAD_INPUT
+    assert (datasets / "2024-06-08" / "manifest.json").read_bytes() == manifest
+    failure = json.loads((datasets / "2024-06-08.failed" / "failure.json").read_text())
+    assert failure["error"].startswith("no valid request in data.input=")
+    # A new date with nothing in it does not move LATEST either.
+    (logs_root / "logs" / "2024-06-08").mkdir()
+    (logs_root / "logs" / "2024-06-08" / "part-0.jsonl").write_text("")
+    catalog = f"--set=data.catalog={logs_root}/catalog/2024-06-07/items.jsonl"
+    assert _main(logs_root, "--date=2024-06-09", catalog) == exit_codes.BAD_INPUT
+    assert (datasets / "LATEST").read_text() == "2024-06-08\n"
+    assert not (datasets / "2024-06-09").exists()
+
+
 def test_missing_day_is_bad_input(logs_root):
     assert _main(logs_root, "--days=5") == exit_codes.BAD_INPUT
     assert not (logs_root / "datasets" / "LATEST").exists()

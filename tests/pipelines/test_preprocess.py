@@ -80,7 +80,7 @@ def test_counts_reconcile(broken):
     requests, _, _, built = broken
     block = built["reconciliation"]["requests"]
     assert block["per_file"] == {
-        requests: {"read": 8, "valid": 3, "dead_letter": 5, "balanced": True}
+        requests: {"read": 8, "valid": 3, "dead_letter": 5, "unreadable": 0, "balanced": True}
     }
     assert block["balanced"] and built["reconciliation"]["catalog"]["balanced"]
     assert built["dead_letter_reasons"]["requests"] == {reason: 1 for _, reason in EXPECTED_DEAD}
@@ -220,6 +220,7 @@ def test_csv_parquet_and_jsonl_give_the_same_examples(tmp_path):
 
 def test_user_table_fills_features_and_duplicates_are_dead_lettered(tmp_path):
     requests = [
+        _good("r0", "u1", 50, ["i2"], ["i2"], ["i2"]),  # training needs one example
         _good("r1", "u1", 100, ["i1"], ["i1"], ["i1"]),
         _good("r2", "u2", 100, ["i2"], ["i2"], ["i2"], user_features={"age": "20"}),
     ]
@@ -238,7 +239,12 @@ def test_user_table_fills_features_and_duplicates_are_dead_lettered(tmp_path):
     assert by_user["u2"]["user.age"] == ["20"]  # the request's own feature wins
     dead = read_dead_letters(output, "users")
     assert [(r["line"], r["reason"]) for r in dead] == [(4, "duplicate_user"), (5, "missing_id")]
-    assert built["reconciliation"]["users"]["total"] == {"read": 4, "valid": 2, "dead_letter": 2}
+    assert built["reconciliation"]["users"]["total"] == {
+        "read": 4,
+        "valid": 2,
+        "dead_letter": 2,
+        "unreadable": 0,
+    }
     assert built["reconciliation"]["users"]["balanced"]
 
 

@@ -1,5 +1,6 @@
 """pipelines.records: one record's rules, with the reason each broken record gets."""
 
+import dataclasses
 import datetime
 import json
 
@@ -135,3 +136,131 @@ def test_validate_user():
         with pytest.raises(records.BadRecord) as raised:
             records.validate_user(row)
         assert raised.value.reason == reason
+
+
+@pytest.mark.parametrize(
+    "value, reason",
+    [
+        (float("inf"), "bad_timestamp"),  # what JSON's 1e400 parses as
+        (float("-inf"), "bad_timestamp"),
+        (float("nan"), "bad_timestamp"),
+        ("inf", "bad_timestamp"),
+        ("NaN", "bad_timestamp"),
+        ("1e400", "bad_timestamp"),
+        ("1" * 100, "bad_timestamp"),  # longer than any timestamp's text
+        (1e30, "timestamp_out_of_range"),
+        (10**30, "timestamp_out_of_range"),
+        (-1, "timestamp_out_of_range"),
+        (4_102_444_801, "timestamp_out_of_range"),  # a second after 2100-01-01
+        ("9999-12-31T23:59:59Z", "timestamp_out_of_range"),
+        (datetime.datetime(1960, 1, 1), "timestamp_out_of_range"),
+    ],
+)
+def test_implausible_timestamps_are_bad_records(value, reason):
+    with pytest.raises(records.BadRecord) as raised:
+        records.validate_request(_with(timestamp=value))
+    assert raised.value.reason == reason
+
+
+def test_timestamp_window_is_a_setting():
+    limits = records.RecordLimits(min_timestamp=1_000, max_timestamp=2_000)
+    assert records.validate_request(_with(timestamp=1_000), limits)[0]["timestamp"] == 1_000
+    assert records.validate_request(_with(timestamp=2_000), limits)[0]["timestamp"] == 2_000
+    for outside in (999, 2_001):
+        with pytest.raises(records.BadRecord, match="data.max_timestamp 2000"):
+            records.validate_request(_with(timestamp=outside), limits)
+
+
+@pytest.mark.parametrize(
+    "line, reason",
+    [
+        ('{"timestamp": 1e400}', None),  # parses (as inf); the validator rejects it
+        ("[" * 100_000 + "]" * 100_000, "too_deep"),
+        ('{"a": ' * 50_000 + "1" + "}" * 50_000, "too_deep"),
+        ("1" * 5_000, "bad_json"),  # more digits than Python converts to an int
+        ('{"request_id": "r1",', "bad_json"),
+    ],
+)
+def test_decode_raises_only_bad_records(line, reason):
+    if reason is None:
+        assert records.decode(line) == {"timestamp": float("inf")}
+        return
+    with pytest.raises(records.BadRecord) as raised:
+        records.decode(line)
+    assert raised.value.reason == reason
+
+
+LIMITS = records.RecordLimits(max_id_bytes=8, max_row_bytes=200)
+
+
+@pytest.mark.parametrize(
+    "changes, reason, field",
+    [
+        ({"request_id": "r" * 9}, "too_large", "request_id"),
+        ({"user_id": "é" * 5}, "too_large", "user_id"),  # 5 characters, 10 bytes
+        ({"recalled": ["i1", "i2", "i3", "x" * 9]}, "too_large", "recalled"),
+        ({"user_features": {"age": "y" * 9}}, "too_large", "user_features.age"),
+        ({"user_features": {"n" * 9: "1"}}, "too_large", "user_features name"),
+        ({"recalled": ["i1", "i2", "i3\tx"]}, "bad_characters", "recalled"),
+        ({"user_id": "u\n1"}, "bad_characters", "user_id"),
+        ({"user_features": {"tags": ["a\x00"]}}, "bad_characters", "user_features.tags"),
+        ({"user_features": {"../x": "1"}}, "bad_characters", "user_features name"),
+        ({"user_features": {"": "1"}}, "bad_type", "user_features"),
+        ({"request_id": "r\ud800"}, "bad_encoding", "request_id"),  # a lone surrogate
+        ({"clicked": ["\udfff"], "exposed": ["\udfff"]}, "bad_encoding", "exposed"),
+    ],
+)
+def test_ids_and_tokens_must_fit_the_files_they_go_to(changes, reason, field):
+    with pytest.raises(records.BadRecord) as raised:
+        records.validate_request(_with(**changes), LIMITS)
+    assert (raised.value.reason, field in raised.value.detail) == (reason, True)
+
+
+def test_a_row_over_max_row_bytes_is_not_parsed():
+    line = json.dumps(_with(padding="x" * 300))
+    with pytest.raises(records.BadRecord, match="data.max_row_bytes 200") as raised:
+        records.parse_request_line(line, LIMITS)
+    assert raised.value.reason == "too_large"
+
+
+def test_details_stay_short():
+    with pytest.raises(records.BadRecord) as raised:
+        records.validate_request(_with(recalled=["i1"] * 100_000 + [7]))
+    assert raised.value.reason == "bad_type" and len(raised.value.detail) < 300
+
+
+@pytest.mark.parametrize(
+    "error, expected",
+    [
+        (records.BadRecord("bad_json", "x"), ("bad_json", "x")),
+        (RecursionError(), ("too_deep", "nested deeper than the recursion limit")),
+        (KeyError("k"), ("invalid_record", "KeyError: 'k'")),
+        (OverflowError("int too large"), ("invalid_record", "OverflowError: int too large")),
+    ],
+)
+def test_failure_names_any_exception(error, expected):
+    assert records.failure(error) == expected
+
+
+def test_record_limits_mirror_the_data_settings():
+    from common.config import DataConfig
+
+    data = DataConfig()
+    for field in dataclasses.fields(records.RecordLimits):
+        assert getattr(records.DEFAULT_LIMITS, field.name) == getattr(data, field.name)
+
+
+def test_catalog_and_user_rows_share_the_limits():
+    from pipelines import catalog
+
+    for row, reason in (
+        ({"item_id": "i" * 9}, "too_large"),
+        ({"item_id": "i1", "cluster": "c\n"}, "bad_characters"),
+        ({"item_id": "i1", "features": {"genre": ["x" * 9]}}, "too_large"),
+    ):
+        with pytest.raises(records.BadRecord) as raised:
+            catalog.validate_item(row, LIMITS)
+        assert raised.value.reason == reason
+    with pytest.raises(records.BadRecord) as raised:
+        records.validate_user({"user_id": "u1", "features": {"a/b": "1"}}, LIMITS)
+    assert raised.value.reason == "bad_characters"

@@ -3,6 +3,7 @@
 import gzip
 import json
 import os
+import zlib
 
 import apache_beam as beam
 import pyarrow as pa
@@ -194,3 +195,116 @@ def test_read_records_transform_reads_chunks_in_parallel(jsonl, tmp_path):
     with test_pipeline.TestPipeline(argv=list(IN_MEMORY_BEAM)) as p:
         raw = p | transforms.ReadRecords([(jsonl, "jsonl"), (str(csv_path), "csv")], chunk_bytes=50)
         assert_that(raw | beam.Map(lambda r: (r[0], r[1])), equal_to(expected))
+
+
+def _gzip_lines(count):
+    text = "".join(
+        json.dumps({"request_id": f"r{i}", "pad": "x" * (i % 50)}) + "\n" for i in range(count)
+    )
+    return text.encode(), gzip.compress(text.encode(), mtime=0)
+
+
+def test_gzip_cut_in_half_keeps_the_rows_before_the_cut(tmp_path):
+    plain, packed = _gzip_lines(2_000)
+    cut = packed[: len(packed) // 2]
+    path = tmp_path / "cut.jsonl.gz"
+    path.write_bytes(cut)
+    # The lines whose newline lies in what the first half decompresses to.
+    readable = zlib.decompressobj(zlib.MAX_WBITS | 16).decompress(cut)
+    complete = readable.count(b"\n")
+    assert 0 < complete < 2_000
+    records = list(sources.iter_records([str(path)]))
+    assert [r[1] for r in records[:-1]] == list(range(1, complete + 1))
+    assert all(r[4] is None for r in records[:-1])
+    last = records[-1]
+    assert last[1:3] == (None, None) and last[4][0] == "truncated_gzip"
+    detail = last[4][1]
+    assert f"at compressed byte {len(cut)} of {len(cut)}" in detail
+    assert f"{complete} lines read before it" in detail
+    # The unterminated text before the cut is the dead letter's record, not a row.
+    assert last[3] == readable[readable.rindex(b"\n") + 1 :].decode()[:1024]
+
+
+def test_corrupt_gzip_data_names_where(tmp_path):
+    _, packed = _gzip_lines(2_000)
+    broken = bytearray(packed)
+    middle = len(packed) // 2
+    broken[middle : middle + 64] = bytes(64)  # zeroes in the middle of the stream
+    path = tmp_path / "broken.jsonl.gz"
+    path.write_bytes(bytes(broken))
+    records = list(sources.iter_records([str(path)]))
+    last = records[-1]
+    assert last[4][0] == "unreadable_file"
+    assert last[4][1].startswith("gzip stream corrupt (") and f"of {len(packed)};" in last[4][1]
+    # The rows before the damage are kept.
+    intact = zlib.decompressobj(zlib.MAX_WBITS | 16).decompress(packed[: middle - 1_000])
+    kept = intact.count(b"\n")
+    assert kept > 100 and [r[1] for r in records[:kept]] == list(range(1, kept + 1))
+    assert all(r[4] is None for r in records[:kept])
+
+
+def test_concatenated_gzip_members_are_one_file(tmp_path):
+    path = tmp_path / "two.jsonl.gz"
+    path.write_bytes(gzip.compress(b'{"a": 1}\n') + gzip.compress(b'{"a": 2}\n'))
+    assert [r[1:] for r in sources.iter_records([str(path)])] == [
+        (1, None, '{"a": 1}', None),
+        (2, None, '{"a": 2}', None),
+    ]
+
+
+@pytest.mark.parametrize("name, chunk_bytes", [("a.jsonl", 0), ("a.jsonl", 7), ("a.jsonl.gz", 0)])
+def test_a_line_over_max_row_bytes_is_too_large_and_not_kept_whole(tmp_path, name, chunk_bytes):
+    text = b'{"a": 1}\n{"b": "' + b"x" * 5_000 + b'"}\r\n\n{"a": 3}\n'
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(text) if name.endswith(".gz") else text)
+    chunks = sources.split_file(str(path), "jsonl", chunk_bytes)
+    records = [r for c in chunks for r in sources.read_chunk(c, max_row_bytes=100)]
+    assert [(r[1], r[4] and r[4][0]) for r in records] == [(1, None), (2, "too_large"), (4, None)]
+    assert records[1][4][1] == "the row is 5009 bytes > data.max_row_bytes 100"
+    assert records[1][3] == text[9 : 9 + 1024].decode()  # its first KiB only
+
+
+def test_csv_rows_over_max_row_bytes(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text(
+        "request_id,user_id\n"
+        "r1,u1\n"
+        f"r2,{'x' * 300}\n"  # one long line
+        'r3,"' + "y\n" * 80 + '"\n'  # one row of 81 short lines
+        "r4,u4\n"
+    )
+    records = list(sources.iter_records([str(path)], max_row_bytes=100))
+    assert [(r[1], r[4] and r[4][0]) for r in records] == [
+        (2, None),
+        (3, "too_large"),
+        (4, "too_large"),
+        (85, None),
+    ]
+
+
+def test_parquet_rows_over_max_row_bytes(tmp_path):
+    path = str(tmp_path / "r.parquet")
+    table = pa.table(
+        {
+            "request_id": ["a", "b", "c"],
+            "recalled": [["i1"], ["i" * 60, "j" * 60], None],
+            "attributes": pa.array(
+                [[("k", "v")], [], [("k", "w" * 200)]], type=pa.map_(pa.string(), pa.string())
+            ),
+        }
+    )
+    pq.write_table(table, path)
+    rows = list(sources.iter_records([path], max_row_bytes=100))
+    assert [(r[2], r[4] and r[4][0]) for r in rows] == [
+        (0, None),
+        (1, "too_large"),
+        (2, "too_large"),
+    ]
+    assert rows[0][3] == {"request_id": "a", "recalled": ["i1"], "attributes": {"k": "v"}}
+    assert rows[1][4][1] == "the row is 121 bytes > data.max_row_bytes 100"  # 1 + 60 + 60
+    assert rows[2][4][1] == "the row is 202 bytes > data.max_row_bytes 100"  # 1 + 1 + 200
+
+
+def test_dead_letter_json_never_fails():
+    row = sources.dead_letter_row(("f.parquet", None, 1, {1: "a", "b": 2}, None), "bad_type", "x")
+    assert json.loads(sources.dead_letter_json(row))["record"] == "{1: 'a', 'b': 2}"

@@ -9,7 +9,7 @@ from apache_beam.testing import test_pipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from common import contracts
-from pipelines import examples, transforms
+from pipelines import duplicates, examples, transforms
 from tests.conftest import IN_MEMORY_BEAM
 
 OPTIONS = examples.ExampleOptions(history_length=5, num_a=1, num_b=1)
@@ -38,8 +38,13 @@ def test_dofns_pickle():
         transforms.ParseRequestFn(OPTIONS),
         transforms.ParseUserFn(),
         transforms.UserExamplesFn(OPTIONS),
+        duplicates.KeepFirstFn(),
     ):
         assert type(pickle.loads(pickle.dumps(dofn))) is type(dofn)
+
+
+def _counters(pipeline):
+    return {c.key.metric.name: c.committed for c in pipeline.result.metrics().query()["counters"]}
 
 
 def test_parse_request_fn_splits_valid_and_dead_letters():
@@ -50,19 +55,25 @@ def test_parse_request_fn_splits_valid_and_dead_letters():
         ("f", 4, None, _line("r4", "u1", 13, [], recalled=("i1", "i2", "i9")), None),
         ("f", 5, None, "{", None),
         ("f", 6, None, "\ufffd", ("bad_encoding", "not UTF-8 at byte 0")),
+        ("f", 7, None, _line("r7", "u1", 1e400, []), None),  # JSON's inf
+        ("f", 8, None, _line("r8", "u1", "inf", []), None),
+        ("f", 9, None, _line("r9", "u1", 1e30, []), None),
+        ("f", 10, None, "[" * 100_000 + "]" * 100_000, None),
+        ("f", 11, None, None, ("truncated_gzip", "gzip the stream stops before its end")),
     ]
     with _pipeline() as p:
         outputs = (
             p
             | beam.Create(raw)
             | beam.ParDo(
-                transforms.ParseRequestFn(OPTIONS, emit_timestamps=True),
+                transforms.ParseRequestFn(OPTIONS),
                 beam.pvalue.AsDict(p | "Catalog" >> beam.Create(list(CATALOG.items()))),
-            ).with_outputs(transforms.DEAD_LETTER, transforms.TIMESTAMPS, main="requests")
+            ).with_outputs(transforms.DEAD_LETTER, transforms.SEEN, main="requests")
         )
         assert_that(
-            outputs["requests"] | beam.Map(lambda r: (r["request_id"], r["positives"][0][0])),
-            equal_to([("r1", "i1")]),
+            outputs["requests"]
+            | beam.Map(lambda r: (r["request_id"], r["positives"][0][0], r["position"])),
+            equal_to([("r1", "i1", ("f", 1, None))]),
         )
         assert_that(
             outputs[transforms.DEAD_LETTER] | beam.Map(lambda d: (d["line"], d["reason"])),
@@ -72,17 +83,121 @@ def test_parse_request_fn_splits_valid_and_dead_letters():
                     (4, "unknown_item"),
                     (5, "bad_json"),
                     (6, "bad_encoding"),
+                    (7, "bad_timestamp"),
+                    (8, "bad_timestamp"),
+                    (9, "timestamp_out_of_range"),
+                    (10, "too_deep"),
+                    (11, "truncated_gzip"),
                 ]
             ),
             label="DeadLetters",
         )
-        assert_that(outputs[transforms.TIMESTAMPS], equal_to([10, 11]), label="Timestamps")
-    counters = p.result.metrics().query()["counters"]
-    values = {c.key.metric.name: c.committed for c in counters}
-    assert values["requests.read:f"] == 6
+        # Every valid request, clicked or not: (id, (position, timestamp, exposed,
+        # clicked?, user)).
+        assert_that(
+            outputs[transforms.SEEN],
+            equal_to(
+                [
+                    ("r1", (("f", 1, None), 10, "i1\x1fi2", True, "u1")),
+                    ("r2", (("f", 2, None), 11, "i1\x1fi2", False, "u1")),
+                ]
+            ),
+            label="Seen",
+        )
+    values = _counters(p)
+    assert values["requests.read:f"] == 11
     assert values["requests.valid:f"] == 2
-    assert values["requests.dead_letter:f"] == 4
+    assert values["requests.dead_letter:f"] == 9
+    assert values["requests.unreadable:f"] == 1
     assert values["requests_without_clicks"] == 1
+
+
+def test_any_exception_while_checking_a_row_dead_letters_it(monkeypatch):
+    from pipelines import records
+
+    validate = records.validate_request
+
+    def flaky(record, limits):
+        if record.get("request_id") == "r2":
+            raise ZeroDivisionError("a bug met by one row")
+        return validate(record, limits)
+
+    monkeypatch.setattr(records, "validate_request", flaky)
+    raw = [("f", n, None, _line(f"r{n}", "u1", 10 + n, ["i1"]), None) for n in (1, 2, 3)]
+    with _pipeline() as p:
+        outputs = (
+            p
+            | beam.Create(raw)
+            | beam.ParDo(
+                transforms.ParseRequestFn(OPTIONS),
+                beam.pvalue.AsDict(p | "Catalog" >> beam.Create(list(CATALOG.items()))),
+            ).with_outputs(transforms.DEAD_LETTER, transforms.SEEN, main="requests")
+        )
+        assert_that(
+            outputs[transforms.DEAD_LETTER]
+            | beam.Map(lambda d: (d["line"], d["reason"], d["detail"])),
+            equal_to([(2, "invalid_record", "ZeroDivisionError: a bug met by one row")]),
+        )
+    values = _counters(p)
+    assert (values["requests.read:f"], values["requests.valid:f"]) == (3, 2)
+    assert values["reason:requests:invalid_record"] == 1
+
+
+def test_find_duplicates_keeps_the_first_row_of_each_request_id():
+    def seen(request_id, source, line, timestamp, clicked):
+        return request_id, ((source, line, None), timestamp, f"e{line}", clicked, "u1")
+
+    entries = [
+        seen("r1", "b.jsonl", 1, 100, True),  # later file: a duplicate of a.jsonl:5
+        seen("r1", "a.jsonl", 5, 101, False),  # first in file order: kept
+        seen("r1", "a.jsonl", 9, 102, False),  # a duplicate without a click
+        seen("r2", "a.jsonl", 7, 103, True),  # unique
+    ]
+    with _pipeline() as p:
+        found = p | beam.Create(entries) | duplicates.FindDuplicates()
+        # Only the kept rows' exposures are counted.
+        assert_that(found[duplicates.EXPOSURES], equal_to([(101, ("e5",)), (103, ("e7",))]))
+        assert_that(
+            found[duplicates.DUPLICATES],
+            equal_to([("r1", ("a.jsonl", 5, None))]),
+            label="Duplicated",
+        )
+        # The clicked duplicate (b.jsonl:1) is dropped by UserExamplesFn, not here.
+        assert_that(
+            found[transforms.DEAD_LETTER]
+            | beam.Map(lambda d: (d["source"], d["line"], d["reason"], d["detail"], d["record"])),
+            equal_to(
+                [
+                    (
+                        "a.jsonl",
+                        9,
+                        "duplicate_request",
+                        "request_id 'r1' first at a.jsonl:5",
+                        {"request_id": "r1", "user_id": "u1", "timestamp": 102},
+                    )
+                ]
+            ),
+            label="DeadLetters",
+        )
+    values = _counters(p)
+    assert values["requests.valid:a.jsonl"] == -1  # ParseRequestFn had counted it valid
+    assert values["requests.dead_letter:a.jsonl"] == 1
+    assert values["requests_without_clicks"] == -1
+    assert values["reason:requests:duplicate_request"] == 1
+
+
+def test_first_row_fn_merges_in_any_order():
+    fn = duplicates.FirstRowFn()
+    entries = [(("f", n, None), n, "", n % 2 == 0, "u") for n in (5, 3, 8, 1)]
+    one = fn.add_input(fn.add_input(fn.create_accumulator(), entries[0]), entries[1])
+    other = fn.add_input(fn.add_input(fn.create_accumulator(), entries[2]), entries[3])
+    first, later = fn.extract_output(fn.merge_accumulators([one, other]))
+    assert first == entries[3]  # line 1
+    assert sorted(position for position, *_ in later) == [
+        ("f", 3, None),
+        ("f", 5, None),
+        ("f", 8, None),
+    ]
 
 
 def test_parse_user_fn():
@@ -206,3 +321,51 @@ def test_write_dead_letters_writes_json_lines(tmp_path):
     (path,) = glob.glob(str(tmp_path / "requests-*.jsonl"))
     with open(path) as f:
         assert [json.loads(line) for line in f] == rows
+
+
+def test_user_examples_fn_drops_later_rows_of_a_duplicated_request_id():
+    def compact(request_id, timestamp, line):
+        request = {
+            "request_id": request_id,
+            "user_id": "u1",
+            "timestamp": timestamp,
+            "recalled": ["i1", "i2"],
+            "exposed": ["i1", "i2"],
+            "clicked": ["i1"],
+            "user_features": {},
+        }
+        return {**examples.request_positives(request, OPTIONS), "position": ("f", line, None)}
+
+    # r1 at line 2 is first; its copy at line 9 goes, whatever its timestamp.
+    requests = [compact("r1", 100, 2), compact("r1", 50, 9), compact("r2", 200, 4)]
+    with _pipeline() as p:
+        duplicated = beam.pvalue.AsDict(p | "Duplicated" >> beam.Create([("r1", ("f", 2, None))]))
+        outputs = (
+            p
+            | beam.Create([("u1", (requests, []))])
+            | beam.ParDo(transforms.UserExamplesFn(OPTIONS), duplicated=duplicated).with_outputs(
+                contracts.TRAIN, contracts.EVAL, transforms.DUPLICATE_REQUESTS
+            )
+        )
+        assert_that(
+            outputs[contracts.TRAIN] | beam.Map(lambda e: (e["request_id"], e["timestamp"])),
+            equal_to([("r1", 100)]),
+        )
+        assert_that(
+            outputs[contracts.EVAL] | "Eval" >> beam.Map(lambda e: e["request_id"]),
+            equal_to(["r2"]),
+            label="Eval",
+        )
+        assert_that(
+            outputs[transforms.DUPLICATE_REQUESTS]
+            | beam.Map(lambda d: (d["line"], d["reason"], d["detail"])),
+            equal_to([(9, "duplicate_request", "request_id 'r1' first at f:2")]),
+            label="DeadLetters",
+        )
+    values = _counters(p)
+    assert values["requests.valid:f"] == -1 and values["requests.dead_letter:f"] == 1
+
+
+def test_exposed_items_travel_packed():
+    for items in ([], ["i1"], ["i1", "i22", "é"]):
+        assert duplicates.unpack(duplicates.pack(items)) == tuple(items)

@@ -166,3 +166,23 @@ def test_fewer_examples_than_the_manifest_lists_fail_the_run(tiny_dataset, tmp_p
     with pytest.raises(ValueError, match="training read \\d+ examples in 1 epochs"):
         train(_config(), dataset, run_dir, verbose=0)
     assert not os.path.exists(os.path.join(run_dir, contracts.RUN_FILE))
+
+
+def test_a_truncated_shard_fails_training_naming_it(tiny_dataset, tmp_path, capsys):
+    dataset = str(tmp_path / "dataset")
+    shutil.copytree(tiny_dataset, dataset)
+    with open(os.path.join(dataset, contracts.MANIFEST_FILE)) as f:
+        shard = json.load(f)["splits"]["train"]["shards"][0]["file"]
+    path = os.path.join(dataset, shard)
+    with open(path, "rb") as f:
+        data = f.read()
+    with open(path, "wb") as f:
+        f.write(data[: len(data) // 2])  # a copy cut short
+    run_dir = str(tmp_path / "run")
+    sets = [f"--set={o}" for o in SMALL]
+    code = main(["train", "--data", dataset, "--run-dir", run_dir, "--verbose=0", *sets])
+    assert code == 1
+    assert f"{path}: {len(data) // 2} bytes, the manifest recorded {len(data)}" in (
+        capsys.readouterr().err
+    )
+    assert not os.path.exists(os.path.join(run_dir, contracts.RUN_FILE))

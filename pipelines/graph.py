@@ -1,0 +1,172 @@
+"""The Beam graph of `preprocess`: read and validate the logs, drop repeated request ids,
+group by user into examples, write shards, vocabulary and exposure counts, dead letters.
+
+Every step is labelled; its options are plain picklable values (docs/pipeline.md).
+"""
+
+import dataclasses
+import json
+from typing import Any
+
+import apache_beam as beam
+
+from common import contracts
+from common.config import Config
+from pipelines import duplicates, examples, fs, manifest, records, shards, transforms
+
+SECONDS_PER_DAY = 86_400
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """Resolved input files: [(path, format)] per table, and the eval cut."""
+
+    requests: list[tuple[str, str]]
+    catalog: list[str]
+    users: list[tuple[str, str]]
+    eval_from: int
+    patterns: dict[str, str]
+
+
+def eval_from_days(max_timestamp: int, days: int) -> int:
+    """First eval timestamp when the last `days` UTC calendar days of the logs are eval."""
+    return (max_timestamp // SECONDS_PER_DAY - days + 1) * SECONDS_PER_DAY
+
+
+def build_pipeline(
+    pipeline: beam.Pipeline,
+    inputs: Inputs,
+    staging: str,
+    options: examples.ExampleOptions,
+    config: Config,
+    chunk_bytes: int,
+) -> None:
+    """Adds the preprocessing steps to `pipeline`; they write into `staging`."""
+    days = config.data.eval_days if options.split == "time" and not options.eval_from else 0
+    limits = record_limits(config)
+    catalog_ids = (
+        pipeline
+        | "ReadCatalog" >> beam.io.ReadFromText(fs.join(staging, contracts.CATALOG_FILE))
+        | "CatalogIds" >> beam.Map(lambda line: (json.loads(line)["item_id"], None))
+    )
+    parsed = (
+        pipeline
+        | "ReadRequests"
+        >> transforms.ReadRecords(inputs.requests, chunk_bytes, limits.max_row_bytes)
+        | "Validate"
+        >> beam.ParDo(
+            transforms.ParseRequestFn(options, limits), beam.pvalue.AsDict(catalog_ids)
+        ).with_outputs(transforms.DEAD_LETTER, transforms.SEEN, main="requests")
+    )
+    kept = parsed[transforms.SEEN] | "Duplicates" >> duplicates.FindDuplicates()
+    keyed = parsed["requests"] | "KeyByUser" >> beam.Map(lambda r: (r["user_id"], r))
+    user_dead_letters = []
+    if inputs.users:
+        users = (
+            pipeline
+            | "ReadUsers" >> transforms.ReadRecords(inputs.users, chunk_bytes, limits.max_row_bytes)
+            | "ValidateUsers"
+            >> beam.ParDo(transforms.ParseUserFn(limits)).with_outputs(
+                transforms.DEAD_LETTER, main="users"
+            )
+        )
+        user_dead_letters.append(users[transforms.DEAD_LETTER])
+        grouped = (
+            {"requests": keyed, "users": users["users"]}
+            | "JoinUsers" >> beam.CoGroupByKey()
+            | "Unpack" >> beam.MapTuple(lambda user, g: (user, (g["requests"], g["users"])))
+        )
+    else:
+        grouped = (
+            keyed
+            | "GroupByUser" >> beam.GroupByKey()
+            | "NoUserTable" >> beam.MapTuple(lambda user, requests: (user, (requests, [])))
+        )
+    side = {"duplicated": beam.pvalue.AsDict(kept[duplicates.DUPLICATES])}
+    if days:
+        side["eval_from"] = beam.pvalue.AsSingleton(
+            kept[duplicates.EXPOSURES]
+            | "Timestamps" >> beam.Map(lambda exposure: exposure[0])
+            | "LastTimestamp" >> beam.CombineGlobally(lambda ts: max(ts, default=0))
+            | "EvalFrom" >> beam.Map(eval_from_days, days)
+        )
+    cut = side.get("eval_from", options.eval_from) if options.split == "time" else None
+    _ = (
+        kept[duplicates.EXPOSURES]
+        | "Exposures" >> transforms.CountExposures(cut)
+        | "WriteExposures"
+        >> beam.io.WriteToText(
+            fs.join(staging, manifest.EXPOSURE_COUNTS), num_shards=1, shard_name_template=""
+        )
+    )
+    splits = grouped | "Examples" >> beam.ParDo(
+        transforms.UserExamplesFn(options), **side
+    ).with_outputs(
+        contracts.TRAIN, contracts.EVAL, transforms.DEAD_LETTER, transforms.DUPLICATE_REQUESTS
+    )
+    dead_letter_dir = fs.join(staging, contracts.DEAD_LETTER_DIR)
+    _ = (
+        (
+            parsed[transforms.DEAD_LETTER],
+            kept[transforms.DEAD_LETTER],
+            splits[transforms.DUPLICATE_REQUESTS],
+        )
+        | "FlattenRequestDeadLetters" >> beam.Flatten()
+        | "DeadLetterRequests" >> transforms.WriteDeadLetters(fs.join(dead_letter_dir, "requests"))
+    )
+    if inputs.users:  # duplicate_user rows come out of the join
+        user_dead_letters.append(splits[transforms.DEAD_LETTER])
+        _ = (
+            user_dead_letters
+            | "FlattenUserDeadLetters" >> beam.Flatten()
+            | "DeadLetterUsers" >> transforms.WriteDeadLetters(fs.join(dead_letter_dir, "users"))
+        )
+    _write_splits(splits, staging, config.data.num_shards)
+    _ = (
+        splits[contracts.TRAIN]
+        | "Vocabularies" >> transforms.ComputeVocabularies()
+        | "WriteVocabularies"
+        >> beam.io.WriteToText(
+            fs.join(staging, manifest.VOCABULARY_COUNTS), num_shards=1, shard_name_template=""
+        )
+    )
+
+
+def _write_splits(splits: Any, staging: str, num_shards: int) -> None:
+    """Reproducible shards (`shards.WriteShards`) with their stats, or, with 0 shards,
+    as many as the runner chooses (Beam's writer; the manifest reads them back)."""
+    stats = []
+    for split in (contracts.TRAIN, contracts.EVAL):
+        title = split.title()
+        if num_shards:
+            stats.append(
+                splits[split] | f"Write{title}" >> shards.WriteShards(staging, split, num_shards)
+            )
+            continue
+        _ = (
+            splits[split]
+            | f"Serialize{title}" >> beam.Map(examples.to_tf_example)
+            | f"Write{title}"
+            >> beam.io.WriteToTFRecord(fs.join(staging, split), file_name_suffix=".tfrecord.gz")
+        )
+    if stats:
+        _ = (
+            stats
+            | "FlattenShardStats" >> beam.Flatten()
+            | "ShardStatsJson" >> beam.Map(json.dumps, sort_keys=True)
+            | "WriteShardStats"
+            >> beam.io.WriteToText(
+                fs.join(staging, manifest.SHARD_STATS), num_shards=1, shard_name_template=""
+            )
+        )
+
+
+def record_limits(config: Config) -> records.RecordLimits:
+    """The `data` settings that bound a row, as the pipeline's steps take them."""
+    data = config.data
+    return records.RecordLimits(
+        min_timestamp=data.min_timestamp,
+        max_timestamp=data.max_timestamp,
+        max_id_bytes=data.max_id_bytes,
+        max_row_bytes=data.max_row_bytes,
+    )
