@@ -172,8 +172,37 @@ def train(
     """
     where = placement(config.training)  # first: multi-worker must configure TF first
     _LOG.info("%s", where.describe())
-    if config.training.deterministic:
+    with op_determinism(config.training.deterministic):
+        return _train(config, dataset_dir, run_dir, where, verbose, callbacks, overwrite)
+
+
+@contextlib.contextmanager
+def op_determinism(on: bool) -> Iterator[None]:
+    """TensorFlow's op determinism for the duration of a training when `on` (restored
+    after: `tf.config.experimental.enable_op_determinism` is process-wide and has no
+    public undo, so this uses the internal pair TensorFlow's own tests use)."""
+    from tensorflow.python.framework import config as tf_config  # noqa: PLC0415
+
+    before = tf_config.is_op_determinism_enabled()
+    if on and not before:
         tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if on and not before:
+            tf_config.disable_op_determinism()
+
+
+def _train(
+    config: Config,
+    dataset_dir: str,
+    run_dir: str,
+    where: Placement,
+    verbose: int,
+    callbacks: Sequence[tf.keras.callbacks.Callback],
+    overwrite: bool,
+) -> dict[str, Any]:
+    """`train`'s work, once the placement is known (see `train`)."""
     tf.keras.utils.set_random_seed(config.training.seed)
     dataset = load_dataset(dataset_dir)
     verify_shards(dataset)  # a cut or replaced shard fails here, naming it

@@ -14,19 +14,13 @@ import tensorflow as tf
 
 from common import contracts
 from common.config import load_config, save_config
+from tests.trainer.test_training_settings import SMALL as SETTINGS_SMALL
 from trainer.callbacks import TrainingDiverged
 from trainer.run_dir import RunDirectoryInUse
 from trainer.train import load_run, train
 from twotower.cli import main
 
-SMALL = [
-    "training.batch_size=16",
-    "model.hidden_units=[16]",
-    "model.output_dim=8",
-    "model.embedding_dim=8",
-    "negatives.exposure_correction=none",
-    "training.epochs=1",
-]
+SMALL = [*SETTINGS_SMALL, "training.epochs=1"]
 # Plain SGD at this rate overflows the float32 weights within a few steps.
 DIVERGING = ["training.optimizer=sgd", "training.learning_rate=1e30"]
 
