@@ -130,10 +130,22 @@ def _write(
     group: tuple[int, Iterable[Any]], output_dir: str, split: str, num_shards: int
 ) -> dict[str, Any]:
     index, values = group
-    records = sorted(value for value in values if value is not None)
+    records = sorted(values)
     name = shard_name(split, index, num_shards)
     stats = write_shard(FileSystems.join(output_dir, name), (record for _, record in records))
     return {"split": split, "file": name, **stats}
+
+
+def _write_empty(
+    _: Any, written: list[dict[str, Any]], output_dir: str, split: str, num_shards: int
+) -> Iterable[dict[str, Any]]:
+    """Writes the shards no Example went to (empty files, as Beam's writer would)."""
+    have = {stats["file"] for stats in written}
+    for index in range(num_shards):
+        name = shard_name(split, index, num_shards)
+        if name not in have:
+            stats = write_shard(FileSystems.join(output_dir, name), [])
+            yield {"split": split, "file": name, **stats}
 
 
 @beam.ptransform_fn
@@ -151,13 +163,19 @@ def WriteShards(  # noqa: N802
     Returns:
       One {"split", "file", "bytes", "records", "crc32c"} per shard.
     """
-    keyed = split_examples | "Key" >> beam.Map(_keyed, num_shards)
-    every_shard = split_examples.pipeline | "Shards" >> beam.Create(
-        [(index, None) for index in range(num_shards)]
-    )
-    return (
-        (keyed, every_shard)
-        | "Flatten" >> beam.Flatten()
+    # The empty shards are written after the others from their stats (a side input), not
+    # by flattening a marker per shard into the grouped Examples: a Flatten in front of
+    # the GroupByKey made the DirectRunner hold the split once more.
+    written = (
+        split_examples
+        | "Key" >> beam.Map(_keyed, num_shards)
         | "GroupByShard" >> beam.GroupByKey()
         | "Write" >> beam.Map(_write, output_dir, split, num_shards)
     )
+    empty = (
+        split_examples.pipeline
+        | "Once" >> beam.Create([None])
+        | "WriteEmpty"
+        >> beam.FlatMap(_write_empty, beam.pvalue.AsList(written), output_dir, split, num_shards)
+    )
+    return (written, empty) | "AllShards" >> beam.Flatten()

@@ -61,19 +61,22 @@ def prepare(run_dir: str, config: Config, *, overwrite: bool, backup: bool, chie
             "--run-dir"
         )
     backup_dir = os.path.join(run_dir, contracts.BACKUP_DIR)
-    if os.path.isdir(backup_dir) and _backup_config(run_dir) != config.to_dict():
+    # Only the chief judges the backup: the others would race it while it writes the
+    # config there (they follow the chief's decision through the cluster).
+    if chief and os.path.isdir(backup_dir) and _backup_config(run_dir) != config.to_dict():
         if not overwrite:
             raise RunDirectoryInUse(
                 f"{backup_dir}: an interrupted training with another config (or none "
                 "recorded) would be resumed; pass --overwrite to discard it and start over"
             )
-        if chief:
-            shutil.rmtree(backup_dir)
+        shutil.rmtree(backup_dir)
     if chief:
         os.makedirs(run_dir, exist_ok=True)
         shutil.rmtree(os.path.join(run_dir, STAGING), ignore_errors=True)
-        if backup:
-            save_config(config, backup_dir)
+        if backup:  # written aside and renamed: a reader never sees half a file
+            written = save_config(config, os.path.join(run_dir, STAGING, "backup"))
+            os.makedirs(backup_dir, exist_ok=True)
+            os.replace(written, os.path.join(backup_dir, contracts.CONFIG_FILE))
 
 
 def staging_weights(run_dir: str) -> str:
