@@ -92,3 +92,19 @@ def export(run_dir, index=None, **options):
     from twotower.wiring import export_builder
 
     return export_run(run_dir, index=export_builder(index), options=ExportOptions(**options))
+
+
+DEMO_OVERRIDES = ["training.epochs=3", "training.deterministic=true"]
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory):
+    """(work dir, results) of `twotower demo` on MovieLens-100K, Beam in memory, op
+    determinism on (tests/test_reproducible.py runs it once more and compares)."""
+    from common.config import load_config
+    from twotower.demo import run_demo
+
+    work_dir = str(tmp_path_factory.mktemp("demo"))
+    config = load_config(overrides=DEMO_OVERRIDES)
+    results = run_demo(config, work_dir, beam_args=IN_MEMORY_BEAM, verbose=0, log=lambda _: None)
+    return work_dir, results

@@ -4,22 +4,8 @@ import json
 import os
 import pathlib
 
-import pytest
-
-from common.config import load_config
 from twotower import cli
-from twotower.demo import results_tables, run_demo
-
-IN_MEMORY_BEAM = ("--runner=DirectRunner", "--direct_running_mode=in_memory")
-
-
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    work_dir = str(tmp_path_factory.mktemp("demo"))
-    config = load_config(overrides=["training.epochs=3"])
-    return work_dir, run_demo(
-        config, work_dir, beam_args=IN_MEMORY_BEAM, verbose=0, log=lambda _: None
-    )
+from twotower.demo import results_tables
 
 
 def test_demo_learns_better_than_the_references(demo):

@@ -54,9 +54,10 @@ def test_a_diverged_model_is_refused_and_the_old_version_stays(fresh_run, tower,
     with pytest.raises(NonFiniteExport, match="NaN or infinite"):
         export(fresh_run)
     _assert_still_on(export_dir, 1)
-    assert main(["export", fresh_run]) == 1
-    assert "the model diverged, nothing was published" in capsys.readouterr().err
-    _assert_still_on(export_dir, 1)
+    if tower == "query_tower":  # the command once: exit 1, the reason in one line
+        assert main(["export", fresh_run]) == 1
+        assert "the model diverged, nothing was published" in capsys.readouterr().err
+        _assert_still_on(export_dir, 1)
 
 
 def _failing(real, fail_at, under):

@@ -195,7 +195,7 @@ BODY = (
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=BODY)
 def test_no_json_body_gets_a_5xx(small_limit_url, body):
     status, answer = post_json(f"{small_limit_url}/v1/retrieve", body)

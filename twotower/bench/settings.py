@@ -262,7 +262,7 @@ class SoakBench(Settings):
     versions are published; errors, status codes, latency and RSS growth."""
 
     QUICK: ClassVar[dict[str, Any]] = {
-        "seconds": 10.0,
+        "seconds": 6.0,
         "reloads": 1,
         "num_items": 2_000,
         "vocabulary": 1_000,
