@@ -12,7 +12,12 @@ from typing import Any
 
 import yaml
 
-from common.contracts import CONFIG_FILE
+from common.contracts import (
+    CONFIG_FILE,
+    DEFAULT_TEXT_ENCODER,
+    ITEM_FEATURE_PREFIX,
+    USER_FEATURE_PREFIX,
+)
 from common.settings import ConfigError, Settings, describe, from_dict, parse_value, to_dict
 from common.settings import setting as _field
 
@@ -101,7 +106,78 @@ class DataConfig(Settings):
         min=1,
     )
 
+    numeric_features: list[str] = _field(
+        [],
+        "features read as numbers (user.<name>, item.<name>); undeclared features are "
+        "inferred: JSON numbers numeric, lists of numbers vectors, strings categorical",
+    )
+    vector_features: list[str] = _field(
+        [], "features read as fixed-length float vectors, as name:dim (user.emb:16)"
+    )
+    text_features: list[str] = _field(
+        [],
+        "item features embedded by data.text_encoder in the pipeline (item.<name>; needs "
+        "the text extra). MovieLens-100K: item.title adds title + genres + year",
+    )
+    categorical_features: list[str] = _field(
+        [], "features read as tokens even when their values are numbers"
+    )
+    log_features: list[str] = _field(
+        [], "numeric features transformed by log1p before standardising (counts, prices)"
+    )
+    numeric_buckets: int = _field(
+        0,
+        "numeric features also get an embedding of their quantile bucket (this many "
+        "buckets, boundaries from the training split; 0: the standardised value only)",
+        min=0,
+    )
+    text_encoder: str = _field(
+        DEFAULT_TEXT_ENCODER,
+        "sentence encoder for text features: all-MiniLM-L6-v2 (the text extra's packaged "
+        "model) or a directory with model.safetensors, config.json and tokenizer.json",
+    )
+    text_batch_size: int = _field(64, "texts per encoder call in the pipeline", min=1)
+    cold_item_fraction: float = _field(
+        0.0,
+        "hold every click of this random share of items (by a hash of the item id) out "
+        "of training; their examples go to eval (the cold-start view)",
+        min=0,
+        max=0.9,
+    )
+
     def check(self) -> None:
+        declared = {
+            "numeric_features": self.numeric_features,
+            "vector_features": [v.rpartition(":")[0] or v for v in self.vector_features],
+            "text_features": self.text_features,
+            "categorical_features": self.categorical_features,
+        }
+        seen: dict[str, str] = {}
+        for key, names in declared.items():
+            for name in names:
+                prefixes = (USER_FEATURE_PREFIX, ITEM_FEATURE_PREFIX)
+                if not name.startswith(prefixes) or name in prefixes:
+                    raise ConfigError(f"{name!r}: expected user.<name> or item.<name>", key)
+                if name in seen:
+                    raise ConfigError(f"{name} is also in data.{seen[name]}", key)
+                seen[name] = key
+        for entry in self.vector_features:
+            _, _, dim = entry.rpartition(":")
+            if not dim.isdigit() or int(dim) < 1:
+                raise ConfigError(
+                    f"{entry!r}: expected name:dim, e.g. user.emb:16", "vector_features"
+                )
+        for name in self.text_features:
+            if name.startswith(USER_FEATURE_PREFIX):
+                raise ConfigError(
+                    f"{name}: text features are item features only (the query tower serves "
+                    "raw features and holds no text encoder); embed user text yourself and "
+                    "declare it in data.vector_features",
+                    "text_features",
+                )
+        for name in self.log_features:
+            if name in seen and seen[name] != "numeric_features":
+                raise ConfigError(f"{name} is declared {seen[name]}, not numeric", "log_features")
         if self.min_timestamp > self.max_timestamp:
             raise ConfigError(
                 f"{self.min_timestamp} is after data.max_timestamp {self.max_timestamp}",
@@ -135,6 +211,19 @@ class ModelConfig(Settings):
         "what the towers read: all (user id, history, user features; item id, cluster, item "
         "features) or ids (user id and item id only: TFRS's basic retrieval model)",
         choices=("all", "ids"),
+    )
+    item_id_dropout: float = _field(
+        0.0,
+        "share of training encodings whose item id embedding is hidden (DropoutNet), so "
+        "the item tower learns to place items by their cluster and features alone, as it "
+        "must place cold items",
+        min=0,
+        max=1,
+    )
+    content_features: bool = _field(
+        True,
+        "the towers read the numeric, vector and text features (false: ids and "
+        "categorical features only, the cold-start baseline)",
     )
 
 
@@ -202,8 +291,10 @@ class NegativesConfig(Settings):
     )
     cluster_source: str = _field(
         "catalog",
-        "clusters from the catalog or k-means of item embeddings",
-        choices=("catalog", "kmeans"),
+        "clusters from the catalog, k-means of the learned item embeddings (kmeans, "
+        "refreshed during training), or k-means of the items' content embeddings "
+        "(content: text and vector features, computed once at train start)",
+        choices=("catalog", "kmeans", "content"),
     )
     kmeans_clusters: int = _field(0, "k-means clusters; 0 = as many as catalog clusters", min=0)
     kmeans_every_steps: int = _field(200, "recompute k-means clusters every N steps", min=1)

@@ -17,6 +17,7 @@ SIM_TRUE_TOP_K = "true_top_k.jsonl"
 SIM_PROPENSITIES = "propensities.jsonl"  # true P(recalled), P(exposed | recalled) per pair
 SIM_WORLD_SUMMARY = "world.json"  # config, eval_from, end_timestamp, counts
 SIM_WORLD_ARRAYS = "world.npz"
+SIM_COLD_ITEMS = "cold_items.txt"  # ids of items never shown before eval_from, one a line
 
 # --- Dataset directory (`twotower preprocess --output DIR`, docs/dataset.md) ---
 DATASET_SCHEMA_VERSION = 1
@@ -59,6 +60,33 @@ BASE_FEATURE_SPEC = {
     NUM_SPACE_A: SCALAR_INT,
     NUM_SPACE_B: SCALAR_INT,
 }
+
+
+# Feature kinds (docs/features.md). Every user and item feature has one; manifest.json
+# `features` maps its qualified name ("user.<name>", "item.<name>") to its description:
+#   categorical: {"kind"}                         tokens (a string list), as always
+#   numeric:     {"kind", "dim": 1, "log", "mean", "std", "count", "missing",
+#                 "boundaries": [...]}            a float; statistics of the transformed
+#                                                 value (log1p if "log") from the training
+#                                                 split (user features) or the catalog (items)
+#   vector:      {"kind", "dim", "count", "missing"}  a fixed-length float list
+#   text:        {"kind", "dim", "encoder", "file", "count", "missing"}  items only: the
+#                 pipeline embeds it; `file` is the [num_items, dim] float32 .npy of the
+#                 embeddings (NaN rows: no text), relative to the dataset directory
+# In examples, numeric and vector user features are float lists (absent when missing);
+# their feature_spec entry is FLOAT_VECTOR with its "dim", parsed with NaN defaults.
+# In item_catalog.jsonl, "features" keeps the categorical tokens, "dense" {name: [floats]}
+# the numeric (one float) and vector features, "text" {name: string} the text features;
+# a missing value is absent.
+IDENTIFIER = "id"  # the export manifest's kind of the "user_id" input
+CATEGORICAL = "categorical"
+NUMERIC = "numeric"
+VECTOR = "vector"
+TEXT = "text"
+FEATURE_KINDS = (CATEGORICAL, NUMERIC, VECTOR, TEXT)
+FLOAT_VECTOR = {"dtype": "float32", "shape": "fixed"}  # + "dim"
+ITEM_TEXT_DIR = "item_text"  # <dataset>/item_text/<name>.npy
+DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"  # the `text` extra's packaged model
 
 
 def shard_pattern(split: str) -> str:
