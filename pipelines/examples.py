@@ -7,6 +7,10 @@ reruns choose the same items; only this compact record is shuffled, and a reques
 a click is not shuffled at all. `user_examples` then sees one user's records and adds the
 history: the user's last clicks strictly before the request's timestamp, so no example
 sees its own, a simultaneous or a later click.
+
+Cold items (`data.cold_item_fraction`): an item whose `md5(item_id)` falls in that lowest
+share of the hash range is cold, and every example whose positive is a cold item is
+eval, whatever the split rule, so no cold item has a training click.
 """
 
 import collections
@@ -19,6 +23,7 @@ from typing import Any
 from common.contracts import (
     BASE_FEATURE_SPEC,
     EVAL,
+    FLOAT_VECTOR,
     HISTORY,
     ITEM_ID,
     NUM_SPACE_A,
@@ -44,6 +49,16 @@ class ExampleOptions:
     num_b: int = 4
     split: str = "leave-last-click-out"
     eval_from: int = 0
+    cold_item_fraction: float = 0.0
+
+
+def is_cold(item_id: str, fraction: float) -> bool:
+    """Whether `item_id` is a cold item: the first 8 bytes of its md5, as a share of
+    2**64, are below `fraction` (so about that share of any catalog is cold)."""
+    if fraction <= 0:
+        return False
+    digest = hashlib.md5(item_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") < fraction * 2**64
 
 
 def _hash_order(items: Iterable[str], salt: str) -> list[str]:
@@ -87,7 +102,9 @@ def request_positives(request: dict[str, Any], options: ExampleOptions) -> dict[
     }
 
 
-def _split_of(options: ExampleOptions, timestamp: int, is_held_out: bool) -> str:
+def _split_of(options: ExampleOptions, timestamp: int, is_held_out: bool, item: str) -> str:
+    if is_cold(item, options.cold_item_fraction):
+        return EVAL
     if options.split == "time":
         return EVAL if timestamp >= options.eval_from else TRAIN
     return EVAL if is_held_out else TRAIN
@@ -107,7 +124,8 @@ def user_examples(
 
     Yields:
       ("train" | "eval", example dict with the keys of BASE_FEATURE_SPEC plus
-      "user.<name>" token lists).
+      "user.<name>": token lists (categorical) or float lists (numeric, vector), a
+      feature missing from both the request and the profile left out).
     """
     ordered = sorted(requests, key=lambda r: (r["timestamp"], r["request_id"]))
     held_out = None  # leave-last-click-out: the last positive of the last clicked request
@@ -127,7 +145,7 @@ def user_examples(
             for item, space_a, space_b in request["positives"]:
                 is_held_out = (request["request_id"], item) == held_out
                 yield (
-                    _split_of(options, timestamp, is_held_out),
+                    _split_of(options, timestamp, is_held_out, item),
                     {
                         REQUEST_ID: request["request_id"],
                         USER_ID: request["user_id"],
@@ -145,15 +163,25 @@ def user_examples(
             recent.extend(item for request in group for item, _, _ in request["positives"])
 
 
-def feature_spec(user_feature_names: Iterable[str]) -> dict[str, dict[str, str]]:
-    """The manifest's feature spec: base features plus one token list per user feature."""
-    spec = dict(BASE_FEATURE_SPEC)
+def feature_spec(
+    user_feature_names: Iterable[str], dense_dims: dict[str, int] | None = None
+) -> dict[str, dict[str, Any]]:
+    """The manifest's feature spec: base features plus one entry per user feature, a
+    token list, or for a numeric or vector feature (`dense_dims`: name -> dim) a
+    FLOAT_VECTOR of its dim."""
+    dense_dims = dense_dims or {}
+    spec: dict[str, dict[str, Any]] = dict(BASE_FEATURE_SPEC)
     for name in sorted(user_feature_names):
-        spec[f"{USER_FEATURE_PREFIX}{name}"] = STRING_LIST
+        dim = dense_dims.get(name)
+        spec[f"{USER_FEATURE_PREFIX}{name}"] = (
+            STRING_LIST if dim is None else {**FLOAT_VECTOR, "dim": dim}
+        )
     return spec
 
 
 def to_tf_example(example: dict[str, Any]) -> bytes:
     """Serialises an example dict as a `tf.train.Example`: ints as int64, strings and
-    string lists as bytes. Absent user features parse as empty lists (VarLenFeature)."""
+    string lists as bytes, float lists (numeric and vector features) as floats. Absent
+    categorical user features parse as empty lists (VarLenFeature), absent dense ones
+    as NaN (the trainer's default)."""
     return tf_example.serialize_example(example)

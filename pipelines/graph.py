@@ -1,5 +1,7 @@
 """The Beam graph of `preprocess`: read and validate the logs, drop repeated request ids,
-group by user into examples, write shards, vocabulary and exposure counts, dead letters.
+group by user into examples, write shards, vocabulary and exposure counts, dead letters,
+the training split's statistics of numeric and vector user features, and the item text
+embeddings.
 
 Every step is labelled; its options are plain picklable values (docs/pipeline.md).
 """
@@ -12,7 +14,18 @@ import apache_beam as beam
 
 from common import contracts
 from common.config import Config
-from pipelines import duplicates, examples, fs, manifest, records, shards, transforms
+from pipelines import (
+    duplicates,
+    examples,
+    feature_stats,
+    fs,
+    item_text,
+    manifest,
+    records,
+    shards,
+    transforms,
+)
+from pipelines.feature_kinds import DENSE, FeatureKinds
 
 SECONDS_PER_DAY = 86_400
 
@@ -40,22 +53,43 @@ def build_pipeline(
     options: examples.ExampleOptions,
     config: Config,
     chunk_bytes: int,
+    *,
+    kinds: FeatureKinds = FeatureKinds(),  # noqa: B008  (frozen, shared safely)
+    num_items: int = 0,
+    text: dict[str, Any] | None = None,
 ) -> None:
-    """Adds the preprocessing steps to `pipeline`; they write into `staging`."""
+    """Adds the preprocessing steps to `pipeline`; they write into `staging`.
+
+    Args:
+      kinds: every feature's kind (`feature_kinds`); others are categorical.
+      num_items: catalog items (the rows of the text embedding arrays).
+      text: `item_text.encoder_description` when there are item text features.
+    """
     days = config.data.eval_days if options.split == "time" and not options.eval_from else 0
     limits = record_limits(config)
-    catalog_ids = (
-        pipeline
-        | "ReadCatalog" >> beam.io.ReadFromText(fs.join(staging, contracts.CATALOG_FILE))
-        | "CatalogIds" >> beam.Map(lambda line: (json.loads(line)["item_id"], None))
+    catalog_lines = pipeline | "ReadCatalog" >> beam.io.ReadFromText(
+        fs.join(staging, contracts.CATALOG_FILE)
     )
+    catalog_ids = catalog_lines | "CatalogIds" >> beam.Map(
+        lambda line: (json.loads(line)["item_id"], None)
+    )
+    names = item_text.text_features(kinds)
+    if names and text:
+        _ = catalog_lines | "ItemText" >> item_text.EmbedItemTexts(
+            names,
+            staging,
+            num_items,
+            config.data.text_encoder,
+            text["dim"],
+            config.data.text_batch_size,
+        )
     parsed = (
         pipeline
         | "ReadRequests"
         >> transforms.ReadRecords(inputs.requests, chunk_bytes, limits.max_row_bytes)
         | "Validate"
         >> beam.ParDo(
-            transforms.ParseRequestFn(options, limits), beam.pvalue.AsDict(catalog_ids)
+            transforms.ParseRequestFn(options, limits, kinds), beam.pvalue.AsDict(catalog_ids)
         ).with_outputs(transforms.DEAD_LETTER, transforms.SEEN, main="requests")
     )
     kept = parsed[transforms.SEEN] | "Duplicates" >> duplicates.FindDuplicates()
@@ -66,7 +100,7 @@ def build_pipeline(
             pipeline
             | "ReadUsers" >> transforms.ReadRecords(inputs.users, chunk_bytes, limits.max_row_bytes)
             | "ValidateUsers"
-            >> beam.ParDo(transforms.ParseUserFn(limits)).with_outputs(
+            >> beam.ParDo(transforms.ParseUserFn(limits, kinds)).with_outputs(
                 transforms.DEAD_LETTER, main="users"
             )
         )
@@ -122,9 +156,21 @@ def build_pipeline(
             | "DeadLetterUsers" >> transforms.WriteDeadLetters(fs.join(dead_letter_dir, "users"))
         )
     _write_splits(splits, staging, config.data.num_shards)
+    prefix = contracts.USER_FEATURE_PREFIX
+    dense = {prefix + name: kind for name, kind in kinds.named(prefix, *DENSE).items()}
+    if dense:
+        _ = (
+            splits[contracts.TRAIN]
+            | "UserFeatureStats"
+            >> feature_stats.ComputeUserStats(dense, config.data.numeric_buckets)
+            | "WriteUserFeatureStats"
+            >> beam.io.WriteToText(
+                fs.join(staging, feature_stats.USER_STATS), num_shards=1, shard_name_template=""
+            )
+        )
     _ = (
         splits[contracts.TRAIN]
-        | "Vocabularies" >> transforms.ComputeVocabularies()
+        | "Vocabularies" >> transforms.ComputeVocabularies(frozenset(dense))
         | "WriteVocabularies"
         >> beam.io.WriteToText(
             fs.join(staging, manifest.VOCABULARY_COUNTS), num_shards=1, shard_name_template=""

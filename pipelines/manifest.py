@@ -6,6 +6,8 @@ Layout of a dataset directory (docs/dataset.md describes every field):
   train-*-of-*.tfrecord.gz, eval-*-of-*.tfrecord.gz   tf.train.Example shards (their
                            bytes, records and CRC32C in splits.<split>.shards)
   item_catalog.jsonl       every item: index, item_id, cluster, cluster_index, features
+                           (categorical tokens), dense and text (when it has any)
+  item_text/<name>.npy     item text feature <name>'s embeddings, [num_items, dim] float32
   item_frequency.tsv       item_id <TAB> training clicks (for logQ)
   item_exposure.tsv        item_id <TAB> training exposures (the exposure propensities)
   vocab/<feature>.txt      one token per line, most frequent first (train split only)
@@ -20,7 +22,8 @@ from typing import Any
 
 from common import contracts
 from common.config import Config
-from pipelines import catalog, examples, fs, shards, sources
+from pipelines import catalog, feature_stats, fs, shards, sources
+from pipelines.feature_kinds import FeatureKinds
 
 VOCABULARY_COUNTS = "_vocabulary_counts.jsonl"  # the pipeline's counts, split up here
 EXPOSURE_COUNTS = "_exposure_counts.jsonl"  # [item, exposures] lines, sorted here
@@ -164,14 +167,23 @@ def finalize(
     counters: dict[str, int],
     timestamps: dict[str, int],
     eval_from: int,
+    kinds: FeatureKinds = FeatureKinds(),  # noqa: B008  (frozen, shared safely)
+    text: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Writes vocabularies and catalog dead letters into `staging`; returns the manifest.
 
     The caller writes it with `write_manifest` once the dataset passed its checks.
+
+    Args:
+      kinds: every feature's kind (the catalog's and the user features').
+      text: `item_text.encoder_description` when there are item text features.
     """
     data = config.data
-    vocabularies, user_features = _write_vocabularies(
+    vocabularies, user_categorical = _write_vocabularies(
         staging, data.num_oov_buckets, data.min_count, data.max_vocab_size
+    )
+    features = feature_stats.describe_features(
+        staging, config.data, user_categorical, catalog_summary["item_features"], kinds, text
     )
     exposure = _write_item_exposure(staging)
     fs.write_lines(
@@ -203,9 +215,11 @@ def finalize(
         "created_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "source": config.data.source,
         "inputs": {k: v.replace(staging, "<generated>") for k, v in inputs.items()},
-        "feature_spec": examples.feature_spec(user_features),
-        "user_features": user_features,
+        "feature_spec": features["feature_spec"],
+        "user_features": features["user_features"],
         "item_features": catalog_summary["item_features"],
+        "features": features["features"],
+        **({"cold_items": features["cold_items"]} if "cold_items" in features else {}),
         "num_items": catalog_summary["num_items"],
         "num_clusters": catalog_summary["num_clusters"],
         "vocabulary_sizes": {f: v["size"] for f, v in vocabularies.items()},

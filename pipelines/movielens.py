@@ -7,6 +7,10 @@ group of ratings is one request: every rated movie was exposed, a rating at or a
 recall stage (`pipelines.legacy_recall`: popularity blended with item co-occurrence,
 from ratings strictly before the request) would have offered. Requests are written in
 timestamp order, which is also the order the recall stage is played back in.
+
+With `title_text` (`data.text_features` holds "item.title") each catalog row also gets
+the text feature `title`: "<title> (<year>) — <genre>, <genre>", e.g.
+"Toy Story (1995) — Animation, Children's, Comedy", for the pipeline's sentence encoder.
 """
 
 import collections
@@ -72,6 +76,7 @@ def write_movielens_logs(
     *,
     recall_size: int = 50,
     popularity_weight: float = 0.5,
+    title_text: bool = False,
 ) -> dict:
     """Writes `requests.jsonl` and `items.jsonl` for MovieLens-100K into `output_dir`.
 
@@ -81,6 +86,7 @@ def write_movielens_logs(
       min_click_rating: ratings at or above this are clicks.
       recall_size: items the legacy recall adds beyond the exposed ones.
       popularity_weight: the legacy recall's weight of popularity against co-occurrence.
+      title_text: add the `title` text feature (title, year and genres) to every item.
 
     Returns:
       {"requests": path, "catalog": path, "num_requests": int, "num_items": int}.
@@ -96,7 +102,8 @@ def write_movielens_logs(
     }
     items = _read_atomic(os.path.join(directory, "ml-100k.item"))
     catalog_path = fs.join(output_dir, "items.jsonl")
-    fs.write_lines(catalog_path, (json.dumps(_catalog_row(row)) + "\n" for row in items))
+    rows = (_catalog_row(row, title_text) for row in items)
+    fs.write_lines(catalog_path, (json.dumps(row) + "\n" for row in rows))
 
     groups: dict[tuple[int, str], list[tuple[str, float]]] = collections.defaultdict(list)
     for row in _read_atomic(os.path.join(directory, "ml-100k.inter")):
@@ -117,9 +124,21 @@ def write_movielens_logs(
     }
 
 
-def _catalog_row(row: dict[str, str]) -> dict:
+def movie_text(row: dict[str, str]) -> str:
+    """ "<title> (<year>) — <genre>, <genre>" of an `ml-100k.item` row (without the parts
+    the row lacks)."""
+    text = row["movie_title"].strip()
+    if row["release_year"]:
+        text = f"{text} ({row['release_year']})"
+    genres = row["class"].split()
+    return f"{text} — {', '.join(genres)}" if genres else text
+
+
+def _catalog_row(row: dict[str, str], with_title: bool = False) -> dict:
     genres = row["class"].split() or ["unknown"]
     features = {"genres": genres, "year": row["release_year"] or "unknown"}
+    if with_title:
+        features["title"] = movie_text(row)
     return {"item_id": row["item_id"], "cluster": genres[0], "features": features}
 
 

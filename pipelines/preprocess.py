@@ -6,6 +6,10 @@ looks complete. When more than `data.max_bad_fraction` of a table's rows are
 dead-lettered, or no request is valid, or no example is for training, the dead letters
 are kept in `<output>.failed/dead_letter/` with a `failure.json`, the existing output is
 left alone and `DataError` names the input and the counts.
+
+Feature kinds (`feature_kinds`) are settled before the pipeline starts: the declared
+ones, the catalog's inferred over all its rows, the user features' from the first
+`feature_kinds.SAMPLE_ROWS` rows of the request logs and of the user table.
 """
 
 import json
@@ -21,7 +25,19 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from common import contracts
 from common.config import Config
-from pipelines import catalog, examples, fs, manifest, movielens, sources, transforms
+from pipelines import (
+    catalog,
+    examples,
+    feature_kinds,
+    fs,
+    item_text,
+    manifest,
+    movielens,
+    records,
+    sources,
+    transforms,
+)
+from pipelines.feature_kinds import FeatureKinds
 from pipelines.graph import Inputs, build_pipeline, eval_from_days, record_limits
 from pipelines.runner_options import RunnerOptions
 
@@ -50,6 +66,7 @@ def _resolve_inputs(config: Config, staging: str) -> Inputs:
             data.min_click_rating,
             recall_size=data.recall_size,
             popularity_weight=data.recall_popularity_weight,
+            title_text=f"{contracts.ITEM_FEATURE_PREFIX}title" in data.text_features,
         )
         requests, items = written["requests"], written["catalog"]
     elif data.source == "simulator":
@@ -73,6 +90,33 @@ def _resolve_inputs(config: Config, staging: str) -> Inputs:
         eval_from=eval_from,
         patterns={"requests": requests, "catalog": items, "users": users},
     )
+
+
+def _declared(config: Config) -> tuple[FeatureKinds, dict[str, Any] | None]:
+    """The declared kinds and the text encoder's description; fails before any work
+    when text features are declared without the `text` extra."""
+    try:
+        declared = feature_kinds.declared_kinds(config.data)
+        names = item_text.text_features(declared)
+        return declared, item_text.encoder_description(config.data.text_encoder, names)
+    except ValueError as e:  # TextExtraMissing, a contradicting declaration
+        raise DataError(str(e)) from e
+
+
+def _user_kinds(inputs: Inputs, declared: FeatureKinds, max_row_bytes: int) -> FeatureKinds:
+    """User feature kinds: declared, else inferred from the first rows of the inputs."""
+    counter = feature_kinds.KindCounter()
+    for files, observe in (
+        (inputs.requests, counter.observe_request),
+        (inputs.users, counter.observe_user),
+    ):
+        for raw in sources.head(files, feature_kinds.SAMPLE_ROWS, max_row_bytes):
+            if raw[4] is None:
+                try:
+                    observe(records.decode(raw[3]))
+                except records.BadRecord:  # the pipeline dead-letters it
+                    continue
+    return feature_kinds.resolve(declared, counter, contracts.USER_FEATURE_PREFIX)
 
 
 def _metrics(result: Any) -> tuple[dict[str, int], dict[str, int]]:
@@ -141,7 +185,8 @@ def preprocess(
       The manifest (also written as `output_dir/manifest.json`).
 
     Raises:
-      DataError: missing inputs, an existing output without `overwrite`, more bad rows
+      DataError: missing inputs, an existing output without `overwrite`, text features
+        without the `text` extra, more bad rows
         than `data.max_bad_fraction` allows, no valid request or no training example
         (the last three after writing the dead letters to `<output>.failed/`; the
         existing output is left as it was).
@@ -149,21 +194,36 @@ def preprocess(
     output_dir = fs.absolute(output_dir)
     if fs.exists(output_dir) and not overwrite:
         raise DataError(f"{output_dir} exists; pass --overwrite to replace it")
+    declared, text = _declared(config)
     staging = f"{output_dir}.tmp-{uuid.uuid4().hex[:12]}"
     try:
         inputs = _resolve_inputs(config, staging)
+        limits = record_limits(config)
+        user_kinds = _user_kinds(inputs, declared, limits.max_row_bytes)
         catalog_summary = catalog.write_catalog(
-            inputs.catalog, config.data.format, staging, record_limits(config)
+            inputs.catalog, config.data.format, staging, limits, declared
         )
+        kinds = user_kinds.merged(catalog_summary["kinds"])
         options = examples.ExampleOptions(
             history_length=config.data.history_length,
             num_a=config.data.num_a,
             num_b=config.data.num_b,
             split=config.data.split,
             eval_from=inputs.eval_from,
+            cold_item_fraction=config.data.cold_item_fraction,
         )
         pipeline = beam.Pipeline(options=PipelineOptions(list(beam_args)))
-        build_pipeline(pipeline, inputs, staging, options, config, chunk_bytes)
+        build_pipeline(
+            pipeline,
+            inputs,
+            staging,
+            options,
+            config,
+            chunk_bytes,
+            kinds=kinds,
+            num_items=catalog_summary["num_items"],
+            text=text,
+        )
         result = pipeline.run()
         result.wait_until_finish()
         counters, timestamps = _metrics(result)
@@ -171,7 +231,15 @@ def preprocess(
         if options.split == "time" and not eval_from and config.data.eval_days and timestamps:
             eval_from = eval_from_days(timestamps["max"], config.data.eval_days)
         built = manifest.finalize(
-            staging, config, inputs.patterns, catalog_summary, counters, timestamps, eval_from
+            staging,
+            config,
+            inputs.patterns,
+            catalog_summary,
+            counters,
+            timestamps,
+            eval_from,
+            kinds=kinds,
+            text=text,
         )
         _warn_unreadable(built)
         message = manifest.bad_fraction_error(

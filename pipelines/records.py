@@ -14,6 +14,15 @@ bad_characters (a control character in an id or token, a path separator in a fea
 name), bad_timestamp, timestamp_out_of_range, clicked_not_exposed, unknown_item,
 duplicate_item (catalog), duplicate_user (user table), duplicate_request (see
 `duplicates`), invalid_record (any other exception, named).
+
+Feature values are checked against their kind (`feature_kinds`; the detail names the
+field, "user_features.age: ..."): not_a_number (a numeric value, or a vector element,
+that is not a number: a string that does not parse as one, a boolean, a list or an
+object), not_finite (NaN, an infinity, or beyond float32's range), wrong_dimension (a
+vector of another length than its dim), out_of_log_domain (a `data.log_features` value
+<= -1, which log1p cannot take), bad_type (a vector that is not a list, a text that is
+not a string). A numeric string ("3.5", as CSV cells always are) is a number; `null` or
+an absent feature is a missing value, never an error; an empty text is missing too.
 """
 
 import dataclasses
@@ -24,6 +33,9 @@ import re
 import reprlib
 from typing import Any
 
+from common.contracts import NUMERIC, TEXT, USER_FEATURE_PREFIX, VECTOR
+from pipelines.feature_kinds import FLOAT32_MAX, FeatureKind, FeatureKinds
+
 LIST_FIELDS = ("recalled", "exposed", "clicked")
 # Ids and tokens end up one per line in vocab/*.txt and item_frequency.tsv.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -32,6 +44,7 @@ _MAX_TIMESTAMP_TEXT = 64
 _SHOWN = reprlib.Repr()
 _SHOWN.maxstring = _SHOWN.maxother = 80
 _SHOWN.maxlevel = 3
+_ALL_CATEGORICAL = FeatureKinds()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,14 +229,93 @@ def _feature_name(name: Any, field: str, limits: RecordLimits) -> str:
     return name
 
 
-def feature_tokens(
-    raw: Any, field: str, limits: RecordLimits = DEFAULT_LIMITS
-) -> dict[str, list[str]]:
-    """{name: [tokens]} from a features object; a number becomes its decimal string.
+def _number(value: Any, field: str) -> float:
+    if isinstance(value, str) and "_" not in value:  # float() would take "1_000"
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # an int past float's range
+            number = math.inf
+    else:
+        number = None
+    if number is None:
+        raise BadRecord("not_a_number", f"{field}: expected a number, got {shown(value)}")
+    if not math.isfinite(number) or abs(number) > FLOAT32_MAX:
+        raise BadRecord("not_finite", f"{field}: {shown(value)} is not a finite float32")
+    return number
+
+
+def feature_value(value: Any, kind: FeatureKind, field: str, limits: RecordLimits) -> Any:
+    """One feature value checked against its kind (see the module docstring).
+
+    Returns:
+      None for a missing value; else categorical: [tokens] (a number becomes its
+      decimal string), numeric: [float], vector: [`kind.dim` floats], text: the string.
 
     Raises:
-      BadRecord: `bad_type` when `raw` is not an object or a value is not a string, a
-        list of strings or a number; the reasons of `check_texts` for names and tokens.
+      BadRecord: the value does not fit the kind.
+    """
+    if value is None:
+        return None
+    if kind.kind == NUMERIC:
+        number = _number(value, field)
+        if kind.log and number <= -1:
+            raise BadRecord(
+                "out_of_log_domain",
+                f"{field}: {shown(value)} <= -1, which log1p cannot take (data.log_features)",
+            )
+        return [number]
+    if kind.kind == VECTOR:
+        if not isinstance(value, list):
+            raise BadRecord(
+                "bad_type", f"{field}: expected a list of {kind.dim} numbers, got {shown(value)}"
+            )
+        if len(value) != kind.dim:
+            raise BadRecord(
+                "wrong_dimension", f"{field}: expected {kind.dim} numbers, got {len(value)}"
+            )
+        return [_number(v, f"{field}[{i}]") for i, v in enumerate(value)]
+    if kind.kind == TEXT:
+        if not isinstance(value, str):
+            raise BadRecord("bad_type", f"{field}: expected a string, got {shown(value)}")
+        try:
+            value.encode()
+        except UnicodeEncodeError as e:
+            raise BadRecord("bad_encoding", f"{field} is not valid UTF-8: {e.reason}") from e
+        return value if value.strip() else None
+    if isinstance(value, str):
+        tokens = [value]
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        tokens = [str(value)]
+    elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+        tokens = list(value)
+    else:
+        raise BadRecord(
+            "bad_type",
+            f"{field} must be a string, list of strings or number, got {shown(value)}",
+        )
+    check_texts(tokens, field, limits.max_id_bytes)
+    return tokens
+
+
+def feature_values(
+    raw: Any,
+    field: str,
+    limits: RecordLimits = DEFAULT_LIMITS,
+    kinds: FeatureKinds = _ALL_CATEGORICAL,
+    prefix: str = USER_FEATURE_PREFIX,
+) -> dict[str, Any]:
+    """{name: value} of a features object, each checked by `feature_value` against its
+    kind in `kinds` (looked up as `prefix` + name); missing values are left out.
+
+    Raises:
+      BadRecord: `bad_type` when `raw` is not an object; a bad name (the reasons of
+        `check_texts`, or a path separator: `bad_characters`); a value that does not fit
+        its kind.
     """
     if raw is None:
         return {}
@@ -232,35 +324,40 @@ def feature_tokens(
     features = {}
     for name, value in raw.items():
         name = _feature_name(name, field, limits)
-        if isinstance(value, str):
-            tokens = [value]
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            tokens = [str(value)]
-        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
-            tokens = list(value)
-        else:
-            raise BadRecord(
-                "bad_type",
-                f"{field}.{name} must be a string, list of strings or number, got {shown(value)}",
-            )
-        check_texts(tokens, f"{field}.{name}", limits.max_id_bytes)
-        features[name] = tokens
+        checked = feature_value(value, kinds.of(prefix, name), f"{field}.{name}", limits)
+        if checked is not None:
+            features[name] = checked
     return features
 
 
+def feature_tokens(
+    raw: Any, field: str, limits: RecordLimits = DEFAULT_LIMITS
+) -> dict[str, list[str]]:
+    """{name: [tokens]} from a features object read as all categorical: a number becomes
+    its decimal string, a null is missing (see `feature_values`).
+
+    Raises:
+      BadRecord: `bad_type` when `raw` is not an object or a value is not a string, a
+        list of strings or a number; the reasons of `check_texts` for names and tokens.
+    """
+    return feature_values(raw, field, limits)
+
+
 def validate_request(
-    record: Any, limits: RecordLimits = DEFAULT_LIMITS
+    record: Any, limits: RecordLimits = DEFAULT_LIMITS, kinds: FeatureKinds = _ALL_CATEGORICAL
 ) -> tuple[dict[str, Any], dict[str, int]]:
     """Checks one request and returns it normalised, with the repairs it needed.
 
     Args:
       record: a decoded JSON object.
       limits: sizes and the timestamp window.
+      kinds: the user features' kinds (others are categorical).
 
     Returns:
       (request, repairs): request has request_id, user_id, timestamp (int), recalled,
       exposed, clicked (lists without duplicates, clicked ⊆ exposed ⊆ recalled) and
-      user_features ({name: [tokens]}); repairs counts `duplicates_removed` and
+      user_features ({name: value} as `feature_value` returns it, missing ones left
+      out); repairs counts `duplicates_removed` and
       `exposed_added_to_recalled`.
 
     Raises:
@@ -285,7 +382,9 @@ def validate_request(
         repairs["exposed_added_to_recalled"] = len(missing)
         lists["recalled"] = lists["recalled"] + missing
     request.update(lists)
-    request["user_features"] = feature_tokens(record.get("user_features"), "user_features", limits)
+    request["user_features"] = feature_values(
+        record.get("user_features"), "user_features", limits, kinds
+    )
     return request, repairs
 
 
@@ -325,9 +424,10 @@ def parse_request_line(
 
 
 def validate_user(
-    record: Any, limits: RecordLimits = DEFAULT_LIMITS
-) -> tuple[str, dict[str, list[str]]]:
-    """(user_id, {feature: [tokens]}) of one user-table row `{"user_id", "features"}`.
+    record: Any, limits: RecordLimits = DEFAULT_LIMITS, kinds: FeatureKinds = _ALL_CATEGORICAL
+) -> tuple[str, dict[str, Any]]:
+    """(user_id, {feature: value}) of one user-table row `{"user_id", "features"}`, each
+    value checked against its kind in `kinds` (see `feature_values`).
 
     Raises:
       BadRecord: a missing id or a feature of the wrong type.
@@ -335,4 +435,4 @@ def validate_user(
     if not isinstance(record, dict):
         raise BadRecord("bad_type", f"a user row must be an object, got {type(record).__name__}")
     user_id = require_id(record, "user_id", limits)
-    return user_id, feature_tokens(record.get("features"), "features", limits)
+    return user_id, feature_values(record.get("features"), "features", limits, kinds)

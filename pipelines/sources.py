@@ -323,6 +323,21 @@ def _parquet_records(
                 yield path, None, row, _nest(columns, False), None
 
 
+def head(
+    files: Iterable[tuple[str, str]], count: int, max_row_bytes: int = MAX_ROW_BYTES
+) -> Iterator[RawRecord]:
+    """The first `count` raw records of `files` ([(path, format)]) in order, read in
+    this process (a sample, e.g. to infer feature kinds; the files are not read further)."""
+    read = 0
+    for path, fmt in files:
+        for chunk in split_file(path, fmt, chunk_bytes=0):
+            for raw in read_chunk(chunk, max_row_bytes):
+                if read >= count:
+                    return
+                read += 1
+                yield raw
+
+
 def iter_records(
     paths: Iterable[str], fmt: str = "auto", max_row_bytes: int = MAX_ROW_BYTES
 ) -> Iterator[RawRecord]:

@@ -65,10 +65,11 @@ def example_class() -> type:
 
 
 def serialize_example(features: dict[str, Any]) -> bytes:
-    """Serialises {name: int | str | list[str]} as a `tf.train.Example`.
+    """Serialises {name: int | str | list[str] | list[float]} as a `tf.train.Example`.
 
     Ints become an int64 list of one value; strings and string lists become bytes lists
-    (UTF-8). Map entries are written sorted by name, so equal inputs give equal bytes.
+    (UTF-8); a non-empty list of floats becomes a float list (float32, as TensorFlow
+    stores it). Map entries are written sorted by name, so equal inputs give equal bytes.
 
     Args:
       features: feature name -> value.
@@ -83,6 +84,8 @@ def serialize_example(features: dict[str, Any]) -> bytes:
             feature_map[name].int64_list.value.append(value)
         elif isinstance(value, str):
             feature_map[name].bytes_list.value.append(value.encode())
+        elif value and isinstance(value[0], float):
+            feature_map[name].float_list.value.extend(value)
         else:
             feature_map[name].bytes_list.value.extend([v.encode() for v in value])
     return example.SerializeToString(deterministic=True)

@@ -23,6 +23,7 @@ from pipelines.counting import (  # noqa: F401  (re-exported: the pipeline's nam
     CountingDoFn,
     counter_name,
 )
+from pipelines.feature_kinds import FeatureKinds
 
 SEEN = "seen"
 DUPLICATE_REQUESTS = "duplicate_requests"
@@ -63,16 +64,19 @@ class ParseRequestFn(CountingDoFn):
     outputs: `dead_letter` rows (any exception while checking a row dead-letters it, see
     `records.failure`) and, as `seen`, every valid request's entry for
     `duplicates.FindDuplicates` (clicks or not: the exposure propensities count them
-    all).
+    all). User features are checked against `kinds` (others are categorical).
     """
 
     def __init__(
         self,
         options: examples.ExampleOptions,
         limits: records.RecordLimits = records.DEFAULT_LIMITS,
+        kinds: FeatureKinds = FeatureKinds(),  # noqa: B008  (frozen, shared safely)
     ):
         self._options = options
         self._limits = limits
+        # Without feature kinds, the two-argument call of before (tests replace it).
+        self._kinds = (kinds,) if kinds.kinds else ()
 
     def process(self, raw: sources.RawRecord, catalog: dict[str, Any]) -> Iterator[Any]:
         path = raw[0]
@@ -80,7 +84,9 @@ class ParseRequestFn(CountingDoFn):
         try:
             if raw[4]:
                 raise records.BadRecord(*raw[4])
-            request, repairs = records.validate_request(records.decode(raw[3]), self._limits)
+            request, repairs = records.validate_request(
+                records.decode(raw[3]), self._limits, *self._kinds
+            )
             unknown = [item for item in request["recalled"] if item not in catalog]
             if unknown:
                 raise records.BadRecord(
@@ -113,10 +119,16 @@ class ParseRequestFn(CountingDoFn):
 
 
 class ParseUserFn(CountingDoFn):
-    """Validates user-table rows: (user_id, (position, features, raw)) or a dead letter."""
+    """Validates user-table rows: (user_id, (position, features, raw)) or a dead letter;
+    features are checked against `kinds` (others are categorical)."""
 
-    def __init__(self, limits: records.RecordLimits = records.DEFAULT_LIMITS):
+    def __init__(
+        self,
+        limits: records.RecordLimits = records.DEFAULT_LIMITS,
+        kinds: FeatureKinds = FeatureKinds(),  # noqa: B008  (frozen, shared safely)
+    ):
         self._limits = limits
+        self._kinds = (kinds,) if kinds.kinds else ()
 
     def process(self, raw: sources.RawRecord) -> Iterator[Any]:
         path = raw[0]
@@ -124,7 +136,9 @@ class ParseUserFn(CountingDoFn):
         try:
             if raw[4]:
                 raise records.BadRecord(*raw[4])
-            user_id, features = records.validate_user(records.decode(raw[3]), self._limits)
+            user_id, features = records.validate_user(
+                records.decode(raw[3]), self._limits, *self._kinds
+            )
         except Exception as error:  # one bad row never stops the pipeline
             yield self._dead_letter(USERS, raw, error)
             return
@@ -189,11 +203,13 @@ class UserExamplesFn(CountingDoFn):
             yield beam.pvalue.TaggedOutput(split, example)
 
 
-def _vocabulary_tokens(example: dict[str, Any]) -> Iterator[tuple[str, str]]:
+def _vocabulary_tokens(
+    example: dict[str, Any], dense: frozenset[str] = frozenset()
+) -> Iterator[tuple[str, str]]:
     yield "user_id", example["user_id"]
     yield "item_id", example["item_id"]
     for name, tokens in example.items():
-        if name.startswith(contracts.USER_FEATURE_PREFIX):
+        if name.startswith(contracts.USER_FEATURE_PREFIX) and name not in dense:
             for token in tokens:
                 yield name, token
 
@@ -206,15 +222,18 @@ def _sorted_vocabulary(element: tuple[str, Any]) -> str:
 
 
 @beam.ptransform_fn
-def ComputeVocabularies(train: beam.PCollection) -> beam.PCollection:  # noqa: N802
+def ComputeVocabularies(  # noqa: N802
+    train: beam.PCollection, dense: frozenset[str] = frozenset()
+) -> beam.PCollection:
     """One JSON line per feature: {"feature", "tokens": [[token, count], ...]}.
 
     Counted over the training split only: user ids, clicked item ids (the item
-    frequency for logQ) and every user feature.
+    frequency for logQ) and every categorical user feature (`dense`: the "user.<name>"
+    features that are numeric or vector, which have no vocabulary).
     """
     return (
         train
-        | "Tokens" >> beam.FlatMap(_vocabulary_tokens)
+        | "Tokens" >> beam.FlatMap(_vocabulary_tokens, dense=dense)
         | "Count" >> beam.combiners.Count.PerElement()
         | "ByFeature" >> beam.MapTuple(lambda key, n: (key[0], (key[1], n)))
         | "Group" >> beam.GroupByKey()
