@@ -10,7 +10,10 @@ The knobs come in four groups (docs/simulator.md describes each and the presets)
   `user_noise`, `item_noise`), how tied popularity is to quality
   (`popularity_quality_correlation`), how skewed activity is (`activity_skew`);
 - time: the share of items and users that appear late (`late_item_share`,
-  `late_user_share`).
+  `late_user_share`) and of cold items, never shown before the eval period
+  (`cold_item_fraction`);
+- content: item content vectors, a noisy projection of the true item latents
+  (`content_dim`, `content_noise`).
 The defaults are the world every earlier measurement used; `PRESETS` name a family of
 worlds that differ in how bias and preferences arise (`twotower simulate --preset`).
 """
@@ -72,6 +75,22 @@ class SimulatorConfig(Settings):
     late_user_share: float = setting(
         0.0, "share of users whose first request falls in the second half", min=0, max=1
     )
+    cold_item_fraction: float = setting(
+        0.0,
+        "share of items (cold items, listed in cold_items.txt) the legacy system never "
+        "shows before the eval period; from its first day they are ordinary items",
+        min=0,
+        max=1,
+    )
+    content_dim: int = setting(
+        0,
+        "length of each item's content vector (items.jsonl features.content): a random "
+        "projection of its true latent plus noise; 0: no content vectors",
+        min=0,
+    )
+    content_noise: float = setting(
+        1.0, "std of the content vectors' noise relative to the signal's (RMS)", min=0
+    )
     random_exposure_users: int = setting(300, "test users given a random-exposure request", min=0)
     random_exposure_size: int = setting(
         50, "items shown uniformly at random to each of them", min=1
@@ -102,6 +121,20 @@ class SimulatorConfig(Settings):
             value, limit = getattr(self, name), getattr(self, bound)
             if value > limit:
                 raise ConfigError(f"{value} must be <= {bound} ({limit})", name)
+        warm = self.num_items - cold_item_count(self)
+        if warm < self.recall_size:
+            raise ConfigError(
+                f"{self.cold_item_fraction} leaves {warm} items before the eval period, "
+                f"fewer than recall_size ({self.recall_size})",
+                "cold_item_fraction",
+            )
+
+
+def cold_item_count(config: SimulatorConfig) -> int:
+    """How many items are cold: the rounded share, at least one when the share is > 0."""
+    if config.cold_item_fraction <= 0:
+        return 0
+    return max(1, round(config.cold_item_fraction * config.num_items))
 
 
 # A family of worlds that differ in how bias and preferences arise (docs/simulator.md).

@@ -14,6 +14,12 @@ affinity over the whole corpus (training clicks not removed). `propensities.json
 holds, for a sample of users, the true probabilities that the legacy system recalls an
 item and exposes it once recalled (`simulator.propensities`).
 
+Optional: with `content_dim > 0` every item row carries a content vector
+(`simulator.content`); with `cold_item_fraction > 0` that share of items is never shown
+before the eval period, their ids are listed in cold_items.txt and world.json counts them
+(`cold_items`). With both at 0 (the defaults) neither appears, and every file but
+world.json's config is the same bytes as before they existed.
+
 Streaming: a day's requests are drawn for all users (a [num_users] vector), sorted by
 timestamp and then recalled, ranked, clicked and written in chunks of REQUEST_CHUNK
 requests, so memory is O(num_users + num_items + one chunk). Every chunk has its own
@@ -31,6 +37,7 @@ import numpy as np
 import tqdm
 
 from common import contracts
+from simulator.content import item_content_blocks
 from simulator.legacy_system import LegacySystem, click_probability
 from simulator.propensities import write_propensities
 from simulator.world import (
@@ -46,6 +53,7 @@ from simulator.world import (
     World,
     affinity,
     build_world,
+    cold_items,
     load_world,
     save_world,
     true_scores,
@@ -63,12 +71,13 @@ def simulate(config: SimulatorConfig, output_dir: str, progress: bool = False) -
     Args:
       config: the world's size and behaviour (validated when it was made).
       output_dir: created if missing; receives requests.jsonl, items.jsonl, users.jsonl,
-        random_exposure.jsonl, true_top_k.jsonl, world.npz and world.json.
+        random_exposure.jsonl, true_top_k.jsonl, propensities.jsonl, world.npz,
+        world.json and, when config.cold_item_fraction > 0, cold_items.txt.
       progress: show tqdm progress bars.
 
     Returns:
       The summary also written to world.json: {"config", "eval_from", "end_timestamp",
-      "counts"}.
+      "counts"} and, when config.cold_item_fraction > 0, "cold_items" (their number).
     """
     os.makedirs(output_dir, exist_ok=True)
     world = build_world(config)
@@ -95,6 +104,12 @@ def simulate(config: SimulatorConfig, output_dir: str, progress: bool = False) -
             "propensities": propensities,
         },
     }
+    cold = cold_items(config)
+    if config.cold_item_fraction > 0:
+        _write_lines(
+            os.path.join(output_dir, contracts.SIM_COLD_ITEMS), (f"i{k}\n" for k in cold.tolist())
+        )
+        summary["cold_items"] = int(cold.size)
     with open(os.path.join(output_dir, contracts.SIM_WORLD_SUMMARY), "w") as f:
         json.dump(summary, f, indent=2)
         f.write("\n")
@@ -121,9 +136,23 @@ def _user_lines(world: World) -> Iterator[str]:
 
 def _item_lines(world: World) -> Iterator[str]:
     rows = zip(world.item_cluster, world.item_price_band, world.item_age_band, strict=True)
+    contents = _content_json(world)
     for item, (cluster, price, age) in enumerate(rows):
-        features = f'{{"price_band": "{PRICE_BANDS[price]}", "age_band": "{AGE_BANDS[age]}"}}'
-        yield f'{{"item_id": "i{item}", "cluster": "c{cluster}", "features": {features}}}\n'
+        features = f'"price_band": "{PRICE_BANDS[price]}", "age_band": "{AGE_BANDS[age]}"'
+        if contents is not None:
+            features += f', "content": {next(contents)}'
+        yield f'{{"item_id": "i{item}", "cluster": "c{cluster}", "features": {{{features}}}}}\n'
+
+
+def _content_json(world: World) -> Iterator[str] | None:
+    """Each item's content vector as a JSON list, 4 decimals; None without content."""
+    if world.config.content_dim == 0:
+        return None
+    return (
+        json.dumps(row)
+        for block in item_content_blocks(world)
+        for row in np.round(block, 4).tolist()
+    )
 
 
 def _day_requests(world: World, day: int) -> tuple[np.ndarray, np.ndarray]:

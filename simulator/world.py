@@ -15,7 +15,9 @@ its seed alone fix the world):
 - Request rate: lognormal with sigma activity_skew and mean 1.
 - Arrival: a late_item_share of items and a late_user_share of users arrive on a day
   drawn uniformly from the second half of the logs (drawn from a stream of their own, so
-  a world without late arrivals is the same as before they existed).
+  a world without late arrivals is the same as before they existed). Cold items, a
+  cold_item_fraction of the catalog drawn from a stream of their own, arrive on the
+  first day of the eval period if they would arrive earlier.
 - Features: user segment from the dominant cluster, activity band from the request-rate
   multiplier; item price band from a latent direction, age band from popularity + noise.
 """
@@ -33,7 +35,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from common import contracts
-from simulator.config import SimulatorConfig
+from simulator.config import SimulatorConfig, cold_item_count
 
 USER_NORM = 2.0
 QUALITY_STD = 0.3
@@ -45,7 +47,7 @@ AGE_BANDS = ("new", "mid", "old")
 SCORE_BLOCK_FLOATS = 1 << 22
 # Seed streams, so each stage draws from its own generator whatever the others do.
 STREAM_WORLD, STREAM_DAYS, STREAM_REQUESTS, STREAM_RANDOM_EXPOSURE = 1, 2, 3, 4
-STREAM_ARRIVALS, STREAM_PROPENSITIES = 5, 6
+STREAM_ARRIVALS, STREAM_PROPENSITIES, STREAM_COLD, STREAM_CONTENT = 5, 6, 7, 8
 
 _ARRAYS = (
     "user_latents",
@@ -167,7 +169,8 @@ def build_world(config: SimulatorConfig) -> World:
 
 def _arrival_days(config: SimulatorConfig) -> dict[str, np.ndarray]:
     """{"item_arrival_day", "user_arrival_day"}: 0, or for the late share a day drawn
-    uniformly from the second half of the logs."""
+    uniformly from the second half of the logs; cold items arrive no earlier than the
+    first eval day."""
     rng = np.random.default_rng([config.seed, STREAM_ARRIVALS])
     first_late = config.days // 2
     arrivals = {}
@@ -178,7 +181,23 @@ def _arrival_days(config: SimulatorConfig) -> dict[str, np.ndarray]:
         late = rng.random(count) < share
         day = rng.integers(first_late, config.days, size=count)
         arrivals[name] = np.where(late, day, 0).astype(np.int16)
+    cold = cold_items(config)
+    first_eval = config.days - config.eval_days
+    arrivals["item_arrival_day"][cold] = np.maximum(arrivals["item_arrival_day"][cold], first_eval)
     return arrivals
+
+
+def cold_items(config: SimulatorConfig) -> np.ndarray:
+    """The cold items' indices, sorted: `cold_item_count(config)` items drawn uniformly.
+
+    Returns:
+      int64 [num_cold]; empty when cold_item_fraction is 0.
+    """
+    count = cold_item_count(config)
+    if count == 0:
+        return np.zeros(0, dtype=np.int64)
+    rng = np.random.default_rng([config.seed, STREAM_COLD])
+    return np.sort(rng.choice(config.num_items, size=count, replace=False)).astype(np.int64)
 
 
 def _quantile_band(key: np.ndarray, bands: int) -> np.ndarray:
