@@ -25,6 +25,7 @@ from common.contracts import (
 )
 from serving.index_io import load_index
 from serving.item_index import ItemIndex
+from serving.query_features import InputSpec, input_specs
 
 
 def read_manifest(export_dir: str, version: int | None = None) -> dict[str, Any]:
@@ -72,6 +73,21 @@ class ExportVersion:
         """The query tower signature's inputs: "user_id", "history", "user.<name>"..."""
         return list(self.manifest["query_tower"]["inputs"])
 
+    @functools.cached_property
+    def inputs(self) -> dict[str, InputSpec]:
+        """The signature's inputs with their dtypes and kinds (string/categorical for a
+        manifest written before feature kinds)."""
+        return input_specs(self.manifest["query_tower"]["inputs"])
+
+    @property
+    def user_inputs(self) -> dict[str, InputSpec]:
+        """User feature name (prefix removed) -> its input spec, in signature order."""
+        return {
+            name.removeprefix(USER_FEATURE_PREFIX): spec
+            for name, spec in self.inputs.items()
+            if name.startswith(USER_FEATURE_PREFIX)
+        }
+
     @property
     def user_features(self) -> list[str]:
         """User feature names (the signature's "user.<name>" inputs, prefix removed)."""
@@ -94,9 +110,11 @@ def load_export_version(export_dir: str, version: int | None = None) -> ExportVe
 
     Raises:
       FileNotFoundError: missing manifest or version.
-      ValueError: the index and the id map disagree on the corpus size.
+      ValueError: the index and the id map disagree on the corpus size, or an input of
+        the query tower has an unknown kind, a wrong dtype or no dim.
     """
     manifest = read_manifest(export_dir, version)
+    input_specs(manifest["query_tower"]["inputs"])  # a bad spec fails the load, not a request
     with open(os.path.join(export_dir, manifest["items"]["ids"])) as f:
         item_ids = [line.rstrip("\n") for line in f]
     index = load_index(os.path.join(export_dir, manifest["index"]["path"]))

@@ -32,22 +32,32 @@ def predict_request(
     version: int | None = None,
     signature_name: str = SIGNATURE,
 ) -> predict_pb2.PredictRequest:
-    """A PredictRequest for a feature batch (the warm-up file holds these too)."""
+    """A PredictRequest for a feature batch (the warm-up file holds these too): DT_FLOAT
+    tensors for the float inputs (numeric and vector features), DT_STRING for the rest."""
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model_name
     request.model_spec.signature_name = signature_name
     if version is not None:
         request.model_spec.version.value = version
     for name, values in batch.items():
-        request.inputs[name].CopyFrom(tf.make_tensor_proto(np.asarray(values), dtype=tf.string))
+        values = np.asarray(values)
+        request.inputs[name].CopyFrom(tf.make_tensor_proto(values, dtype=_dtype(values)))
     return request
 
 
-def _text(values: np.ndarray) -> np.ndarray:
-    """Bytes -> str, element-wise (JSON carries text)."""
-    return np.vectorize(lambda v: v.decode() if isinstance(v, bytes) else str(v), otypes=[object])(
-        values
-    )
+def _dtype(values: np.ndarray) -> tf.DType:
+    """float32 for `feature_batch`'s float arrays, string for its byte arrays."""
+    return tf.float32 if values.dtype.kind == "f" else tf.string
+
+
+def _json(values: np.ndarray) -> list:
+    """A batch input as JSON values: floats as numbers (a missing value is NaN, written as
+    the bare token `NaN`, which TF Serving's REST API accepts: its docs' "JSON
+    conformance"), bytes as str."""
+    if values.dtype.kind == "f":
+        return values.astype(np.float64).tolist()
+    text = np.vectorize(lambda v: v.decode() if isinstance(v, bytes) else str(v), otypes=[object])
+    return text(values).tolist()
 
 
 class QueryEmbedder:
@@ -76,9 +86,16 @@ class SavedModelEmbedder(QueryEmbedder):
     def __init__(self, saved_model_dir: str, signature_name: str = SIGNATURE):
         self._model = tf.saved_model.load(saved_model_dir)
         self._signature = self._model.signatures[signature_name]
+        # Each input with the dtype the signature declares (string, or float32 features).
+        # Keyed by the TensorSpec's name: the argument names are sanitized ("user_age").
+        specs = self._signature.structured_input_signature[1]
+        self._dtypes = {spec.name or key: spec.dtype for key, spec in specs.items()}
 
     def outputs(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        inputs = {name: tf.constant(np.asarray(v), dtype=tf.string) for name, v in batch.items()}
+        inputs = {}
+        for name, values in batch.items():
+            values = np.asarray(values)
+            inputs[name] = tf.constant(values, dtype=self._dtypes.get(name) or _dtype(values))
         return {name: value.numpy() for name, value in self._signature(**inputs).items()}
 
 
@@ -114,7 +131,8 @@ class GrpcEmbedder(QueryEmbedder):
 
 
 class RestEmbedder(QueryEmbedder):
-    """TF Serving's REST API, columnar `inputs` request."""
+    """TF Serving's REST API, columnar `inputs` request (floats as JSON numbers, `NaN`
+    for a missing one: TF Serving's REST API accepts the token, strict JSON does not)."""
 
     target = "rest"
 
@@ -123,8 +141,8 @@ class RestEmbedder(QueryEmbedder):
         self._timeout_s = timeout_s
 
     def outputs(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        inputs = {name: _text(np.asarray(v)).tolist() for name, v in batch.items()}
-        body = json.dumps({"signature_name": SIGNATURE, "inputs": inputs}).encode()
+        inputs = {name: _json(np.asarray(v)) for name, v in batch.items()}
+        body = json.dumps({"signature_name": SIGNATURE, "inputs": inputs}, allow_nan=True).encode()
         request = urllib.request.Request(
             self._url, data=body, headers={"Content-Type": "application/json"}
         )

@@ -34,7 +34,7 @@ from serving.export_version import (
 )
 from serving.intention_search import search_outputs
 from serving.query_embedder import EmbedderError, QueryEmbedder, make_embedder
-from serving.query_features import feature_batch
+from serving.query_features import feature_batch, value_problem
 from serving.service_config import ServiceConfig
 
 log = logging.getLogger("twotower.serving")
@@ -167,7 +167,7 @@ class RetrievalService:
         )
         # A version TF Serving has not loaded yet fails here, before any request sees it.
         try:
-            probe = embedder.embed(feature_batch([{"user_id": ""}], export.input_names))
+            probe = embedder.embed(feature_batch([{"user_id": ""}], export.inputs))
             _verify(export, probe)
         except Exception:
             embedder.close()
@@ -234,19 +234,25 @@ class RetrievalService:
         largest = min(config.max_k, export.index.num_items)
         if not 1 <= request.k <= largest:
             raise RequestError(422, f"k: must be in [1, {largest}], got {request.k}")
-        known = set(export.user_features)
+        specs = export.user_inputs
         for i, query in enumerate(request.queries):
-            unknown = sorted(set(query.features) - known)
-            missing = sorted(known - set(query.features))
+            unknown = sorted(set(query.features) - set(specs))
+            missing = sorted(set(specs) - set(query.features))
             if unknown or missing:
                 problem = f"unknown {unknown}" if unknown else f"missing {missing}"
                 raise RequestError(
                     422,
-                    f"queries[{i}].features: {problem}; expected exactly {sorted(known)} "
-                    "(send [] for a value the caller does not know)",
+                    f"queries[{i}].features: {problem}; expected exactly {sorted(specs)} "
+                    "(send [] for tokens, null for a number or vector the caller does not know)",
                 )
             lists = {"history": query.history, "exclude": query.exclude}
-            lists |= {f"features.{n}": v for n, v in query.features.items() if isinstance(v, list)}
+            for name, value in query.features.items():
+                field = f"queries[{i}].features.{name}"
+                problem = value_problem(field, specs[name], value)
+                if problem:
+                    raise RequestError(422, problem)
+                if isinstance(value, list) and not specs[name].dense:
+                    lists[f"features.{name}"] = value
             for name, values in lists.items():
                 if len(values) > config.max_list:
                     raise RequestError(
@@ -269,7 +275,7 @@ class RetrievalService:
             for q in request.queries
         ]
         try:
-            outputs = state.embedder.outputs(feature_batch(users, export.input_names))
+            outputs = state.embedder.outputs(feature_batch(users, export.inputs))
         except EmbedderError as e:
             raise RequestError(503, str(e)) from e
         if not all(np.isfinite(v).all() for v in outputs.values()):
@@ -310,6 +316,9 @@ class RetrievalService:
                 "inputs": export.manifest["query_tower"]["inputs"],
             },
             "user_features": export.user_features,
+            "user_feature_kinds": {
+                name: spec.describe() for name, spec in export.user_inputs.items()
+            },
             "items": {"count": export.index.num_items, "dim": export.index.dim},
             "index": {"kind": export.index.kind, "config": export.index.config.get_config()},
             "similarity": export.manifest.get("similarity"),

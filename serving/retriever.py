@@ -36,9 +36,10 @@ class Retriever:
         """`[len(users), dim]` query embeddings from raw feature dicts.
 
         Each user dict holds "user_id" (str) and optionally "history" (item ids) and
-        each "user.<name>" feature as a string or list of strings; absent ones are empty.
+        each "user.<name>" feature by its kind: a string or list of strings, a number
+        (numeric), a list of `dim` numbers (vector); absent ones are empty or missing.
         """
-        return self._embedder.embed(feature_batch(users, self._export.input_names))
+        return self._embedder.embed(feature_batch(users, self._export.inputs))
 
     def retrieve(
         self,
@@ -56,7 +57,7 @@ class Retriever:
         k = min(k, len(self.item_ids) - len(set(excluded)))
         if k <= 0:
             return []
-        outputs = self._embedder.outputs(feature_batch([user], self._export.input_names))
+        outputs = self._embedder.outputs(feature_batch([user], self._export.inputs))
         indices, scores, _ = search_outputs(self._export.index, outputs, k, [excluded], intentions)
         return [
             (self.item_ids[i], float(s))

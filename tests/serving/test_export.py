@@ -43,6 +43,7 @@ def test_export_layout_and_manifest(exported):
     assert manifest["query_tower"]["inputs"]["user.segment"] == {
         "dtype": "string",
         "shape": [None, None],
+        "kind": "categorical",
     }
     assert manifest["retrieval_model"] is None
     with open(os.path.join(export_dir, "items/1/manifest.json")) as f:

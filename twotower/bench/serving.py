@@ -226,7 +226,7 @@ def run(
         log("query tower: in process")
         embedder = SavedModelEmbedder(version.saved_model_dir)
         users = [
-            feature_batch([u], version.input_names)
+            feature_batch([u], version.inputs)
             for u in synthetic_users(
                 config.tower_calls, config.vocabulary, config.vocabulary, config.seed + 2
             )
