@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from common.config import Config, NegativesConfig, Uma2Config
 from common.contracts import USER_FEATURE_PREFIX
+from trainer.content import content_clusters
 from trainer.dataset import Dataset
 from trainer.exposure import ExposurePropensity
 from trainer.model import TwoTowerModel
@@ -126,7 +127,7 @@ def build_sources(
         catalog_clusters = sorted(set(dataset.item_clusters))
         num_clusters = (
             negatives.kmeans_clusters or len(catalog_clusters)
-            if negatives.cluster_source == "kmeans"
+            if negatives.cluster_source in ("kmeans", "content")
             else len(catalog_clusters)
         )
         cluster = ClusterNegatives(
@@ -141,6 +142,8 @@ def build_sources(
         if negatives.cluster_source == "catalog":
             index = {name: i for i, name in enumerate(catalog_clusters)}
             cluster.pool.assign(np.array([index[c] for c in dataset.item_clusters]))
+        elif negatives.cluster_source == "content":  # once: the content does not train
+            cluster.pool.assign(content_clusters(dataset, num_clusters, seed))
         sources.append(cluster)
     return sources
 
@@ -157,6 +160,9 @@ def build_model(config: Config, dataset: Dataset) -> TwoTowerModel:
         "num_oov_buckets": dataset.num_oov_buckets,
     }
     everything = model.inputs == "all"
+    content = everything and model.content_features
+    user_dense = dataset.user_dense()
+    item_dense = dataset.item_dense() if content else {}
     id_vocabulary = dataset.item_id_vocabulary  # the catalog, or the limited vocabulary
     query = QueryTower(
         user_vocabulary=dataset.vocabularies.get("user_id", []),
@@ -164,17 +170,22 @@ def build_model(config: Config, dataset: Dataset) -> TwoTowerModel:
         user_feature_vocabularies={
             name: dataset.vocabularies.get(USER_FEATURE_PREFIX + name, [])
             for name in (dataset.user_features if everything else [])
+            if name not in user_dense
         },
+        user_dense=user_dense if content else {},
         history=everything,
         name="query_tower",
         **towers,
     )
     candidate = CandidateTower(
         item_id_init=model.item_id_init,
+        id_dropout=model.item_id_dropout,
         item_ids=dataset.item_ids,
         item_id_vocabulary=None if id_vocabulary is dataset.item_ids else id_vocabulary,
         item_clusters=dataset.item_clusters,
         item_features=dataset.item_features if everything else {},
+        item_dense=item_dense,
+        item_dense_values=dataset.item_dense_values() if item_dense else {},
         cluster=everything,
         name="candidate_tower",
         **towers,

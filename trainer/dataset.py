@@ -12,9 +12,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import google_crc32c
+import numpy as np
 import tensorflow as tf
 
 from common import contracts
+from common.contracts import CATEGORICAL, NUMERIC, TEXT, VECTOR
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,7 +29,9 @@ class Dataset:
       item_ids: catalog item ids in index order.
       item_clusters: each item's cluster name, in index order.
       item_features: {feature: [tokens of item 0, tokens of item 1, ...]}.
-      vocabularies: {feature: tokens} for user_id and every `user.<name>` feature.
+      vocabularies: {feature: tokens} for user_id and every categorical `user.<name>`.
+      catalog_dense: {feature: `[num_items, dim]` float32} of the numeric and vector item
+        features in the catalog's "dense" field (NaN: missing).
     """
 
     directory: str
@@ -36,10 +40,59 @@ class Dataset:
     item_clusters: list[str]
     item_features: dict[str, list[list[str]]]
     vocabularies: dict[str, list[str]]
+    catalog_dense: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     @property
     def user_features(self) -> list[str]:
+        """Every user feature's name (any kind)."""
         return list(self.manifest["user_features"])
+
+    def feature_kinds(self) -> dict[str, dict[str, Any]]:
+        """The manifest's `features` ({"user.<name>" | "item.<name>": description}); a
+        manifest written before feature kinds reads as all categorical."""
+        described = dict(self.manifest.get("features", {}))
+        for name in self.user_features:
+            described.setdefault(contracts.USER_FEATURE_PREFIX + name, {"kind": CATEGORICAL})
+        for name in self.item_features:
+            described.setdefault(contracts.ITEM_FEATURE_PREFIX + name, {"kind": CATEGORICAL})
+        return described
+
+    def user_dense(self) -> dict[str, dict[str, Any]]:
+        """{name: description} of the numeric and vector user features."""
+        prefix = contracts.USER_FEATURE_PREFIX
+        return {
+            name[len(prefix) :]: spec
+            for name, spec in self.feature_kinds().items()
+            if name.startswith(prefix) and spec["kind"] in (NUMERIC, VECTOR)
+        }
+
+    def item_dense(self) -> dict[str, dict[str, Any]]:
+        """{name: description} of the numeric, vector and text item features."""
+        prefix = contracts.ITEM_FEATURE_PREFIX
+        return {
+            name[len(prefix) :]: spec
+            for name, spec in self.feature_kinds().items()
+            if name.startswith(prefix) and spec["kind"] in (NUMERIC, VECTOR, TEXT)
+        }
+
+    def item_dense_values(self) -> dict[str, np.ndarray]:
+        """{name: `[num_items, dim]` float32} of every `item_dense` feature, NaN rows where
+        an item has no value: numeric and vector features from the catalog's "dense"
+        field, text features the embeddings preprocessing wrote (`item_text/<name>.npy`)."""
+        values = {}
+        for name, spec in self.item_dense().items():
+            if spec["kind"] == TEXT:
+                path = os.path.join(self.directory, spec["file"])
+                array = np.load(path).astype(np.float32)
+                if array.shape != (len(self.item_ids), int(spec["dim"])):
+                    raise CorruptDataset(
+                        f"{path}: shape {array.shape}, expected "
+                        f"({len(self.item_ids)}, {spec['dim']}) (one row per catalog item)"
+                    )
+                values[name] = array
+            else:
+                values[name] = self.catalog_dense[name]
+        return values
 
     @property
     def num_oov_buckets(self) -> int:
@@ -115,6 +168,13 @@ def load_dataset(directory: str) -> Dataset:
         )
     item_ids, clusters = [], []
     features: dict[str, list[list[str]]] = {name: [] for name in manifest["item_features"]}
+    prefix = contracts.ITEM_FEATURE_PREFIX
+    dense_dims = {
+        name[len(prefix) :]: int(spec.get("dim", 1))
+        for name, spec in manifest.get("features", {}).items()
+        if name.startswith(prefix) and spec["kind"] in (NUMERIC, VECTOR)
+    }
+    dense: dict[str, list[Any]] = {name: [] for name in dense_dims}
     with open(os.path.join(directory, manifest["files"]["item_catalog"])) as f:
         for line in f:
             row = json.loads(line)
@@ -122,11 +182,18 @@ def load_dataset(directory: str) -> Dataset:
             clusters.append(row["cluster"])
             for name in features:
                 features[name].append(row["features"].get(name, []))
+            for name, column in dense.items():
+                value = row.get("dense", {}).get(name)
+                column.append([np.nan] * dense_dims[name] if value is None else value)
+    catalog_dense = {
+        name: np.asarray(column, dtype=np.float32).reshape(len(item_ids), dense_dims[name])
+        for name, column in dense.items()
+    }
     vocabularies = {}
     for name, relative in manifest["files"]["vocabularies"].items():
         with open(os.path.join(directory, relative)) as f:
             vocabularies[name] = [line.rstrip("\n") for line in f]
-    return Dataset(directory, manifest, item_ids, clusters, features, vocabularies)
+    return Dataset(directory, manifest, item_ids, clusters, features, vocabularies, catalog_dense)
 
 
 class CorruptDataset(ValueError):
@@ -183,6 +250,10 @@ def _parse_spec(manifest: dict[str, Any], features: Sequence[str] | None = None)
     spec = {}
     for name, kind in manifest["feature_spec"].items():
         if features is not None and name not in features:
+            continue
+        if kind["dtype"] == "float32":  # numeric and vector features: NaN when absent
+            dim = int(kind["dim"])
+            spec[name] = tf.io.FixedLenFeature([dim], tf.float32, default_value=[np.nan] * dim)
             continue
         dtype = tf.int64 if kind["dtype"] == "int64" else tf.string
         if kind["shape"] == "scalar":

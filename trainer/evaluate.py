@@ -9,7 +9,10 @@ Two query sets, each scored by the trained model and by two reference recommende
   top-K gives `true_top_k_overlap@K`. Their query is their user features and their last
   training clicks.
 Items a user clicked in the training split are never recommended unless
-`evaluation.exclude_train_clicks` is off. Definitions: docs/metrics.md.
+`evaluation.exclude_train_clicks` is off. Each query set also gets a cold-start view
+(`cold_items`) when some catalog items have no training click: recall over the users'
+clicks on those items alone, and the share of top-K slots they take. Definitions:
+docs/metrics.md.
 """
 
 import collections
@@ -91,7 +94,9 @@ def eval_queries(dataset: Dataset) -> QuerySet:
     features = {}
     for name in first[users[0]][1] if users else []:
         rows = [first[u][1][name] for u in users]
-        if isinstance(rows[0], np.ndarray):  # token lists: drop padding, re-pad to the widest
+        if isinstance(rows[0], np.ndarray) and rows[0].dtype.kind == "f":
+            features[name] = np.stack(rows).astype(np.float32)  # numeric and vector features
+        elif isinstance(rows[0], np.ndarray):  # token lists: drop padding, re-pad to the widest
             features[name] = _pad([[t for t in r if t] for r in rows])
         else:
             features[name] = np.array(rows)
@@ -199,11 +204,7 @@ def _score_query_set(
     seed: int,
     ann_index: Any = None,
 ) -> dict[str, Any]:
-    empty = _pad([[] for _ in queries.users])
-    inputs = {
-        name: tf.constant(queries.features.get(name, empty).tolist(), dtype=tf.string)
-        for name in model.query_tower.feature_names
-    }
+    inputs = model.query_tower.inputs_from(queries.features, len(queries.users))
     embedded = model.query_embeddings(inputs).numpy()
     excluded = [
         np.array(
@@ -247,12 +248,25 @@ def _score_query_set(
         )
         for name, ranked in rankings.items()
     }
+    cold = popularity == 0  # no training click: the cold-start view (docs/metrics.md)
+    cold_view = None
+    if cold.any():
+        cold_view = {
+            "num_items": int(cold.sum()),
+            "methods": {
+                name: metrics.cold_item_metrics(ranked, relevant, cold, ks)
+                for name, ranked in rankings.items()
+            },
+        }
     if "oracle" in methods:  # the share of what ranking by the true affinity reaches
         for values in methods.values():
             for k in ks:
                 best = methods["oracle"][f"recall@{k}"]
                 values[f"oracle_share@{k}"] = values[f"recall@{k}"] / best if best else 0.0
-    return {"num_users": len(queries.users), "methods": methods, "rankings": rankings}
+    scored = {"num_users": len(queries.users), "methods": methods, "rankings": rankings}
+    if cold_view is not None:
+        scored["cold_items"] = cold_view
+    return scored
 
 
 def _oracle_ranking(
@@ -332,6 +346,8 @@ def evaluate_run(
         "num_users": logged["num_users"],
         "methods": logged["methods"],
     }
+    if "cold_items" in logged:
+        result["cold_items"] = logged["cold_items"]
     rankings = {"logged": logged.pop("rankings")}
     truth_dir = ground_truth or (
         evaluated.manifest["options"]["input"]

@@ -91,11 +91,10 @@ class ItemIndexBuilder(Protocol):
 
 
 def query_signature(model: TwoTowerModel) -> tf.types.experimental.ConcreteFunction:
-    """The `serving_default` function: a dict of raw string features -> {"embedding":
+    """The `serving_default` function: a dict of raw features (strings; float32 `[batch,
+    dim]` for numeric and vector features, NaN when missing) -> {"embedding":
     `[batch, dim]`} and, for a Multi-CLRec model, "intentions": `[batch, H, dim]`."""
-    specs = {contracts.USER_ID: tf.TensorSpec([None], tf.string, name=contracts.USER_ID)}
-    for name in model.query_tower.feature_names[1:]:
-        specs[name] = tf.TensorSpec([None, None], tf.string, name=name)
+    specs = model.query_tower.input_specs()
 
     @tf.function(input_signature=[specs])
     def serve(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -125,7 +124,8 @@ def _validate(
     tower_dir = os.path.join(staging, contracts.QUERY_TOWER_DIR)
     reloaded = tf.saved_model.load(tower_dir).signatures[contracts.SIGNATURE]
     users = {name: v[: options.validation_users] for name, v in features.items()}
-    as_tensors = {name: tf.constant(v, dtype=tf.string) for name, v in users.items()}
+    num_users = len(next(iter(users.values())))
+    as_tensors = model.query_tower.inputs_from(users, num_users)
     trained = model.query_embeddings(as_tensors).numpy()
     check_finite("query embeddings of the trained model", trained)
     # Every user's embedding comes from these: a NaN row would reach only some users.
@@ -267,7 +267,12 @@ def _stage(
     tf.saved_model.save(module, tower_dir, signatures={contracts.SIGNATURE: signature})
     ops = assert_standard_ops(tower_dir)
     inputs = signature.structured_input_signature[0][0]
-    features = {name: np.asarray(query_features[name]) for name in inputs}
+    kinds = model.query_tower.input_kinds()
+    num_users = len(next(iter(query_features.values())))
+    features = {
+        name: value.numpy()
+        for name, value in model.query_tower.inputs_from(dict(query_features), num_users).items()
+    }
     warmup = write_warmup_requests(
         tower_dir, features, options.model_name, num_requests=options.warmup_requests
     )
@@ -302,7 +307,11 @@ def _stage(
             "model_name": options.model_name,
             "signature": contracts.SIGNATURE,
             "inputs": {
-                name: {"dtype": "string", "shape": spec.shape.as_list()}
+                name: {
+                    "dtype": spec.dtype.name,
+                    "shape": spec.shape.as_list(),
+                    **kinds[name],
+                }
                 for name, spec in inputs.items()
             },
             "output": _outputs(model, int(embeddings.shape[1])),

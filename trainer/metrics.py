@@ -308,3 +308,36 @@ def evaluate_rankings(
         if train_popularity is not None:
             results[f"popularity_index@{k}"] = popularity_index(ranked, k, train_popularity)
     return results
+
+
+def cold_item_metrics(
+    ranked: np.ndarray, relevant: Sequence[np.ndarray], cold: np.ndarray, ks: Sequence[int]
+) -> dict[str, float]:
+    """The cold-start view of one ranking: items no training example clicked.
+
+    Args:
+      ranked: int array [num_users, k_max] of item indices, best first (-1: none).
+      relevant: each user's relevant item indices.
+      cold: bool array [num_items], True for a cold item.
+      ks: cut-offs.
+
+    Returns:
+      `users`: users with a relevant cold item; `recall@k`, `hit_rate@k`: over those
+      users, with only their cold items relevant; `slot_share@k`: the share of all
+      users' top-k slots that hold a cold item (the catalog's share of cold items is
+      what a ranking blind to coldness gives).
+    """
+    cold_relevant = [r[cold[r]] if len(r) else r for r in relevant]
+    users = [i for i, r in enumerate(cold_relevant) if len(r)]
+    results: dict[str, float] = {"users": float(len(users))}
+    for k in ks:
+        top = _check_ranked(ranked, k)
+        held = np.where(top >= 0, cold[np.maximum(top, 0)], False)
+        results[f"slot_share@{k}"] = float(held.mean()) if top.size else 0.0
+        if users:
+            subset = [cold_relevant[i] for i in users]
+            results[f"recall@{k}"] = recall_at_k(ranked[users], subset, k)
+            results[f"hit_rate@{k}"] = hit_rate_at_k(ranked[users], subset, k)
+        else:
+            results[f"recall@{k}"] = results[f"hit_rate@{k}"] = 0.0
+    return results

@@ -1,5 +1,6 @@
 """The two-tower retrieval model: two towers, negative sources and a loss over them."""
 
+import functools
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -154,12 +155,13 @@ class TwoTowerModel(tfrs.Model):
         source = self._intention_source()
         return source.projections if source is not None else []
 
-    def _encode_indices(self, indices: tf.Tensor) -> tf.Tensor:
-        return self._normalise(self.candidate_tower.encode_indices(indices))
+    def _encode_indices(self, indices: tf.Tensor, training: bool = False) -> tf.Tensor:
+        return self._normalise(self.candidate_tower.encode_indices(indices, training=training))
 
-    def candidate_embeddings(self, item_ids: tf.Tensor) -> tf.Tensor:
-        """`[..., dim]` item embeddings for item ids of any shape `[...]`."""
-        return self._normalise(self.candidate_tower(item_ids))
+    def candidate_embeddings(self, item_ids: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """`[..., dim]` item embeddings for item ids of any shape `[...]` (`training`:
+        with the item tower's id dropout, `model.item_id_dropout`)."""
+        return self._normalise(self.candidate_tower(item_ids, training=training))
 
     def _tfrs_loss(self, query: tf.Tensor, positive: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
         probability = None
@@ -262,7 +264,7 @@ class TwoTowerModel(tfrs.Model):
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         ids = features["item_id"]
         query = self.query_embeddings(features)
-        positive = self.candidate_embeddings(ids)
+        positive = self.candidate_embeddings(ids, training=training)
         if self._loss == "tfrs":
             return self._tfrs_loss(query, positive, ids)
         batch = Batch(
@@ -270,11 +272,11 @@ class TwoTowerModel(tfrs.Model):
             query,
             ids,
             positive,
-            self.candidate_embeddings,
+            functools.partial(self.candidate_embeddings, training=training),
             self._item_ids,
             self.candidate_tower.item_index,
             training,
-            self._encode_indices,
+            functools.partial(self._encode_indices, training=training),
         )
         # A source that adds a loss of its own (Multi-CLRec) may contribute no candidates.
         sampled = [(source, source.sample(batch)) for source in self.sources]

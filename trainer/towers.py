@@ -7,7 +7,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from common.contracts import HISTORY, USER_FEATURE_PREFIX, USER_ID
+from common.contracts import CATEGORICAL, HISTORY, IDENTIFIER, USER_FEATURE_PREFIX, USER_ID
+from trainer.dense_feature import dense_layer
 from trainer.string_index import StringIndex
 from trainer.token_bag import PAD, TokenBagEmbedding, mlp
 
@@ -34,9 +35,11 @@ class QueryTower(tf.keras.Model):
         augmented: bool = False,
         num_oov_buckets: int = 1,
         history: bool = True,
+        user_dense: dict[str, dict[str, Any]] | None = None,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
+        user_dense = dict(user_dense or {})
         # JSON, not a dict: vocabularies are catalog-sized, and Keras walks the Python
         # containers a layer holds at every step.
         self._config_json = json.dumps(
@@ -52,6 +55,7 @@ class QueryTower(tf.keras.Model):
                 "embedding_dim": embedding_dim,
                 "hidden_units": list(hidden_units),
                 "output_dim": output_dim,
+                "user_dense": user_dense,
             }
         )
         self._user_id = TokenBagEmbedding(
@@ -66,6 +70,11 @@ class QueryTower(tf.keras.Model):
         self._features = {
             name: TokenBagEmbedding(vocabulary, embedding_dim, num_oov_buckets, name=f"user_{name}")
             for name, vocabulary in sorted(user_feature_vocabularies.items())
+        }
+        # Numeric and vector user features (manifest `features`): raw floats, NaN = missing.
+        self._dense = {
+            name: dense_layer(f"user_{name}", spec, embedding_dim)
+            for name, spec in sorted(user_dense.items())
         }
         # DAT (Yu et al. 2021): a per-user augmented vector fed to the MLP, trained to mimic
         # the embeddings of the items the user clicked (the model adds that loss).
@@ -86,7 +95,49 @@ class QueryTower(tf.keras.Model):
     @property
     def feature_names(self) -> list[str]:
         history = [HISTORY] if self._history is not None else []
-        return [USER_ID, *history] + [USER_FEATURE_PREFIX + n for n in self._features]
+        names = [USER_FEATURE_PREFIX + n for n in [*self._features, *self._dense]]
+        return [USER_ID, *history, *names]
+
+    def input_specs(self) -> dict[str, tf.TensorSpec]:
+        """The tower's raw inputs: strings, and float32 `[batch, dim]` for dense features."""
+        specs = {USER_ID: tf.TensorSpec([None], tf.string, name=USER_ID)}
+        for name in self.feature_names[1:]:
+            layer = self._dense.get(name[len(USER_FEATURE_PREFIX) :])
+            specs[name] = (
+                tf.TensorSpec([None, layer.get_config()["dim"]], tf.float32, name=name)
+                if layer is not None and name.startswith(USER_FEATURE_PREFIX)
+                else tf.TensorSpec([None, None], tf.string, name=name)
+            )
+        return specs
+
+    def inputs_from(self, features: dict[str, np.ndarray], num_users: int) -> dict[str, tf.Tensor]:
+        """Tensors for `input_specs` from numpy rows (e.g. a query set): strings as they
+        are ("" padding for an absent input), floats `[num_users, dim]` (NaN: missing)."""
+        tensors = {}
+        for name, spec in self.input_specs().items():
+            value = features.get(name)
+            if spec.dtype == tf.float32:
+                dim = spec.shape[1]
+                if value is None or np.asarray(value).dtype == object:
+                    value = np.full((num_users, dim), np.nan, np.float32)
+                tensors[name] = tf.constant(np.asarray(value, np.float32).reshape(num_users, dim))
+            else:
+                if value is None:
+                    value = np.full((num_users, 1), PAD, dtype=object)
+                tensors[name] = tf.constant(np.asarray(value).tolist(), dtype=tf.string)
+        return tensors
+
+    def input_kinds(self) -> dict[str, dict[str, Any]]:
+        """{input: {"kind", "dim"}}: what each raw input holds (the export manifest's)."""
+        kinds: dict[str, dict[str, Any]] = {USER_ID: {"kind": IDENTIFIER}}
+        for name in self.feature_names[1:]:
+            layer = self._dense.get(name[len(USER_FEATURE_PREFIX) :])
+            if layer is not None and name.startswith(USER_FEATURE_PREFIX):
+                config = layer.get_config()
+                kinds[name] = {"kind": config["kind"], "dim": config["dim"]}
+            else:
+                kinds[name] = {"kind": CATEGORICAL}
+        return kinds
 
     def call(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
         parts = [self._user_id(features["user_id"])]
@@ -94,6 +145,10 @@ class QueryTower(tf.keras.Model):
             parts.append(self._history(features["history"]))
         parts += [
             layer(features[USER_FEATURE_PREFIX + name]) for name, layer in self._features.items()
+        ]
+        parts += [
+            tf.cast(layer(features[USER_FEATURE_PREFIX + name]), parts[0].dtype)
+            for name, layer in self._dense.items()
         ]
         if self._augmented is not None:
             parts.append(self._augmented(features["user_id"]))
@@ -127,9 +182,22 @@ class CandidateTower(tf.keras.Model):
         item_id_init: str = "uniform",
         cluster: bool = True,
         item_id_vocabulary: Sequence[str] | None = None,
+        item_dense: dict[str, dict[str, Any]] | None = None,
+        item_dense_values: dict[str, np.ndarray] | None = None,
+        id_dropout: float = 0.0,
         **kwargs: Any,
     ):
+        """`item_dense`: the manifest `features` entries of the numeric, vector and text
+        item features; `item_dense_values`: their `[num_items, dim]` values (NaN rows:
+        missing), from the dataset -- not part of the config, which stays small."""
         super().__init__(**kwargs)
+        item_dense = dict(item_dense or {})
+        item_dense_values = dict(item_dense_values or {})
+        if set(item_dense) != set(item_dense_values):
+            raise ValueError(
+                f"item_dense names {sorted(item_dense)} and their values "
+                f"{sorted(item_dense_values)} differ"
+            )
         if len(item_clusters) != len(item_ids):
             raise ValueError(
                 f"item_clusters has {len(item_clusters)} entries, item_ids {len(item_ids)}"
@@ -151,8 +219,11 @@ class CandidateTower(tf.keras.Model):
                 "embedding_dim": embedding_dim,
                 "hidden_units": list(hidden_units),
                 "output_dim": output_dim,
+                "item_dense": item_dense,
+                "id_dropout": id_dropout,
             }
         )
+        self._id_dropout = float(id_dropout)
         self._output_dim = output_dim
         self._use_cluster = cluster  # False (model.inputs=ids): the item id alone
         self._item_index = StringIndex(np.asarray(item_ids, dtype=object))
@@ -202,6 +273,25 @@ class CandidateTower(tf.keras.Model):
             for name, layer in self._features.items()
         }
         self._augmented_rows = None if self._augmented is None else self._augmented.token_ids(ids)
+        # Dense item features: row 0 (outside the catalog) is missing (NaN), like any
+        # item without the value; the tables are tensors, never Python lists.
+        self._dense = {
+            name: dense_layer(f"item_{name}", spec, embedding_dim)
+            for name, spec in sorted(item_dense.items())
+        }
+        self._dense_rows = {}
+        for name, layer in self._dense.items():
+            values = np.asarray(item_dense_values[name], dtype=np.float32)
+            dim = layer.get_config()["dim"]
+            if values.shape != (len(item_ids), dim):
+                raise ValueError(
+                    f"item feature {name}: values of shape {values.shape}, expected "
+                    f"({len(item_ids)}, {dim})"
+                )
+            with tf.init_scope():
+                self._dense_rows[name] = tf.constant(
+                    np.concatenate([np.full((1, dim), np.nan, np.float32), values])
+                )
         # Sliced once here: a slice inside the step copies the catalog-sized column each time.
         self._id_row = self._id_rows[:, 0]
         self._augmented_row = None if self._augmented is None else self._augmented_rows[:, 0]
@@ -233,7 +323,7 @@ class CandidateTower(tf.keras.Model):
             tf.gather(self._augmented_rows, self.item_index(item_ids) + 1)
         )
 
-    def encode_indices(self, indices: tf.Tensor) -> tf.Tensor:
+    def encode_indices(self, indices: tf.Tensor, training: bool = False) -> tf.Tensor:
         """Catalog indices of any shape `[...]` (-1: outside the catalog) -> `[..., dim]`.
 
         Each distinct item goes through the tower once: sampled negatives repeat items
@@ -242,25 +332,36 @@ class CandidateTower(tf.keras.Model):
         """
         shape = tf.shape(indices)
         unique, position = tf.unique(tf.reshape(tf.cast(indices, tf.int64), [-1]))
-        embeddings = tf.gather(self._encode_rows(unique + 1), position)
+        embeddings = tf.gather(self._encode_rows(unique + 1, training), position)
         return tf.reshape(embeddings, tf.concat([shape, [self._output_dim]], axis=0))
 
-    def _encode_rows(self, rows: tf.Tensor) -> tf.Tensor:
+    def _encode_rows(self, rows: tf.Tensor, training: bool = False) -> tf.Tensor:
         """`[n]` rows of the catalog tables (0: outside the catalog) -> `[n, dim]`."""
-        parts = [self._item_id.embed_id(tf.gather(self._id_row, rows))]
+        item_id = self._item_id.embed_id(tf.gather(self._id_row, rows))
+        if training and self._id_dropout:
+            # DropoutNet (Volkovs et al. 2017): training sometimes hides an item's id, so
+            # the tower learns to place an item from its content alone, as it must place
+            # an item nobody has clicked yet (whose id row never trained).
+            keep = tf.random.uniform(tf.shape(rows)) >= self._id_dropout
+            item_id *= tf.cast(keep, item_id.dtype)[:, tf.newaxis]
+        parts = [item_id]
         if self._use_cluster:
             parts.append(self._cluster.embed_ids(tf.gather(self._cluster_rows, rows)))
         parts += [
             layer.embed_ids(tf.gather(self._feature_rows[name], rows))
             for name, layer in self._features.items()
         ]
+        parts += [
+            tf.cast(layer(tf.gather(self._dense_rows[name], rows)), parts[0].dtype)
+            for name, layer in self._dense.items()
+        ]
         if self._augmented is not None:
             parts.append(self._augmented.embed_ids(tf.gather(self._augmented_rows, rows)))
         return self._mlp(tf.concat(parts, axis=1))
 
-    def call(self, item_ids: tf.Tensor) -> tf.Tensor:
+    def call(self, item_ids: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         """Args: item_ids of any shape `[...]`. Returns `[..., output_dim]`."""
-        return self.encode_indices(self.item_index(item_ids))
+        return self.encode_indices(self.item_index(item_ids), training=bool(training))
 
     def get_config(self) -> dict[str, Any]:
         return json.loads(self._config_json)

@@ -7,6 +7,7 @@ graph initialisation (table initialisers, kernel selection).
 
 import os
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
@@ -16,6 +17,13 @@ from common import contracts
 
 # TF Serving reads at most 1000 warm-up records.
 MAX_RECORDS = 1000
+
+
+def _tensor_proto(values: np.ndarray) -> Any:
+    """Float inputs (numeric, vector features) as float32, everything else as strings."""
+    values = np.asarray(values)
+    dtype = tf.float32 if values.dtype.kind == "f" else tf.string
+    return tf.make_tensor_proto(values, dtype=dtype)
 
 
 def write_warmup_requests(
@@ -57,7 +65,7 @@ def write_warmup_requests(
         for batch in batches:
             request = predict_pb2.PredictRequest(
                 model_spec=model_pb2.ModelSpec(name=model_name, signature_name=contracts.SIGNATURE),
-                inputs={n: tf.make_tensor_proto(v, dtype=tf.string) for n, v in batch.items()},
+                inputs={n: _tensor_proto(v) for n, v in batch.items()},
             )
             log = prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=request)
