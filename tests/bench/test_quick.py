@@ -42,6 +42,7 @@ def test_every_benchmark_is_tested_here():
         "train",
         "scale",
         "soak",
+        "content",
     }
 
 
@@ -183,3 +184,21 @@ def test_soak(tmp_path):
     # served while the load ran (both measured from the load's start, on one clock)
     assert result["served_at_seconds"][0] < result["load_stopped_at_seconds"]
     assert result["rss_mb"]["growth"] < 0.1
+
+
+def test_content(tmp_path):
+    result = _run(tmp_path, "content")
+    quick = BENCHMARKS["content"].QUICK
+    assert set(result["overall"]) == set(quick["variants"])
+    world = result["datasets"]["default"]
+    for variant, row in result["overall"].items():
+        summary = world[variant]["summary"]
+        # one world: its share is the mean and the worst; late items make the cold view
+        share = summary["random_exposure"]["oracle_share@100"]["mean"]
+        assert row["mean_share"] == row["worst_share"] == pytest.approx(share) and share > 0
+        cold = summary["cold/random_exposure"]
+        assert row["world_cold_recall"] == pytest.approx(cold["recall@100"]["mean"])
+        assert 0 <= cold["recall@100"]["mean"] <= 1 and cold["users"]["mean"] > 0
+        assert 0 < cold["slot_share@100"]["mean"] < 1
+    assert "content+cluster_content" in result["table"]
+    assert (tmp_path / "content.png").exists()

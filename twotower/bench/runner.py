@@ -67,12 +67,18 @@ def prepare_world(
     return BenchDataset(name, directory, ("random_exposure", "logged"), simulator_dir=folder)
 
 
-def prepare_movielens(work_dir: str, log: Callable[[str], Any] = print) -> BenchDataset:
-    """MovieLens-100K, leave-last-click-out (logged clicks only), under `work_dir`."""
-    directory = os.path.join(work_dir, "movielens", "dataset")
+def prepare_movielens(
+    work_dir: str,
+    log: Callable[[str], Any] = print,
+    name: str = "movielens",
+    overrides: Sequence[str] = (),
+) -> BenchDataset:
+    """MovieLens-100K, leave-last-click-out (logged clicks only), under `work_dir/name`,
+    preprocessed with `overrides` (e.g. text features)."""
+    directory = os.path.join(work_dir, name, "dataset")
     if not os.path.exists(os.path.join(directory, contracts.MANIFEST_FILE)):
-        _preprocess("movielens", directory, ["data.source=movielens-100k"], log)
-    return BenchDataset("movielens", directory, ("logged",))
+        _preprocess(name, directory, ["data.source=movielens-100k", *overrides], log)
+    return BenchDataset(name, directory, ("logged",))
 
 
 def _preprocess(name: str, directory: str, overrides: list[str], log: Callable) -> None:
@@ -103,6 +109,7 @@ def prepare_datasets(
 
 INTENTIONS = "intentions/"  # metric prefix of the merged intention lists
 PROPENSITIES = "propensities"  # a cell's "query set" of UMA² head checks (p1_spearman...)
+COLD = "cold/"  # a cell's cold-start query sets: "cold/logged", "cold/random_exposure"
 
 
 def run_cell(
@@ -117,6 +124,10 @@ def run_cell(
     sets = {"logged": _two_tower(result["methods"])}
     if "random_exposure" in result:
         sets["random_exposure"] = _two_tower(result["random_exposure"]["methods"])
+    # The cold-start view (items without a training click), when the dataset has any.
+    for name, scored in (("logged", result), ("random_exposure", result.get("random_exposure"))):
+        if scored and "cold_items" in scored:
+            sets[f"{COLD}{name}"] = dict(scored["cold_items"]["methods"]["two_tower"])
     metrics = {name: sets[name] for name in dataset.query_sets if name in sets}
     if dataset.simulator_dir and resolve_negatives(config)[1]:  # UMA²'s heads vs the truth
         checked = check_propensities(run_dir, dataset.simulator_dir)

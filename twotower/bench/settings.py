@@ -281,6 +281,58 @@ class SoakBench(Settings):
     seed: int = setting(0, "random seed", min=0)
 
 
+CONTENT_VARIANTS = (
+    "ids+categorical",
+    "ids+categorical+id_dropout",
+    "content",
+    "content+id_dropout",
+    "content+cluster_catalog",
+    "content+cluster_kmeans",
+    "content+cluster_content",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ContentBench(Settings):
+    """`twotower bench content`: content features and content clusters (docs/features.md)."""
+
+    QUICK: ClassVar[dict[str, Any]] = {
+        "worlds": ["default"],
+        "world_scale": 0.1,
+        "variants": ["ids+categorical", "content+id_dropout", "content+cluster_content"],
+        "seeds": [1],
+        "epochs": 1,
+        "movielens": False,
+    }
+
+    worlds: list[str] = setting(
+        ["default", "popularity-trap", "spread-tastes"],
+        f"simulator presets, with item content vectors and late items, of {', '.join(PRESETS)}",
+    )
+    world_scale: float = setting(
+        0.3, "users and items of every world, times the preset's", min=0.05
+    )
+    content_dim: int = setting(16, "the simulated items' content vector size", min=1)
+    content_noise: float = setting(
+        1.0, "noise of the content vectors, relative to the signal", min=0
+    )
+    cold_item_fraction: float = setting(
+        0.1, "share of items held out of training (cold) in every dataset", min=0, max=0.9
+    )
+    variants: list[str] = setting(list(CONTENT_VARIANTS), "variants to train")
+    seeds: list[int] = setting([1], "training seeds; results are mean ± std over them")
+    epochs: int = setting(8, "epochs per run", min=1)
+    movielens: bool = setting(
+        True,
+        "also MovieLens-100K with title + genres + year embedded by the text encoder: "
+        "leave-last-click-out (HR@50/100) and with 10% of items cold",
+    )
+
+    def check(self) -> None:
+        _check_names(self.worlds, tuple(PRESETS), "worlds")
+        _check_names(self.variants, CONTENT_VARIANTS, "variants")
+
+
 BENCHMARKS: dict[str, type] = {
     "pipeline": PipelineBench,
     "uma2": Uma2Bench,
@@ -291,4 +343,5 @@ BENCHMARKS: dict[str, type] = {
     "train": TrainBench,
     "scale": ScaleBench,
     "soak": SoakBench,
+    "content": ContentBench,
 }
