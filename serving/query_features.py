@@ -23,9 +23,8 @@ import numpy as np
 from common.contracts import CATEGORICAL, IDENTIFIER, NUMERIC, USER_ID, VECTOR
 
 PAD = b""
-ID = IDENTIFIER
 STRING, FLOAT32 = "string", "float32"
-_DTYPES = {ID: STRING, CATEGORICAL: STRING, NUMERIC: FLOAT32, VECTOR: FLOAT32}
+_DTYPES = {IDENTIFIER: STRING, CATEGORICAL: STRING, NUMERIC: FLOAT32, VECTOR: FLOAT32}
 # The largest finite float32: a bigger JSON number would reach the tower as infinity.
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
@@ -55,7 +54,7 @@ def _spec(name: str, entry: Mapping[str, Any]) -> InputSpec:
     if kind is None:  # a manifest from before feature kinds: strings only
         if entry.get("dtype", STRING) != STRING:
             raise ValueError(f"{where}: dtype {entry['dtype']!r} without a kind")
-        return InputSpec(name, STRING, ID if name == USER_ID else CATEGORICAL)
+        return InputSpec(name, STRING, IDENTIFIER if name == USER_ID else CATEGORICAL)
     if kind not in _DTYPES:
         raise ValueError(f"{where}: unknown kind {kind!r}, expected one of {sorted(_DTYPES)}")
     dtype = entry.get("dtype", _DTYPES[kind])
@@ -191,7 +190,7 @@ def feature_batch(
         if spec.dense:
             batch[name] = _dense(users, spec)
             continue
-        if spec.kind == ID:
+        if spec.kind == IDENTIFIER:
             batch[name] = np.array(
                 [_tokens(u.get(name))[0] if u.get(name) is not None else PAD for u in users],
                 dtype=object,

@@ -41,6 +41,10 @@ class Dataset:
     item_features: dict[str, list[list[str]]]
     vocabularies: dict[str, list[str]]
     catalog_dense: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    # item_dense_values, read once: the item tower and content clusters both want it.
+    _dense_values: dict[str, np.ndarray] = dataclasses.field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @property
     def user_features(self) -> list[str]:
@@ -79,6 +83,8 @@ class Dataset:
         """{name: `[num_items, dim]` float32} of every `item_dense` feature, NaN rows where
         an item has no value: numeric and vector features from the catalog's "dense"
         field, text features the embeddings preprocessing wrote (`item_text/<name>.npy`)."""
+        if self._dense_values:
+            return dict(self._dense_values)
         values = {}
         for name, spec in self.item_dense().items():
             if spec["kind"] == TEXT:
@@ -92,6 +98,7 @@ class Dataset:
                 values[name] = array
             else:
                 values[name] = self.catalog_dense[name]
+        self._dense_values.update(values)
         return values
 
     @property

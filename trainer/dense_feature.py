@@ -70,14 +70,14 @@ class DenseFeature(tf.keras.layers.Layer):
         x = tf.where(missing, tf.zeros_like(values), values)
         if self._log:
             x = tf.math.log1p(tf.maximum(x, -0.999999))
+        transformed = x  # the value the bucket boundaries are in
         x = (x - self._mean) / self._std
         x = tf.where(
             row_missing, tf.broadcast_to(tf.cast(self._missing, tf.float32), tf.shape(x)), x
         )
         if self._buckets is None:
             return tf.cast(x, self.compute_dtype)
-        raw = x * self._std + self._mean  # the transformed value the boundaries are in
-        bucket = tf.raw_ops.Bucketize(input=raw[:, 0], boundaries=self._boundaries)
+        bucket = tf.raw_ops.Bucketize(input=transformed[:, 0], boundaries=self._boundaries)
         bucket = tf.where(row_missing[:, 0], len(self._boundaries) + 1, bucket)
         embedded = self._buckets(bucket)
         return tf.concat([tf.cast(x, self.compute_dtype), embedded], axis=1)

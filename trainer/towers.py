@@ -102,13 +102,19 @@ class QueryTower(tf.keras.Model):
         """The tower's raw inputs: strings, and float32 `[batch, dim]` for dense features."""
         specs = {USER_ID: tf.TensorSpec([None], tf.string, name=USER_ID)}
         for name in self.feature_names[1:]:
-            layer = self._dense.get(name[len(USER_FEATURE_PREFIX) :])
+            layer = self._dense_input(name)
             specs[name] = (
                 tf.TensorSpec([None, layer.get_config()["dim"]], tf.float32, name=name)
-                if layer is not None and name.startswith(USER_FEATURE_PREFIX)
+                if layer is not None
                 else tf.TensorSpec([None, None], tf.string, name=name)
             )
         return specs
+
+    def _dense_input(self, name: str) -> Any:
+        """The DenseFeature layer of a raw input, or None for a string input."""
+        if not name.startswith(USER_FEATURE_PREFIX):
+            return None
+        return self._dense.get(name[len(USER_FEATURE_PREFIX) :])
 
     def inputs_from(self, features: dict[str, np.ndarray], num_users: int) -> dict[str, tf.Tensor]:
         """Tensors for `input_specs` from numpy rows (e.g. a query set): strings as they
@@ -131,8 +137,8 @@ class QueryTower(tf.keras.Model):
         """{input: {"kind", "dim"}}: what each raw input holds (the export manifest's)."""
         kinds: dict[str, dict[str, Any]] = {USER_ID: {"kind": IDENTIFIER}}
         for name in self.feature_names[1:]:
-            layer = self._dense.get(name[len(USER_FEATURE_PREFIX) :])
-            if layer is not None and name.startswith(USER_FEATURE_PREFIX):
+            layer = self._dense_input(name)
+            if layer is not None:
                 config = layer.get_config()
                 kinds[name] = {"kind": config["kind"], "dim": config["dim"]}
             else:
