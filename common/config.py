@@ -72,6 +72,13 @@ class DataConfig(Settings):
     num_shards: int = _field(
         4, "TFRecord shards per split (0: the runner decides, saving a shuffle)", min=0
     )
+    shard_spill_mb: int = _field(
+        64,
+        "with num_shards > 0: each worker sorts the shards' records in runs of about this "
+        "many MB on disk, merged per shard (memory flat in the input size); 0: a "
+        "GroupByKey per shard (in memory on the DirectRunner)",
+        min=0,
+    )
     min_count: int = _field(
         1,
         "vocabularies keep tokens seen in at least this many training examples (catalog "

@@ -155,7 +155,7 @@ def build_pipeline(
             | "FlattenUserDeadLetters" >> beam.Flatten()
             | "DeadLetterUsers" >> transforms.WriteDeadLetters(fs.join(dead_letter_dir, "users"))
         )
-    _write_splits(splits, staging, config.data.num_shards)
+    _write_splits(splits, staging, config.data.num_shards, config.data.shard_spill_mb)
     prefix = contracts.USER_FEATURE_PREFIX
     dense = {prefix + name: kind for name, kind in kinds.named(prefix, *DENSE).items()}
     if dense:
@@ -178,7 +178,7 @@ def build_pipeline(
     )
 
 
-def _write_splits(splits: Any, staging: str, num_shards: int) -> None:
+def _write_splits(splits: Any, staging: str, num_shards: int, spill_mb: int = 0) -> None:
     """Reproducible shards (`shards.WriteShards`) with their stats, or, with 0 shards,
     as many as the runner chooses (Beam's writer; the manifest reads them back)."""
     stats = []
@@ -186,7 +186,9 @@ def _write_splits(splits: Any, staging: str, num_shards: int) -> None:
         title = split.title()
         if num_shards:
             stats.append(
-                splits[split] | f"Write{title}" >> shards.WriteShards(staging, split, num_shards)
+                splits[split]
+                | f"Write{title}"
+                >> shards.WriteShards(staging, split, num_shards, spill_mb * 2**20)
             )
             continue
         _ = (

@@ -34,6 +34,7 @@ from pipelines import (
     manifest,
     movielens,
     records,
+    sorted_runs,
     sources,
     transforms,
 )
@@ -227,6 +228,7 @@ def preprocess(
         result = pipeline.run()
         result.wait_until_finish()
         counters, timestamps = _metrics(result)
+        fs.delete_tree(fs.join(staging, sorted_runs.RUNS_DIR))  # runs of retried bundles
         eval_from = inputs.eval_from
         if options.split == "time" and not eval_from and config.data.eval_days and timestamps:
             eval_from = eval_from_days(timestamps["max"], config.data.eval_days)

@@ -9,8 +9,11 @@ whole digest. Each shard is one gzip stream written by zlib with a fixed header 
 same zlib. The writer counts what it writes: bytes, records and the CRC32C of the file
 (`google_crc32c`, the TFRecord checksum, which the trainer checks before reading).
 
-A shard is sorted in one worker's memory (a GroupByKey per shard): keep a shard well
-under the worker's memory (about 400 bytes an Example) by raising data.num_shards.
+With `spill_bytes` 0 a shard is sorted in one worker's memory (a GroupByKey per shard):
+keep a shard well under the worker's memory (about 400 bytes an Example) by raising
+data.num_shards; the DirectRunner then holds the whole split in its own memory. With
+`spill_bytes` > 0 (data.shard_spill_mb) the records are sorted in bounded runs on disk
+and merged per shard (`sorted_runs`): the same bytes, memory flat in the input size.
 """
 
 import hashlib
@@ -25,7 +28,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from common import contracts
-from pipelines import examples
+from pipelines import examples, sorted_runs
 
 _GZIP_WBITS = zlib.MAX_WBITS | 16
 _FLUSH_BYTES = 1 << 20
@@ -136,6 +139,19 @@ def _write(
     return {"split": split, "file": name, **stats}
 
 
+def _write_merged(
+    group: tuple[int, Iterable[str]], output_dir: str, split: str, num_shards: int
+) -> dict[str, Any]:
+    """Merges one shard's sorted runs into the shard, then deletes them."""
+    index, runs = group
+    runs = sorted(runs)
+    name = shard_name(split, index, num_shards)
+    merged = sorted_runs.merge_runs(runs)
+    stats = write_shard(FileSystems.join(output_dir, name), (record for _, record in merged))
+    FileSystems.delete(runs)
+    return {"split": split, "file": name, **stats}
+
+
 def _write_empty(
     _: Any, written: list[dict[str, Any]], output_dir: str, split: str, num_shards: int
 ) -> Iterable[dict[str, Any]]:
@@ -150,7 +166,11 @@ def _write_empty(
 
 @beam.ptransform_fn
 def WriteShards(  # noqa: N802
-    split_examples: beam.PCollection, output_dir: str, split: str, num_shards: int
+    split_examples: beam.PCollection,
+    output_dir: str,
+    split: str,
+    num_shards: int,
+    spill_bytes: int = 0,
 ) -> beam.PCollection:
     """Writes one split's Examples as `num_shards` reproducible shards (empty ones too).
 
@@ -159,6 +179,9 @@ def WriteShards(  # noqa: N802
       output_dir: the staging dataset directory.
       split: "train" or "eval" (the file name prefix).
       num_shards: how many shards (> 0).
+      spill_bytes: 0: each shard sorted in memory after a GroupByKey of its records;
+        > 0: sorted runs of at most about this many buffered bytes per worker, merged
+        per shard (the same files; memory independent of the split's size).
 
     Returns:
       One {"split", "file", "bytes", "records", "crc32c"} per shard.
@@ -166,12 +189,21 @@ def WriteShards(  # noqa: N802
     # The empty shards are written after the others from their stats (a side input), not
     # by flattening a marker per shard into the grouped Examples: a Flatten in front of
     # the GroupByKey made the DirectRunner hold the split once more.
-    written = (
-        split_examples
-        | "Key" >> beam.Map(_keyed, num_shards)
-        | "GroupByShard" >> beam.GroupByKey()
-        | "Write" >> beam.Map(_write, output_dir, split, num_shards)
-    )
+    keyed = split_examples | "Key" >> beam.Map(_keyed, num_shards)
+    if spill_bytes:
+        runs_dir = FileSystems.join(output_dir, sorted_runs.RUNS_DIR, split)
+        written = (
+            keyed
+            | "SortedRuns" >> beam.ParDo(sorted_runs.SpillRunsFn(runs_dir, spill_bytes))
+            | "GroupRunsByShard" >> beam.GroupByKey()
+            | "Merge" >> beam.Map(_write_merged, output_dir, split, num_shards)
+        )
+    else:
+        written = (
+            keyed
+            | "GroupByShard" >> beam.GroupByKey()
+            | "Write" >> beam.Map(_write, output_dir, split, num_shards)
+        )
     empty = (
         split_examples.pipeline
         | "Once" >> beam.Create([None])

@@ -1,0 +1,101 @@
+"""Sorted runs on disk: the shard writer's sort without holding a split in memory.
+
+`shards.WriteShards` orders each shard's records by their digest. Grouping a shard's
+records with a GroupByKey makes the DirectRunner hold the whole split in its process
+memory (its grouping table keeps every value, then an encoded copy). Instead,
+`SpillRunsFn` buffers (shard, digest, record) in the worker, and whenever the buffer
+passes `spill_bytes` (and at the end of a bundle) writes one sorted run file per shard
+it holds; only the run files' paths are grouped by shard, and `merge_runs` streams the
+runs of one shard in digest order (`heapq.merge`). Memory: `spill_bytes` per worker plus
+one read buffer per run being merged, whatever the input size.
+
+A run file is a sequence of frames: the 16-byte digest, the record's length (8 bytes,
+little-endian), the record. Runs live under the staging directory and are deleted once
+merged; a retried bundle's runs are never merged and go with the staging directory.
+"""
+
+import heapq
+import struct
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+RUNS_DIR = "_runs"
+DIGEST_BYTES = 16
+_LENGTH = struct.Struct("<Q")
+_OVERHEAD_BYTES = 120  # the Python objects around one buffered record
+
+
+def write_run(path: str, records: Iterable[tuple[bytes, bytes]]) -> None:
+    """Writes (digest, record) pairs, already sorted, as one run file."""
+    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        for digest, record in records:
+            if len(digest) != DIGEST_BYTES:
+                raise ValueError(f"{path}: a digest of {len(digest)} bytes, not {DIGEST_BYTES}")
+            f.write(digest + _LENGTH.pack(len(record)) + record)
+
+
+def read_run(path: str) -> Iterator[tuple[bytes, bytes]]:
+    """The (digest, record) pairs of a run file, in file order.
+
+    Raises:
+      ValueError: the file ends inside a frame.
+    """
+    header_bytes = DIGEST_BYTES + _LENGTH.size
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        while header := f.read(header_bytes):
+            if len(header) < header_bytes:
+                raise ValueError(f"{path}: a run frame header cut short")
+            (length,) = _LENGTH.unpack(header[DIGEST_BYTES:])
+            record = f.read(length)
+            if len(record) < length:
+                raise ValueError(f"{path}: a run record cut short")
+            yield header[:DIGEST_BYTES], record
+
+
+def merge_runs(paths: Iterable[str]) -> Iterator[tuple[bytes, bytes]]:
+    """The pairs of sorted runs, merged in (digest, record) order: what `sorted` gives."""
+    return heapq.merge(*(read_run(path) for path in sorted(paths)))
+
+
+class SpillRunsFn(beam.DoFn):
+    """(shard, (digest, record)) -> (shard, run file path), one run per shard per spill.
+
+    Args:
+      runs_dir: where run files go (under the staging directory).
+      spill_bytes: buffered record bytes (with an estimate of the Python objects around
+        them) that trigger writing the buffer out as sorted runs.
+    """
+
+    def __init__(self, runs_dir: str, spill_bytes: int):
+        if spill_bytes <= 0:
+            raise ValueError(f"spill_bytes must be > 0, got {spill_bytes}")
+        self._runs_dir = runs_dir
+        self._spill_bytes = spill_bytes
+
+    def start_bundle(self) -> None:
+        self._buffer: dict[int, list[tuple[bytes, bytes]]] = {}
+        self._buffered = 0
+
+    def process(self, element: tuple[int, tuple[bytes, bytes]]) -> Iterator[tuple[int, str]]:
+        shard, (digest, record) = element
+        self._buffer.setdefault(shard, []).append((digest, record))
+        self._buffered += len(digest) + len(record) + _OVERHEAD_BYTES
+        if self._buffered >= self._spill_bytes:
+            yield from self._spill()
+
+    def finish_bundle(self) -> Iterator[Any]:
+        for shard, path in self._spill():
+            yield beam.transforms.window.GlobalWindows.windowed_value((shard, path))
+
+    def _spill(self) -> Iterator[tuple[int, str]]:
+        for shard, pairs in sorted(self._buffer.items()):
+            pairs.sort()
+            path = FileSystems.join(self._runs_dir, f"{shard:05d}-{uuid.uuid4().hex}.run")
+            write_run(path, pairs)
+            yield shard, path
+        self._buffer, self._buffered = {}, 0
