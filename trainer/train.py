@@ -95,6 +95,7 @@ def _resumable_input(
     mode: str,
     skip_steps: int,
     features: Sequence[str] | None = None,
+    index: Any = None,
 ) -> Any:
     """An endless stream of global batches, `skip_steps` already consumed, split over
     the workers; the same stream whichever step a run resumes at."""
@@ -108,6 +109,7 @@ def _resumable_input(
         options["shuffle_buffer"] = training.shuffle_buffer
         options["cache"] = training.cache
         options["features"] = features
+        options["index"] = index
         if mode == "file":
             shard = _with_files(dataset, files[index::workers])
             data = make_dataset(shard, "train", per_worker, **options)
@@ -229,7 +231,13 @@ def _train(
         backup_dir = os.path.join(run_dir, contracts.BACKUP_DIR)
         skipped = resume_step(backup_dir, steps_per_epoch) if backup else 0
         data = _resumable_input(
-            dataset, config.training, where, shard, skipped, model.input_features
+            dataset,
+            config.training,
+            where,
+            shard,
+            skipped,
+            model.input_features,
+            model.index_features,
         )
     else:
         data = make_dataset(
@@ -241,6 +249,7 @@ def _train(
             shuffle_buffer=config.training.shuffle_buffer,
             cache=config.training.cache,
             features=model.input_features,
+            index=model.index_features,
         )
         if config.training.steps_per_execution > 1:
             # Keras needs the epoch's length to run several steps per call.

@@ -96,7 +96,7 @@ class IntentionQueueNegatives(NegativeSource):
         if self._embeddings is not None:
             all_negatives = self._embeddings.all_contents()[0]
         else:  # each queue item is encoded once, then shared by the rows of its intention
-            all_negatives = batch.encode_indices(all_indices)
+            all_negatives = batch.encode(all_indices)
         indices, valid = tf.gather(all_indices, which), tf.gather(all_valid, which)  # [B, size]
         # Every row against every queue in one matmul, then each row's own queue: gathering
         # the queues' embeddings per row instead made a [B, size, dim] copy (and its
