@@ -95,7 +95,7 @@ def _resumable_input(
     mode: str,
     skip_steps: int,
     features: Sequence[str] | None = None,
-    index: Any = None,
+    lookups: Any = None,
 ) -> Any:
     """An endless stream of global batches, `skip_steps` already consumed, split over
     the workers; the same stream whichever step a run resumes at."""
@@ -109,7 +109,7 @@ def _resumable_input(
         options["shuffle_buffer"] = training.shuffle_buffer
         options["cache"] = training.cache
         options["features"] = features
-        options["index"] = index
+        options["index"] = lookups  # the model's vocabulary lookups, in the input pipeline
         if mode == "file":
             shard = _with_files(dataset, files[index::workers])
             data = make_dataset(shard, "train", per_worker, **options)
@@ -237,7 +237,10 @@ def _train(
             shard,
             skipped,
             model.input_features,
-            model.index_features,
+            # Under a strategy the lookups stay in the step: the hash tables captured by
+            # a distributed input function fail the step's input placement ("destinations
+            # can not be empty", MultiWorkerMirroredStrategy, TF 2.20).
+            model.index_features if where.replicas == 1 and not where.multi_worker else None,
         )
     else:
         data = make_dataset(

@@ -34,7 +34,7 @@ class CorpusNegatives(NegativeSource):
     def _sample_indices(self, batch: Batch) -> tf.Tensor:
         num_items = batch.num_items
         shape = [tf.shape(batch.positive_ids)[0], self._count] if self._per_row else [self._count]
-        return tf.random.uniform(shape, maxval=num_items, dtype=tf.int64)
+        return tf.cast(tf.random.uniform(shape, maxval=num_items, dtype=tf.int32), tf.int64)
 
     def sample(self, batch: Batch) -> Candidates:
         indices = self._sample_indices(batch)

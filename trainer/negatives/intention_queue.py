@@ -112,10 +112,11 @@ class IntentionQueueNegatives(NegativeSource):
     def update(self, batch: Batch) -> None:
         indices = gather_across_replicas(tf.cast(batch.item_index(batch.positive_ids), tf.int64))
         which = self.intention(batch.ids_of(indices))
-        self._indices.enqueue(indices, which)
+        # `which` is an argmax over the H queues: in range, no host-side check.
+        self._indices.enqueue(indices, which, checked=False)
         if self._embeddings is not None:
             self._embeddings.enqueue(
-                gather_across_replicas(tf.stop_gradient(batch.positive)), which
+                gather_across_replicas(tf.stop_gradient(batch.positive)), which, checked=False
             )
 
     def get_config(self) -> dict[str, Any]:
