@@ -8,7 +8,7 @@ import dataclasses
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import google_crc32c
@@ -295,12 +295,15 @@ def make_dataset(
     drop_remainder: bool = False,
     cache: bool = False,
     features: Sequence[str] | None = None,
+    index: Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]] | None = None,
 ) -> tf.data.Dataset:
     """A `tf.data` pipeline over one split: interleaved shards, (cache,) shuffle, batch,
     parse in parallel, prefetch.
 
     Args:
       features: parse only these (a model's `input_features`); None: all.
+      index: run on each parsed batch, in the same parallel map (a model's
+        `index_features`: the vocabulary lookups, kept out of the training step).
 
     Returns:
       Batches of feature dicts (`[batch_size]` scalars, `[batch_size, n]` lists).
@@ -321,7 +324,10 @@ def make_dataset(
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    ds = ds.map(
-        lambda s: parse_batch(s, dataset.manifest, features), num_parallel_calls=tf.data.AUTOTUNE
-    )
+
+    def parse(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
+        parsed = parse_batch(serialized, dataset.manifest, features)
+        return parsed if index is None else index(parsed)
+
+    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

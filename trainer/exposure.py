@@ -56,6 +56,7 @@ class ExposurePropensity(tf.keras.layers.Layer):
         self._strength = float(strength)
         denominator = self._requests + self._smoothing
         log_pi = self._strength * np.log((self._exposures + self._smoothing) / denominator)
+        self._by_index = None  # log π by catalog index + 1, made by `bind`
         self._table = tf.lookup.StaticHashTable(
             tf.lookup.KeyValueTensorInitializer(
                 tf.constant(self._items.astype(str), tf.string), tf.constant(log_pi, tf.float32)
@@ -63,9 +64,20 @@ class ExposurePropensity(tf.keras.layers.Layer):
             default_value=float(self._strength * np.log(self._smoothing / denominator)),
         )
 
+    def bind(self, catalog: list[str]) -> None:
+        """Makes the table by catalog index that `call` reads for integer inputs (the
+        training step's items are catalog indices, looked up in the input pipeline)."""
+        with tf.init_scope():
+            self._by_index = self._table.lookup(tf.constant(["", *catalog], tf.string))
+
     def call(self, item_ids: tf.Tensor) -> tf.Tensor:
-        """log π of each id, same shape (padding "" gets the never-shown value)."""
-        return self._table.lookup(item_ids)
+        """log π of each id (or int64 catalog index, after `bind`), same shape; padding
+        ("" or -1) gets the never-shown value."""
+        if not item_ids.dtype.is_integer:
+            return self._table.lookup(item_ids)
+        if self._by_index is None:
+            raise ValueError("ExposurePropensity: bind(catalog) before passing catalog indices")
+        return tf.gather(self._by_index, tf.cast(item_ids, tf.int64) + 1)
 
     def get_config(self) -> dict[str, Any]:
         return {

@@ -21,22 +21,18 @@ def candidate_logits(query: tf.Tensor, candidates: Candidates, temperature: floa
     return scores / temperature
 
 
-def fingerprint(ids: tf.Tensor) -> tf.Tensor:
-    """62-bit hashes of string ids, to compare as integers."""
-    # Comparing [batch, n] strings dominated the step time with a 10×-batch queue; 62-bit
-    # hashes compare as integers (a collision would only mask one negative).
-    return tf.strings.to_hash_bucket_fast(ids, 2**62)
-
-
 def candidate_mask(
     positive_ids: tf.Tensor, candidates: Candidates, remove_accidental_hits: bool
 ) -> tf.Tensor:
-    """`[batch_size, n]` True where a candidate counts as a negative for the row."""
+    """`[batch_size, n]` True where a candidate counts as a negative for the row.
+
+    Ids are int64 catalog indices (-1: padding): an accidental hit is an integer match.
+    """
     batch = tf.shape(positive_ids)[0]
     ids = candidates.ids if not candidates.shared else tf.expand_dims(candidates.ids, 0)
-    mask = tf.not_equal(ids, "")
+    mask = ids >= 0
     if remove_accidental_hits:
-        same = tf.equal(fingerprint(ids), tf.expand_dims(fingerprint(positive_ids), 1))
+        same = tf.equal(ids, tf.expand_dims(tf.cast(positive_ids, ids.dtype), 1))
         mask = tf.logical_and(mask, tf.logical_not(same))
     if candidates.valid is not None:
         valid = candidates.valid if not candidates.shared else candidates.valid[tf.newaxis]
@@ -144,7 +140,7 @@ def share_denominator(
     1 − Σ λ for the n other negatives of the row. Sets each source's `weight` in place.
 
     Args:
-      positive_ids: `[batch_size]` clicked item ids.
+      positive_ids: `[batch_size]` clicked items (catalog indices).
       sources: every source's candidates; groups "A" and "B" are the logged spaces.
       space_sizes: group -> `[batch_size]` the size of that space in each row's request.
       remove_accidental_hits: as in `softmax_loss` (a masked slot is not a sample).

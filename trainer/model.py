@@ -11,8 +11,9 @@ import tensorflow_recommenders as tfrs
 from trainer import losses
 from trainer.exposure import ExposurePropensity
 from trainer.negatives.candidates import Batch, Candidates
-from trainer.negatives.in_batch import click_share_table
+from trainer.negatives.in_batch import click_shares
 from trainer.negatives.intention_queue import IntentionQueueNegatives
+from trainer.negatives.logged import FEATURES as LOGGED_FEATURES
 from trainer.negatives.logged import SIZE_FEATURES, LoggedNegatives
 from trainer.negatives.source import NegativeSource
 from trainer.propensity_network import PropensityNetwork
@@ -77,10 +78,15 @@ class TwoTowerModel(tfrs.Model):
         self._item_probabilities = json.dumps(dict(item_probabilities or {}))
         self._lambdas = dict(lambdas or {})
         self._mimic_weight = mimic_weight
-        self._item_ids = tf.constant(candidate_tower.get_config()["item_ids"])
-        self._probability_table = (
-            click_share_table(item_probabilities) if item_probabilities else None
+        catalog = candidate_tower.get_config()["item_ids"]
+        self._num_items = len(catalog)
+        # By catalog index (row 0: no catalog item), so the step gathers, never hashes.
+        self._click_shares = (
+            click_shares(item_probabilities, catalog) if item_probabilities else None
         )
+        for layer in (exposure, propensity_network):
+            if layer is not None:
+                layer.bind(catalog)
         self.task = tfrs.tasks.Retrieval(
             temperature=self._temperature if similarity == "cosine" else None,
             remove_accidental_hits=remove_accidental_hits,
@@ -126,6 +132,18 @@ class TwoTowerModel(tfrs.Model):
             names += sorted(SIZE_FEATURES.values())
         return names
 
+    def index_features(self, features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """The vocabulary lookups of a training step, for the input pipeline to run
+        (`make_dataset(index=...)`): the query tower's string inputs become their
+        embedding rows, `item_id` and the logged spaces' items int64 catalog indices
+        (-1: padding or no catalog item). Already looked-up features pass through, so
+        `compute_loss` takes either form."""
+        indexed = self.query_tower.index_inputs(features)
+        for name in ("item_id", *LOGGED_FEATURES.values()):
+            if name in features and features[name].dtype == tf.string:
+                indexed[name] = self.candidate_tower.item_index(features[name])
+        return indexed
+
     @property
     def intentions(self) -> int:
         """H, the user intention vectors of a Multi-CLRec model; 0 for any other."""
@@ -165,14 +183,14 @@ class TwoTowerModel(tfrs.Model):
 
     def _tfrs_loss(self, query: tf.Tensor, positive: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
         probability = None
-        if self._probability_table is not None:
-            probability = self._probability_table.lookup(ids)
+        if self._click_shares is not None:
+            probability = tf.gather(self._click_shares, ids + 1)
         return self.task(
             query,
             positive,
-            # Hashes: TFRS compares the [batch, batch] ids to remove accidental hits, and
-            # on strings that took longer than the rest of the step.
-            candidate_ids=losses.fingerprint(ids),
+            # Catalog indices: TFRS compares the [batch, batch] ids to remove accidental
+            # hits, and on strings that took longer than the rest of the step.
+            candidate_ids=ids,
             candidate_sampling_probability=probability,
             compute_metrics=False,
         )
@@ -262,6 +280,7 @@ class TwoTowerModel(tfrs.Model):
         return metrics
 
     def compute_loss(self, features: dict[str, tf.Tensor], training: bool = False) -> tf.Tensor:
+        features = self.index_features(features)
         ids = features["item_id"]
         query = self.query_embeddings(features)
         positive = self.candidate_embeddings(ids, training=training)
@@ -272,11 +291,10 @@ class TwoTowerModel(tfrs.Model):
             query,
             ids,
             positive,
-            functools.partial(self.candidate_embeddings, training=training),
-            self._item_ids,
+            functools.partial(self._encode_indices, training=training),
+            self._num_items,
             self.candidate_tower.item_index,
             training,
-            functools.partial(self._encode_indices, training=training),
         )
         # A source that adds a loss of its own (Multi-CLRec) may contribute no candidates.
         sampled = [(source, source.sample(batch)) for source in self.sources]

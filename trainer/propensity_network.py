@@ -95,6 +95,7 @@ class PropensityNetwork(tf.keras.layers.Layer):
     ):
         super().__init__(**kwargs)
         self._item_buckets = item_buckets
+        self._buckets = None  # each catalog item's bucket, by index + 1 (`bind`)
         self._item_dim = item_dim
         # The heads' own item embedding (hashed ids): what the legacy system learned about
         # an item, which the towers' embeddings, kept free of it, no longer tell them.
@@ -123,12 +124,28 @@ class PropensityNetwork(tf.keras.layers.Layer):
             aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
         )
 
+    def bind(self, catalog: list[str]) -> None:
+        """Tables by catalog index (the step's items are indices): the exposure
+        propensities and each item's embedding bucket (its id string's hash, computed
+        once here instead of every step)."""
+        if self.item_exposure is not None:
+            self.item_exposure.bind(catalog)
+        if self.item_embedding is not None:
+            with tf.init_scope():
+                self._buckets = tf.strings.to_hash_bucket_fast(
+                    tf.constant(["", *catalog], tf.string), self._item_buckets
+                )
+
     def _features(self, item_ids: tf.Tensor) -> tf.Tensor | None:
+        """Item ids (strings) or catalog indices (int64, after `bind`) -> head inputs."""
         features = []
         if self.item_exposure is not None:
             features.append(self.item_exposure(item_ids)[..., tf.newaxis])
         if self.item_embedding is not None:
-            buckets = tf.strings.to_hash_bucket_fast(item_ids, self._item_buckets)
+            if item_ids.dtype.is_integer:
+                buckets = tf.gather(self._buckets, tf.cast(item_ids, tf.int64) + 1)
+            else:
+                buckets = tf.strings.to_hash_bucket_fast(item_ids, self._item_buckets)
             features.append(self.item_embedding(buckets))
         return tf.concat(features, axis=-1) if features else None
 
@@ -150,14 +167,13 @@ class PropensityNetwork(tf.keras.layers.Layer):
         )
 
     def _own_space_c(self, batch: Batch) -> Candidates:
-        num_items = tf.shape(batch.item_ids)[0]
         draws = tf.random.stateless_uniform(
             [self._head_negatives],
             seed=tf.stack([tf.constant(self._seed, tf.int64), self._draws.assign_add(1)]),
-            maxval=num_items,
+            maxval=batch.num_items,
             dtype=tf.int32,
         )
-        ids = tf.gather(batch.item_ids, draws)
+        ids = tf.cast(draws, tf.int64)
         return Candidates("head_space_c", "C", ids, batch.encode(ids))
 
     def call(
@@ -187,7 +203,7 @@ class PropensityNetwork(tf.keras.layers.Layer):
             kept = tf.reduce_sum(masks[group], axis=1, keepdims=True)
             return masks[group] * size / tf.maximum(kept, 1.0)
 
-        num_items = tf.cast(tf.shape(batch.item_ids)[0], tf.float32)
+        num_items = float(batch.num_items)
         sizes = {"A": num_a, "B": num_b, "C": tf.maximum(num_items - 1.0 - num_a - num_b, 1.0)}
         weights = {g: rate_weight(g, sizes[g]) for g in spaces}
 

@@ -80,14 +80,16 @@ class TokenBagEmbedding(tf.keras.layers.Layer):
         """Embeds token bags.
 
         Args:
-          tokens: `[batch_size]` or `[batch_size, n]` strings, "" as padding.
+          tokens: `[batch_size]` or `[batch_size, n]` strings, "" as padding, or their
+            int64 rows (`token_ids`, e.g. looked up in the input pipeline).
 
         Returns:
           `[batch_size, embedding_dim]` mean embeddings (zeros for an empty bag).
         """
+        rows = tokens if tokens.dtype.is_integer else self.token_ids(tokens)
         if tokens.shape.rank == 1:
-            return self.embed_id(self.token_ids(tokens))
-        return self.embed_ids(self.token_ids(tokens))
+            return self.embed_id(rows)
+        return self.embed_ids(rows)
 
     def get_config(self) -> dict[str, Any]:
         return {

@@ -145,6 +145,22 @@ class QueryTower(tf.keras.Model):
                 kinds[name] = {"kind": CATEGORICAL}
         return kinds
 
+    def index_inputs(self, features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """`features` with each string input this tower embeds replaced by its int64 rows
+        (what `call` accepts too): the vocabulary lookups, done in the input pipeline so
+        that the training step holds no string work. Rows pass through unchanged."""
+        layers = {USER_ID: self._user_id, HISTORY: self._history}
+        layers.update({USER_FEATURE_PREFIX + n: layer for n, layer in self._features.items()})
+        if self._augmented is not None and (
+            self._augmented.vocabulary_size() != self._user_id.vocabulary_size()
+        ):
+            del layers[USER_ID]  # two tables with different rows read the same user id
+        indexed = dict(features)
+        for name, layer in layers.items():
+            if layer is not None and name in features and features[name].dtype == tf.string:
+                indexed[name] = layer.token_ids(features[name])
+        return indexed
+
     def call(self, features: dict[str, tf.Tensor]) -> tf.Tensor:
         parts = [self._user_id(features["user_id"])]
         if self._history is not None:
@@ -303,7 +319,10 @@ class CandidateTower(tf.keras.Model):
         self._augmented_row = None if self._augmented is None else self._augmented_rows[:, 0]
 
     def item_index(self, item_ids: tf.Tensor) -> tf.Tensor:
-        """Catalog index of each item id; -1 for an id not in the catalog."""
+        """Catalog index (int64) of each item id; -1 for an id not in the catalog or
+        padding (""). Integers are taken as catalog indices already and pass through."""
+        if item_ids.dtype.is_integer:
+            return tf.cast(item_ids, tf.int64)
         return self._item_index(item_ids) - 1
 
     def id_table_rows(self, indices: tf.Tensor) -> dict[str, tuple[tf.Variable, tf.Tensor]]:
@@ -366,7 +385,8 @@ class CandidateTower(tf.keras.Model):
         return self._mlp(tf.concat(parts, axis=1))
 
     def call(self, item_ids: tf.Tensor, training: bool | None = None) -> tf.Tensor:
-        """Args: item_ids of any shape `[...]`. Returns `[..., output_dim]`."""
+        """Args: item ids (or int64 catalog indices) of any shape `[...]`.
+        Returns `[..., output_dim]`."""
         return self.encode_indices(self.item_index(item_ids), training=bool(training))
 
     def get_config(self) -> dict[str, Any]:

@@ -95,6 +95,7 @@ def _resumable_input(
     mode: str,
     skip_steps: int,
     features: Sequence[str] | None = None,
+    lookups: Any = None,
 ) -> Any:
     """An endless stream of global batches, `skip_steps` already consumed, split over
     the workers; the same stream whichever step a run resumes at."""
@@ -108,6 +109,7 @@ def _resumable_input(
         options["shuffle_buffer"] = training.shuffle_buffer
         options["cache"] = training.cache
         options["features"] = features
+        options["index"] = lookups  # the model's vocabulary lookups, in the input pipeline
         if mode == "file":
             shard = _with_files(dataset, files[index::workers])
             data = make_dataset(shard, "train", per_worker, **options)
@@ -229,7 +231,16 @@ def _train(
         backup_dir = os.path.join(run_dir, contracts.BACKUP_DIR)
         skipped = resume_step(backup_dir, steps_per_epoch) if backup else 0
         data = _resumable_input(
-            dataset, config.training, where, shard, skipped, model.input_features
+            dataset,
+            config.training,
+            where,
+            shard,
+            skipped,
+            model.input_features,
+            # Under a strategy the lookups stay in the step: the hash tables captured by
+            # a distributed input function fail the step's input placement ("destinations
+            # can not be empty", MultiWorkerMirroredStrategy, TF 2.20).
+            model.index_features if where.replicas == 1 and not where.multi_worker else None,
         )
     else:
         data = make_dataset(
@@ -241,6 +252,7 @@ def _train(
             shuffle_buffer=config.training.shuffle_buffer,
             cache=config.training.cache,
             features=model.input_features,
+            index=model.index_features,
         )
         if config.training.steps_per_execution > 1:
             # Keras needs the epoch's length to run several steps per call.

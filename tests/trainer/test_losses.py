@@ -6,14 +6,22 @@ from trainer.negatives.candidates import Candidates
 
 QUERY = tf.constant([[1.0, 0.0], [0.0, 2.0]])
 POSITIVE = tf.constant([[2.0, 0.0], [0.0, 1.0]])  # positive scores: 2 and 2
-POSITIVE_IDS = tf.constant(["p", "q"])
+_INDEX = {"": -1, "p": 0, "q": 1, "n": 2, "n1": 3, "n2": 4, "z": 5, "a1": 6}
+
+
+def _ids(ids):
+    """Item names as the catalog indices the losses take (-1: padding)."""
+    return tf.constant(np.vectorize(_INDEX.get, otypes=[np.int64])(np.array(ids)))
+
+
+POSITIVE_IDS = _ids(["p", "q"])
 
 
 def _shared(ids, embeddings, **kwargs):
     return Candidates(
         "s",
         kwargs.pop("group", "other"),
-        tf.constant(ids),
+        _ids(ids),
         tf.constant(embeddings, tf.float32),
         **kwargs,
     )
@@ -35,7 +43,7 @@ def test_softmax_masks_padding_accidental_hits_and_the_diagonal():
     per_row = Candidates(
         "r",
         "other",
-        tf.constant([["q", ""], ["q", "z"]]),
+        _ids([["q", ""], ["q", "z"]]),
         tf.constant([[[0, 1], [5, 5]], [[0, 1], [0, 3]]], tf.float32),
     )
     loss = softmax_loss(QUERY, POSITIVE, POSITIVE_IDS, None, [in_batch, per_row])
@@ -58,12 +66,12 @@ def test_bce_terms_weights_and_lambdas():
     a = Candidates(
         "a",
         "A",
-        tf.constant([["n1"], ["p"]]),
+        _ids([["n1"], ["p"]]),
         tf.constant([[[1.0, 0]], [[0, 0]]]),
         weight=tf.constant([[2.0], [5.0]]),
     )
     c = _shared(["n2"], [[0.0, 0.0]], group="C")
-    terms = bce_loss(QUERY, POSITIVE, tf.constant(["p", "q"]), [a, c], {"A": 0.5, "C": 3.0})
+    terms = bce_loss(QUERY, POSITIVE, _ids(["p", "q"]), [a, c], {"A": 0.5, "C": 3.0})
     softplus = lambda x: np.log1p(np.exp(x))  # noqa: E731
     # positive: -log σ(2) per row = softplus(-2)
     np.testing.assert_allclose(terms["positive"].numpy(), [softplus(-2)] * 2, rtol=1e-6)
@@ -78,7 +86,7 @@ def test_candidate_mask_combines_valid_and_accidental_hits():
     candidates = Candidates(
         "x",
         "other",
-        tf.constant(["p", "n", "q"]),
+        _ids(["p", "n", "q"]),
         tf.zeros([3, 2]),
         valid=tf.constant([True, True, False]),
     )
@@ -130,7 +138,7 @@ def test_share_denominator_averages_the_logged_and_the_sampled_estimates():
     space_a = Candidates(
         "a",
         "A",
-        tf.constant([["a1"], [""]]),
+        _ids([["a1"], [""]]),
         tf.zeros([2, 1, 2]),
         weight=tf.constant([[2.0], [0.0]]),
         valid=tf.constant([[True], [False]]),

@@ -120,14 +120,14 @@ def test_mixed_negatives_share_the_mixture_proposal():
         CorpusNegatives(6, corrected=True),
     ]
     model = _model(sources=sources, loss="softmax")
-    ids = BATCH["item_id"]  # i1, i3, i1
+    ids = model.candidate_tower.item_index(BATCH["item_id"])  # i1, i3, i1 as indices 0, 2, 0
     batch = Batch(
         BATCH,
         model.query_embeddings(BATCH),
         ids,
         model.candidate_embeddings(ids),
         model.candidate_embeddings,
-        tf.constant(["i1", "i2", "i3"]),
+        3,
         model.candidate_tower.item_index,
         True,
     )
@@ -136,8 +136,8 @@ def test_mixed_negatives_share_the_mixture_proposal():
     # expected count = 3 rows × click share + 6 uniform draws / 3 items
     # i1: 3·0.5 + 2 = 3.5; i3: 3·0.25 + 2 = 2.75; i2 (never clicked -> 0.25): 2.75
     np.testing.assert_allclose(positive_log_q.numpy(), np.log([3.5, 2.75, 3.5]), rtol=1e-5)
-    corpus_ids = candidates[1].ids.numpy().astype(str)
-    expected = np.log([{"i1": 3.5, "i2": 2.75, "i3": 2.75}[i] for i in corpus_ids])
+    corpus_ids = candidates[1].ids.numpy()  # catalog indices of i1, i2, i3
+    expected = np.log([{0: 3.5, 1: 2.75, 2: 2.75}[i] for i in corpus_ids])
     np.testing.assert_allclose(candidates[1].log_q.numpy(), expected, rtol=1e-5)
     loss = model.compute_loss(BATCH, training=True)
     assert np.isfinite(loss.numpy())

@@ -50,18 +50,18 @@ def _rows(count, rng):
 
 
 def _group(name, rows, index, width):
-    ids = np.full((len(rows), width), "", dtype=object)
+    ids = np.full((len(rows), width), -1, dtype=np.int64)  # catalog indices, -1: padding
     for r, row in enumerate(rows):
-        ids[r, : len(row[4][index])] = IDS[row[4][index]]
+        ids[r, : len(row[4][index])] = row[4][index]
     embeddings = np.zeros((len(rows), width, DIM), np.float32)
     for r, row in enumerate(rows):
         embeddings[r, : len(row[4][index])] = ITEMS[row[4][index]]
-    return Candidates(name, name, tf.constant(ids.astype(str)), tf.constant(embeddings))
+    return Candidates(name, name, tf.constant(ids), tf.constant(embeddings))
 
 
 def _batch(rows):
     users = tf.constant(USERS[[r[0] for r in rows]])
-    positive_ids = tf.constant(IDS[[r[1] for r in rows]])
+    positive_ids = tf.constant([r[1] for r in rows], tf.int64)
     features = {
         "num_space_a": tf.constant([r[2] for r in rows], tf.int64),
         "num_space_b": tf.constant([r[3] for r in rows], tf.int64),
@@ -72,8 +72,8 @@ def _batch(rows):
         positive_ids,
         tf.constant(ITEMS[[r[1] for r in rows]]),
         lambda ids: tf.zeros(tf.concat([tf.shape(ids), [DIM]], 0)),
-        tf.constant(IDS),
-        lambda ids: tf.zeros_like(ids, tf.int64),
+        NUM_ITEMS,
+        lambda ids: ids,
         True,
     )
     groups = {
@@ -81,7 +81,7 @@ def _batch(rows):
         "B": _group("B", rows, 1, 4),
         "C": _group("C", rows, 2, 20),
     }
-    masks = {g: tf.not_equal(c.ids, "") for g, c in groups.items()}
+    masks = {g: c.ids >= 0 for g, c in groups.items()}
     return batch, groups, masks
 
 

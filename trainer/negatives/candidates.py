@@ -10,17 +10,20 @@ import tensorflow as tf
 class Batch:
     """One training batch as the negative sources see it.
 
+    Items are int64 catalog indices throughout (-1: padding, or no catalog item): the
+    input pipeline looks the id strings up (`TwoTowerModel.index_features`), so nothing
+    in the step compares, hashes or gathers strings.
+
     Attributes:
-      features: the parsed example features.
+      features: the example features (looked up: ids as rows and indices).
       query: `[batch_size, dim]` query embeddings (normalised if the model is cosine).
-      positive_ids: `[batch_size]` clicked item ids.
+      positive_ids: `[batch_size]` int64 catalog indices of the clicked items.
       positive: `[batch_size, dim]` their embeddings.
-      encode: item ids of any shape `[...]` -> embeddings `[..., dim]` (the candidate tower).
-      item_ids: `[num_items]` every catalog item id, in catalog index order.
-      item_index: item ids -> catalog indices (-1 for an unknown id).
+      encode: catalog indices of any shape `[...]` -> embeddings `[..., dim]` (the
+        candidate tower).
+      num_items: the catalog's size (indices run over [0, num_items)).
+      item_index: catalog indices (or item id strings) -> catalog indices.
       training: whether this is a training step (sources update their state only then).
-      encode_indices: catalog indices of any shape `[...]` -> embeddings `[..., dim]`
-        (the candidate tower without the id strings); None where the caller has none.
     """
 
     features: dict[str, tf.Tensor]
@@ -28,16 +31,15 @@ class Batch:
     positive_ids: tf.Tensor
     positive: tf.Tensor
     encode: Callable[[tf.Tensor], tf.Tensor]
-    item_ids: tf.Tensor
+    num_items: int
     item_index: Callable[[tf.Tensor], tf.Tensor]
     training: bool
-    encode_indices: Callable[[tf.Tensor], tf.Tensor] | None = None
 
     def ids_of(self, indices: tf.Tensor, valid: tf.Tensor | None = None) -> tf.Tensor:
-        """Item ids of catalog indices; "" where `valid` is False or the index is < 0."""
-        ids = tf.gather(self.item_ids, tf.maximum(indices, 0))
+        """`indices` as candidate ids: -1 where `valid` is False or the index is < 0."""
+        indices = tf.cast(indices, tf.int64)
         keep = indices >= 0 if valid is None else tf.logical_and(valid, indices >= 0)
-        return tf.where(keep, ids, "")
+        return tf.where(keep, indices, tf.constant(-1, tf.int64))
 
 
 @dataclasses.dataclass
@@ -47,7 +49,7 @@ class Candidates:
     Attributes:
       name: the source's name (for metrics).
       group: the loss term it belongs to ("A", "B", "C" for UMA²'s spaces, else "other").
-      ids: `[n]` or `[batch_size, n]` item ids; "" marks padding.
+      ids: `[n]` or `[batch_size, n]` int64 catalog indices; -1 marks padding.
       embeddings: `[n, dim]` or `[batch_size, n, dim]`.
       log_q: same shape as ids or None: log of the item's expected count in a batch under
         this source's proposal, subtracted from its logit (logQ correction); None = none.

@@ -55,11 +55,8 @@ class ClusterNegatives(NegativeSource):
             self._random,
             seed=tf.stack([tf.cast(self._seed, tf.int64), self._step]),
         )
-        ids = tf.gather(batch.item_ids, indices)
-        # By index: the ids are only for the accidental-hit mask, no second lookup.
-        embeddings = (
-            batch.encode(ids) if batch.encode_indices is None else batch.encode_indices(indices)
-        )
+        ids = tf.cast(indices, tf.int64)
+        embeddings = batch.encode(ids)
         if self._margin is None:
             return Candidates(self.name, "other", ids, embeddings)
         return Candidates(self.name, "other", ids, embeddings, valid=self._keep(batch, embeddings))

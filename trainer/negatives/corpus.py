@@ -32,22 +32,18 @@ class CorpusNegatives(NegativeSource):
         self.corrected = corrected
 
     def _sample_indices(self, batch: Batch) -> tf.Tensor:
-        num_items = tf.shape(batch.item_ids)[0]
+        num_items = batch.num_items
         shape = [tf.shape(batch.positive_ids)[0], self._count] if self._per_row else [self._count]
-        return tf.random.uniform(shape, maxval=num_items, dtype=tf.int32)
+        return tf.cast(tf.random.uniform(shape, maxval=num_items, dtype=tf.int32), tf.int64)
 
     def sample(self, batch: Batch) -> Candidates:
         indices = self._sample_indices(batch)
-        ids = tf.gather(batch.item_ids, indices)
-        # By index where the model offers it: no second lookup of the drawn ids.
-        embeddings = (
-            batch.encode(ids) if batch.encode_indices is None else batch.encode_indices(indices)
+        return Candidates(
+            name=self.name, group=self._group, ids=indices, embeddings=batch.encode(indices)
         )
-        return Candidates(name=self.name, group=self._group, ids=ids, embeddings=embeddings)
 
     def expected_count(self, ids: tf.Tensor, batch: Batch) -> tf.Tensor:
-        num_items = tf.cast(tf.shape(batch.item_ids)[0], tf.float32)
-        return tf.fill(tf.shape(ids), self._count / num_items)
+        return tf.fill(tf.shape(ids), self._count / batch.num_items)
 
     def get_config(self) -> dict[str, Any]:
         return {

@@ -90,7 +90,11 @@ class StreamingFrequencyEstimator(tf.keras.layers.Layer):
           item_ids: `[batch_size]` string or integer ids of the step's items
             (duplicates count once).
         """
-        buckets, _ = tf.unique(tf.reshape(self.bucket(item_ids), [-1]))
+        self.update_buckets(self.bucket(item_ids))
+
+    def update_buckets(self, buckets: tf.Tensor) -> None:
+        """`update` of items given by their buckets (`bucket`), e.g. looked up once."""
+        buckets, _ = tf.unique(tf.reshape(tf.cast(buckets, tf.int64), [-1]))
         step = tf.identity(self._step)
         last = tf.gather(self._last_step, buckets)
         seen = last >= 0
@@ -105,8 +109,8 @@ class StreamingFrequencyEstimator(tf.keras.layers.Layer):
         self._last_step.scatter_update(tf.IndexedSlices(tf.fill(tf.shape(buckets), step), buckets))
         self._step.assign_add(1)
 
-    def _mean_gap_of(self, item_ids: tf.Tensor) -> tf.Tensor:
-        gap = tf.gather(self._mean_gap, self.bucket(item_ids))
+    def _mean_gap_of(self, buckets: tf.Tensor) -> tf.Tensor:
+        gap = tf.gather(self._mean_gap, buckets)
         steps = tf.cast(tf.maximum(self._step, 1), tf.float32)
         return tf.where(gap > 0.0, gap, steps)
 
@@ -120,7 +124,11 @@ class StreamingFrequencyEstimator(tf.keras.layers.Layer):
           `[batch_size]` float32 in (0, 1]: 1 / B[h], or 1 / max(steps so far, 1)
           for a bucket with no observed gap.
         """
-        return 1.0 / self._mean_gap_of(item_ids)
+        return self.bucket_probability(self.bucket(item_ids))
+
+    def bucket_probability(self, buckets: tf.Tensor) -> tf.Tensor:
+        """`probability` of items given by their buckets (`bucket`)."""
+        return 1.0 / self._mean_gap_of(buckets)
 
     def call(self, item_ids: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         """Returns `probability(item_ids)`, after `update(item_ids)` when training.

@@ -3,6 +3,7 @@
 import json
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from trainer.negatives.candidates import Batch, Candidates
@@ -12,15 +13,15 @@ from trainer.negatives.source import NegativeSource
 CORRECTIONS = ("none", "static", "streaming")
 
 
-def click_share_table(item_probabilities: dict[str, float]) -> tf.lookup.StaticHashTable:
-    """item id -> its share of the training clicks; an item never clicked gets the
+def click_shares(item_probabilities: dict[str, float], catalog: list[str]) -> tf.Tensor:
+    """`[num_items + 1]` each catalog item's share of the training clicks, by catalog
+    index + 1 (row 0: padding or no catalog item). An item never clicked gets the
     smallest share (as rare as the rarest), never 0, so log q stays finite."""
-    keys = list(item_probabilities)
-    values = [float(item_probabilities[k]) for k in keys]
-    return tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(keys, values, value_dtype=tf.float32),
-        default_value=min(values),
-    )
+    floor = min(float(v) for v in item_probabilities.values())
+    shares = np.full(len(catalog) + 1, floor, np.float32)
+    shares[1:] = [float(item_probabilities.get(item, floor)) for item in catalog]
+    with tf.init_scope():
+        return tf.constant(shares)
 
 
 @tf.keras.utils.register_keras_serializable(package="twotower")
@@ -63,11 +64,10 @@ class InBatchNegatives(NegativeSource):
         self._frequency_alpha = frequency_alpha
         self._cross_replica = cross_replica
         self.corrected = correction != "none"
-        self._table = None
+        self._shares = None  # by catalog index, made by `bind`
+        self._buckets = None  # the estimator's bucket of each catalog index, by `bind`
         self._estimator = None
-        if correction == "static":
-            self._table = click_share_table(item_probabilities)
-        elif correction == "streaming":
+        if correction == "streaming":
             from trainer.negatives.frequency_estimator import (  # noqa: PLC0415
                 StreamingFrequencyEstimator,
             )
@@ -75,6 +75,20 @@ class InBatchNegatives(NegativeSource):
             self._estimator = StreamingFrequencyEstimator(
                 num_buckets=frequency_buckets, alpha=frequency_alpha, name="frequency"
             )
+
+    def bind(self, candidate_tower: tf.keras.Model) -> None:
+        """Tables by catalog index: each item's click share, or its estimator bucket
+        (the bucket of its id string, as `StreamingFrequencyEstimator.bucket` hashes it,
+        computed once here instead of hashing strings every step)."""
+        catalog = candidate_tower.get_config()["item_ids"]
+        if self._correction == "static":
+            self._shares = click_shares(json.loads(self._item_probabilities), catalog)
+        elif self._estimator is not None:
+            with tf.init_scope():
+                self._buckets = self._estimator.bucket(tf.constant(["", *catalog]))
+
+    def _bucket(self, indices: tf.Tensor) -> tf.Tensor:
+        return tf.gather(self._buckets, tf.cast(indices, tf.int64) + 1)
 
     def _candidates(self, values: tf.Tensor) -> tf.Tensor:
         if not self._cross_replica:
@@ -100,16 +114,16 @@ class InBatchNegatives(NegativeSource):
         local = tf.cast(tf.shape(batch.positive_ids)[0], tf.float32)
         context = tf.distribute.get_replica_context()
         replicas = 1 if context is None else context.num_replicas_in_sync
-        if self._table is not None:
+        if self._shares is not None:
             size = local * replicas if self._cross_replica else local
-            return self._table.lookup(ids) * size
+            return tf.gather(self._shares, tf.cast(ids, tf.int64) + 1) * size
         # The estimator counts global batches; a replica's own rows are 1/replicas of one.
         share = 1.0 if self._cross_replica else 1.0 / replicas
-        return self._estimator.probability(ids) * share
+        return self._estimator.bucket_probability(self._bucket(ids)) * share
 
     def update(self, batch: Batch) -> None:
         if self._estimator is not None:
-            self._estimator.update(gather_across_replicas(batch.positive_ids))
+            self._estimator.update_buckets(self._bucket(gather_across_replicas(batch.positive_ids)))
 
     def get_config(self) -> dict[str, Any]:
         return {

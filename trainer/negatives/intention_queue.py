@@ -96,7 +96,7 @@ class IntentionQueueNegatives(NegativeSource):
         if self._embeddings is not None:
             all_negatives = self._embeddings.all_contents()[0]
         else:  # each queue item is encoded once, then shared by the rows of its intention
-            all_negatives = batch.encode_indices(all_indices)
+            all_negatives = batch.encode(all_indices)
         indices, valid = tf.gather(all_indices, which), tf.gather(all_valid, which)  # [B, size]
         # Every row against every queue in one matmul, then each row's own queue: gathering
         # the queues' embeddings per row instead made a [B, size, dim] copy (and its
@@ -112,10 +112,11 @@ class IntentionQueueNegatives(NegativeSource):
     def update(self, batch: Batch) -> None:
         indices = gather_across_replicas(tf.cast(batch.item_index(batch.positive_ids), tf.int64))
         which = self.intention(batch.ids_of(indices))
-        self._indices.enqueue(indices, which)
+        # `which` is an argmax over the H queues: in range, no host-side check.
+        self._indices.enqueue(indices, which, checked=False)
         if self._embeddings is not None:
             self._embeddings.enqueue(
-                gather_across_replicas(tf.stop_gradient(batch.positive)), which
+                gather_across_replicas(tf.stop_gradient(batch.positive)), which, checked=False
             )
 
     def get_config(self) -> dict[str, Any]:

@@ -80,7 +80,9 @@ class ItemQueue(tf.keras.layers.Layer):
         """`[num_queues]` int64: items ever enqueued into each queue."""
         return self._count
 
-    def enqueue(self, values: tf.Tensor, queue_index: tf.Tensor | None = None) -> None:
+    def enqueue(
+        self, values: tf.Tensor, queue_index: tf.Tensor | None = None, checked: bool = True
+    ) -> None:
         """Appends a batch, overwriting the oldest items of full queues.
 
         Rows go to their queues in batch order; when a queue gets more than `size`
@@ -90,6 +92,7 @@ class ItemQueue(tf.keras.layers.Layer):
           values: `[batch_size, dim]` embeddings, or `[batch_size]` catalog indices.
           queue_index: `[batch_size]` integer queue of each row, in
             [0, num_queues); None sends every row to queue 0.
+          checked: whether to check `queue_index` is in range (an error if not).
 
         Raises:
           ValueError: `values` has the wrong rank or dim.
@@ -108,11 +111,17 @@ class ItemQueue(tf.keras.layers.Layer):
         batch_size = tf.shape(values, out_type=tf.int64)[0]
         if queue_index is None:
             queue_index = tf.zeros([batch_size], tf.int64)
+        elif checked:
+            # An Assert op runs on the host: a training step that computes its queues in
+            # range by construction (argmax over the queues) passes checked=False.
+            queue_index = tf.cast(queue_index, tf.int64)
+            tf.debugging.assert_non_negative(queue_index, message="queue_index < 0")
+            tf.debugging.assert_less(
+                queue_index,
+                tf.constant(self._num_queues, tf.int64),
+                message="queue_index too large",
+            )
         queue_index = tf.cast(queue_index, tf.int64)
-        tf.debugging.assert_non_negative(queue_index, message="queue_index < 0")
-        tf.debugging.assert_less(
-            queue_index, tf.constant(self._num_queues, tf.int64), message="queue_index too large"
-        )
         one_hot = tf.one_hot(queue_index, self._num_queues, dtype=tf.int64)
         # Position of each row among the rows sent to its queue in this batch.
         rank = tf.reduce_sum(tf.cumsum(one_hot, axis=0, exclusive=True) * one_hot, axis=1)

@@ -30,9 +30,10 @@ class LoggedNegatives(NegativeSource):
         return FEATURES[self._group]
 
     def sample(self, batch: Batch) -> Candidates:
-        ids = batch.features[FEATURES[self._group]][:, : self._count]
+        # Catalog indices (the model looks the ids up; -1: padding or no catalog item).
+        ids = batch.item_index(batch.features[FEATURES[self._group]])[:, : self._count]
         # Pad to `count` columns so every step has the same shape.
-        ids = tf.pad(ids, [[0, 0], [0, self._count - tf.shape(ids)[1]]], constant_values="")
+        ids = tf.pad(ids, [[0, 0], [0, self._count - tf.shape(ids)[1]]], constant_values=-1)
         ids = tf.ensure_shape(ids, [None, self._count])
         return Candidates(name=self.name, group=self._group, ids=ids, embeddings=batch.encode(ids))
 

@@ -61,7 +61,7 @@ class QueueNegatives(NegativeSource):
         if self._embeddings is not None:
             embeddings = self._embeddings.contents(0)[0]
         else:
-            embeddings = batch.encode_indices(indices)
+            embeddings = batch.encode(indices)
         return Candidates(self.name, "other", batch.ids_of(indices, valid), embeddings, valid=valid)
 
     def update(self, batch: Batch) -> None:

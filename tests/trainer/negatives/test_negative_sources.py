@@ -12,39 +12,53 @@ from trainer.negatives.logged import LoggedNegatives
 from trainer.negatives.queue import QueueNegatives
 
 ITEMS = ["a", "b", "c", "d", "e", "f"]
-CODES = {item: float(i) for i, item in enumerate(ITEMS)}
+CODES = {item: i for i, item in enumerate(ITEMS)}
 
 
-def _encode(ids):
-    """A fixed 'tower': item k -> [k, 1]; unknown or padding -> [-1, 1]."""
-    table = tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(ITEMS, list(CODES.values())), default_value=-1.0
-    )
-    code = table.lookup(ids)
+def _encode(indices):
+    """A fixed 'tower' over catalog indices: item k -> [k, 1]; -1 (padding) -> [-1, 1]."""
+    code = tf.cast(indices, tf.float32)
     return tf.stack([code, tf.ones_like(code)], axis=-1)
 
 
+def _index(names):
+    """Item names -> the catalog indices the sources see (-1: padding, unknown)."""
+    return tf.constant(np.vectorize(lambda n: CODES.get(n, -1), otypes=[np.int64])(np.array(names)))
+
+
+def _names(indices):
+    """Catalog indices -> item names ("" for -1)."""
+    return np.vectorize(lambda i: ITEMS[i] if i >= 0 else "")(np.asarray(indices))
+
+
+class _Tower:
+    """What `bind` reads of a candidate tower: the catalog."""
+
+    def get_config(self):
+        return {"item_ids": ITEMS}
+
+
+def _item_index(values):
+    return values if values.dtype.is_integer else _index(values.numpy().astype(str))
+
+
 def _batch(positive_ids, features=None):
-    ids = tf.constant(positive_ids)
-    index = tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(ITEMS, list(range(len(ITEMS))), value_dtype=tf.int32),
-        default_value=-1,
-    )
+    ids = _index(positive_ids)
     return Batch(
         features or {},
         tf.ones([len(positive_ids), 2]),
         ids,
         _encode(ids),
         _encode,
-        tf.constant(ITEMS),
-        index.lookup,
+        len(ITEMS),
+        _item_index,
         True,
-        lambda indices: _encode(tf.gather(tf.constant([""] + ITEMS), indices + 1)),  # -1: OOV
     )
 
 
 def test_in_batch_static_expected_count_is_batch_size_times_click_share():
     source = InBatchNegatives("static", {"a": 0.5, "b": 0.1})
+    source.bind(_Tower())
     batch = _batch(["a", "b", "a", "z"])
     candidates = source.sample(batch)
     assert candidates.exclude_diagonal and candidates.shared
@@ -56,10 +70,11 @@ def test_in_batch_static_expected_count_is_batch_size_times_click_share():
 
 def test_in_batch_streaming_counts_steps():
     source = InBatchNegatives("streaming", frequency_buckets=101, frequency_alpha=0.5)
+    source.bind(_Tower())
     for _ in range(4):  # "a" every step, "b" every other step
         source.update(_batch(["a"]))
         source.update(_batch(["a", "b"]))
-    probability = source.expected_count(tf.constant(["a", "b"]), _batch(["a"])).numpy()
+    probability = source.expected_count(_index(["a", "b"]), _batch(["a"])).numpy()
     # "a": a gap of one step -> 1; "b": a gap of two steps -> 1/2
     np.testing.assert_allclose(probability, [1.0, 0.5], rtol=1e-6)
 
@@ -71,16 +86,14 @@ def test_corpus_negatives_shared_and_per_row():
     assert shared.ids.shape == (5,) and shared.embeddings.shape == (5, 2)
     per_row = CorpusNegatives(3, per_row=True, group="C").sample(batch)
     assert per_row.ids.shape == (2, 3) and per_row.group == "C"
-    expected = CorpusNegatives(5).expected_count(tf.constant(["a"]), batch).numpy()
+    expected = CorpusNegatives(5).expected_count(_index(["a"]), batch).numpy()
     np.testing.assert_allclose(expected, [5 / 6])  # 5 draws over 6 items
 
 
 def test_logged_negatives_take_and_pad_the_space():
     features = {"space_b": tf.constant([["c", "d", "e"], ["f", "", ""]])}
     candidates = LoggedNegatives("B", 4).sample(_batch(["a", "b"], features))
-    np.testing.assert_array_equal(
-        candidates.ids.numpy().astype(str), [["c", "d", "e", ""], ["f", "", "", ""]]
-    )
+    np.testing.assert_array_equal(_names(candidates.ids), [["c", "d", "e", ""], ["f", "", "", ""]])
     np.testing.assert_allclose(candidates.embeddings.numpy()[0, :, 0], [2, 3, 4, -1])
 
 
@@ -92,7 +105,7 @@ def test_queue_returns_earlier_batches_only():
     source.update(_batch(["c", "d"]))
     candidates = source.sample(_batch(["e"]))
     # size 3, oldest first: "a" was overwritten by "d"
-    np.testing.assert_array_equal(candidates.ids.numpy().astype(str), ["b", "c", "d"])
+    np.testing.assert_array_equal(_names(candidates.ids), ["b", "c", "d"])
     np.testing.assert_allclose(candidates.embeddings.numpy()[:, 0], [1, 2, 3])
     assert candidates.log_q is None and source.corrected is False
 
@@ -106,7 +119,7 @@ def test_queue_ids_mode_reencodes():
 
 def _category(ids):
     """Category embedding: items a, b, c point one way, d, e, f the other."""
-    abc = tf.reshape(tf.strings.regex_full_match(ids, "[abc]"), [-1, 1])
+    abc = tf.reshape(tf.logical_and(ids >= 0, ids < 3), [-1, 1])
     return tf.where(abc, tf.constant([[1.0, 0.0]]), tf.constant([[-1.0, 0.0]]))
 
 
@@ -139,12 +152,12 @@ def test_cluster_negatives_come_from_the_positives_cluster():
     source = ClusterNegatives(cluster=6, random=2, num_items=6, num_clusters=2, seed=1)
     source.pool.assign(np.array([0, 0, 0, 1, 1, 1]))
     candidates = source.sample(_batch(["a", "e"]))
-    ids = candidates.ids.numpy().astype(str)
+    ids = _names(candidates.ids)
     assert ids.shape == (2, 8)
     assert set(ids[0, :6]) <= {"b", "c"} and set(ids[1, :6]) <= {"d", "f"}
     first = ids.copy()
     source.update(_batch(["a"]))  # next step, new draws; same step, same draws
-    assert not np.array_equal(source.sample(_batch(["a", "e"])).ids.numpy().astype(str), first)
+    assert not np.array_equal(_names(source.sample(_batch(["a", "e"])).ids), first)
 
 
 def test_cluster_negatives_skip_draws_scored_near_the_positive():
@@ -154,7 +167,7 @@ def test_cluster_negatives_skip_draws_scored_near_the_positive():
         source = ClusterNegatives(6, 2, num_items=6, num_clusters=2, seed=1, margin=margin)
         source.pool.assign(np.array([0, 0, 0, 1, 1, 1]))
         candidates = source.sample(batch)
-        ids, valid = candidates.ids.numpy().astype(str), candidates.valid.numpy()
+        ids, valid = _names(candidates.ids), candidates.valid.numpy()
         # "e" (5): "f" (6) >= 5 - margin is skipped; "d" (4) only when the margin is 1.5.
         assert set(ids[0, :6][valid[0, :6]]) == kept and {"d", "f"} == set(ids[0, :6])
         # "a" (1): "b" and "c" both score above it: every same-cluster draw is skipped.
