@@ -133,9 +133,19 @@ def _write(
     group: tuple[int, Iterable[Any]], output_dir: str, split: str, num_shards: int
 ) -> dict[str, Any]:
     index, values = group
-    records = sorted(values)
+    return _write_records(index, sorted(values), output_dir, split, num_shards)
+
+
+def _write_records(
+    index: int,
+    pairs: Iterable[tuple[bytes, bytes]],
+    output_dir: str,
+    split: str,
+    num_shards: int,
+) -> dict[str, Any]:
+    """Writes (digest, record) pairs, in digest order, as shard `index`; its stats."""
     name = shard_name(split, index, num_shards)
-    stats = write_shard(FileSystems.join(output_dir, name), (record for _, record in records))
+    stats = write_shard(FileSystems.join(output_dir, name), (record for _, record in pairs))
     return {"split": split, "file": name, **stats}
 
 
@@ -144,12 +154,10 @@ def _write_merged(
 ) -> dict[str, Any]:
     """Merges one shard's sorted runs into the shard, then deletes them."""
     index, runs = group
-    runs = sorted(runs)
-    name = shard_name(split, index, num_shards)
-    merged = sorted_runs.merge_runs(runs)
-    stats = write_shard(FileSystems.join(output_dir, name), (record for _, record in merged))
+    runs = list(runs)
+    stats = _write_records(index, sorted_runs.merge_runs(runs), output_dir, split, num_shards)
     FileSystems.delete(runs)
-    return {"split": split, "file": name, **stats}
+    return stats
 
 
 def _write_empty(

@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from trainer.negatives.candidates import by_index, catalog_table
+
 
 @tf.keras.utils.register_keras_serializable(package="twotower")
 class ExposurePropensity(tf.keras.layers.Layer):
@@ -67,8 +69,7 @@ class ExposurePropensity(tf.keras.layers.Layer):
     def bind(self, catalog: list[str]) -> None:
         """Makes the table by catalog index that `call` reads for integer inputs (the
         training step's items are catalog indices, looked up in the input pipeline)."""
-        with tf.init_scope():
-            self._by_index = self._table.lookup(tf.constant(["", *catalog], tf.string))
+        self._by_index = catalog_table(catalog, self._table.lookup)
 
     def call(self, item_ids: tf.Tensor) -> tf.Tensor:
         """log π of each id (or int64 catalog index, after `bind`), same shape; padding
@@ -77,7 +78,7 @@ class ExposurePropensity(tf.keras.layers.Layer):
             return self._table.lookup(item_ids)
         if self._by_index is None:
             raise ValueError("ExposurePropensity: bind(catalog) before passing catalog indices")
-        return tf.gather(self._by_index, tf.cast(item_ids, tf.int64) + 1)
+        return by_index(self._by_index, item_ids)
 
     def get_config(self) -> dict[str, Any]:
         return {

@@ -10,7 +10,7 @@ import tensorflow_recommenders as tfrs
 
 from trainer import losses
 from trainer.exposure import ExposurePropensity
-from trainer.negatives.candidates import Batch, Candidates
+from trainer.negatives.candidates import Batch, Candidates, by_index
 from trainer.negatives.in_batch import click_shares
 from trainer.negatives.intention_queue import IntentionQueueNegatives
 from trainer.negatives.logged import FEATURES as LOGGED_FEATURES
@@ -184,7 +184,7 @@ class TwoTowerModel(tfrs.Model):
     def _tfrs_loss(self, query: tf.Tensor, positive: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
         probability = None
         if self._click_shares is not None:
-            probability = tf.gather(self._click_shares, ids + 1)
+            probability = by_index(self._click_shares, ids)
         return self.task(
             query,
             positive,

@@ -44,7 +44,7 @@ import tensorflow as tf
 
 from common.contracts import NUM_SPACE_A, NUM_SPACE_B
 from trainer.exposure import ExposurePropensity
-from trainer.negatives.candidates import Batch, Candidates
+from trainer.negatives.candidates import Batch, Candidates, by_index, catalog_table
 from trainer.propensity import PropensityHead, ipw_weights
 
 
@@ -131,10 +131,10 @@ class PropensityNetwork(tf.keras.layers.Layer):
         if self.item_exposure is not None:
             self.item_exposure.bind(catalog)
         if self.item_embedding is not None:
-            with tf.init_scope():
-                self._buckets = tf.strings.to_hash_bucket_fast(
-                    tf.constant(["", *catalog], tf.string), self._item_buckets
-                )
+            self._buckets = catalog_table(catalog, self._hash_bucket)
+
+    def _hash_bucket(self, item_ids: tf.Tensor) -> tf.Tensor:
+        return tf.strings.to_hash_bucket_fast(item_ids, self._item_buckets)
 
     def _features(self, item_ids: tf.Tensor) -> tf.Tensor | None:
         """Item ids (strings) or catalog indices (int64, after `bind`) -> head inputs."""
@@ -143,9 +143,9 @@ class PropensityNetwork(tf.keras.layers.Layer):
             features.append(self.item_exposure(item_ids)[..., tf.newaxis])
         if self.item_embedding is not None:
             if item_ids.dtype.is_integer:
-                buckets = tf.gather(self._buckets, tf.cast(item_ids, tf.int64) + 1)
+                buckets = by_index(self._buckets, item_ids)
             else:
-                buckets = tf.strings.to_hash_bucket_fast(item_ids, self._item_buckets)
+                buckets = self._hash_bucket(item_ids)
             features.append(self.item_embedding(buckets))
         return tf.concat(features, axis=-1) if features else None
 

@@ -1,9 +1,21 @@
 """What every negative source hands to the loss: candidates with their corrections."""
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import tensorflow as tf
+
+
+def catalog_table(catalog: Sequence[str], lookup: Callable[[tf.Tensor], tf.Tensor]) -> tf.Tensor:
+    """`lookup` of every catalog id, made once (eagerly): row i + 1 for catalog index i,
+    row 0 `lookup("")` for padding or no catalog item (index -1). Read with `by_index`."""
+    with tf.init_scope():
+        return lookup(tf.constant(["", *catalog], tf.string))
+
+
+def by_index(table: tf.Tensor, indices: tf.Tensor) -> tf.Tensor:
+    """The rows of catalog `indices` (-1: row 0) in a table laid out as `catalog_table`'s."""
+    return tf.gather(table, tf.cast(indices, tf.int64) + 1)
 
 
 @dataclasses.dataclass

@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from trainer.negatives.candidates import Batch, Candidates
+from trainer.negatives.candidates import Batch, Candidates, by_index, catalog_table
 from trainer.negatives.queue import gather_across_replicas
 from trainer.negatives.source import NegativeSource
 
@@ -84,11 +84,7 @@ class InBatchNegatives(NegativeSource):
         if self._correction == "static":
             self._shares = click_shares(json.loads(self._item_probabilities), catalog)
         elif self._estimator is not None:
-            with tf.init_scope():
-                self._buckets = self._estimator.bucket(tf.constant(["", *catalog]))
-
-    def _bucket(self, indices: tf.Tensor) -> tf.Tensor:
-        return tf.gather(self._buckets, tf.cast(indices, tf.int64) + 1)
+            self._buckets = catalog_table(catalog, self._estimator.bucket)
 
     def _candidates(self, values: tf.Tensor) -> tf.Tensor:
         if not self._cross_replica:
@@ -116,14 +112,15 @@ class InBatchNegatives(NegativeSource):
         replicas = 1 if context is None else context.num_replicas_in_sync
         if self._shares is not None:
             size = local * replicas if self._cross_replica else local
-            return tf.gather(self._shares, tf.cast(ids, tf.int64) + 1) * size
+            return by_index(self._shares, ids) * size
         # The estimator counts global batches; a replica's own rows are 1/replicas of one.
         share = 1.0 if self._cross_replica else 1.0 / replicas
-        return self._estimator.bucket_probability(self._bucket(ids)) * share
+        return self._estimator.bucket_probability(by_index(self._buckets, ids)) * share
 
     def update(self, batch: Batch) -> None:
         if self._estimator is not None:
-            self._estimator.update_buckets(self._bucket(gather_across_replicas(batch.positive_ids)))
+            positives = gather_across_replicas(batch.positive_ids)
+            self._estimator.update_buckets(by_index(self._buckets, positives))
 
     def get_config(self) -> dict[str, Any]:
         return {

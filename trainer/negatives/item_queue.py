@@ -109,19 +109,19 @@ class ItemQueue(tf.keras.layers.Layer):
                 raise ValueError(f"indices must be integers, got {values.dtype.name}")
             values = tf.cast(values, tf.int64)
         batch_size = tf.shape(values, out_type=tf.int64)[0]
+        checked = checked and queue_index is not None  # None: all rows to queue 0
         if queue_index is None:
             queue_index = tf.zeros([batch_size], tf.int64)
-        elif checked:
+        queue_index = tf.cast(queue_index, tf.int64)
+        if checked:
             # An Assert op runs on the host: a training step that computes its queues in
             # range by construction (argmax over the queues) passes checked=False.
-            queue_index = tf.cast(queue_index, tf.int64)
             tf.debugging.assert_non_negative(queue_index, message="queue_index < 0")
             tf.debugging.assert_less(
                 queue_index,
                 tf.constant(self._num_queues, tf.int64),
                 message="queue_index too large",
             )
-        queue_index = tf.cast(queue_index, tf.int64)
         one_hot = tf.one_hot(queue_index, self._num_queues, dtype=tf.int64)
         # Position of each row among the rows sent to its queue in this batch.
         rank = tf.reduce_sum(tf.cumsum(one_hot, axis=0, exclusive=True) * one_hot, axis=1)
