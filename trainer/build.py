@@ -274,9 +274,9 @@ def training_callbacks(config: Config, model: TwoTowerModel) -> list:
     callbacks = []
     for source in model.sources:
         if isinstance(source, ClusterNegatives) and config.negatives.cluster_source == "kmeans":
-            ids = model.candidate_tower.get_config()["item_ids"]
+            ids = model.candidate_tower.catalog
 
-            def embed_items(ids: list[str] = ids) -> np.ndarray:
+            def embed_items(ids: np.ndarray = ids) -> np.ndarray:
                 return np.concatenate(
                     [
                         model.candidate_embeddings(tf.constant(ids[i : i + 4096])).numpy()

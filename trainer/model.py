@@ -78,7 +78,7 @@ class TwoTowerModel(tfrs.Model):
         self._item_probabilities = json.dumps(dict(item_probabilities or {}))
         self._lambdas = dict(lambdas or {})
         self._mimic_weight = mimic_weight
-        catalog = candidate_tower.get_config()["item_ids"]
+        catalog = candidate_tower.catalog
         self._num_items = len(catalog)
         # By catalog index (row 0: no catalog item), so the step gathers, never hashes.
         self._click_shares = (

@@ -248,7 +248,11 @@ class CandidateTower(tf.keras.Model):
         self._id_dropout = float(id_dropout)
         self._output_dim = output_dim
         self._use_cluster = cluster  # False (model.inputs=ids): the item id alone
-        self._item_index = StringIndex(np.asarray(item_ids, dtype=object))
+        # A numpy array, not a list: Keras does not track it, and the model's tables
+        # are built from it without parsing the config's JSON again.
+        self._catalog = np.asarray(item_ids, dtype=object)
+        self._catalog.setflags(write=False)
+        self._item_index = StringIndex(self._catalog)
         # Zeros: an item training never reached scores by its cluster and features alone,
         # instead of by the random start of its row (the cold and never-shown items).
         # Items outside `item_id_vocabulary` (data.min_count, max_vocab_size) share the
@@ -388,6 +392,11 @@ class CandidateTower(tf.keras.Model):
         """Args: item ids (or int64 catalog indices) of any shape `[...]`.
         Returns `[..., output_dim]`."""
         return self.encode_indices(self.item_index(item_ids), training=bool(training))
+
+    @property
+    def catalog(self) -> np.ndarray:
+        """The catalog's item ids in index order (read-only)."""
+        return self._catalog
 
     def get_config(self) -> dict[str, Any]:
         return json.loads(self._config_json)

@@ -70,3 +70,8 @@ def test_what_keras_walks_each_step_does_not_grow_with_the_catalog(tmp_path, ove
         )
     assert len(walked[0]) > 100
     assert walked[0] == walked[1]
+    # The catalog the model's tables are built from: the ids in index order, read-only.
+    catalog = model.candidate_tower.catalog
+    assert list(catalog[:3]) == ["i0", "i1", "i2"] and len(catalog) == 3000
+    with pytest.raises(ValueError, match="read-only"):
+        catalog[0] = "x"

@@ -80,7 +80,7 @@ class InBatchNegatives(NegativeSource):
         """Tables by catalog index: each item's click share, or its estimator bucket
         (the bucket of its id string, as `StreamingFrequencyEstimator.bucket` hashes it,
         computed once here instead of hashing strings every step)."""
-        catalog = candidate_tower.get_config()["item_ids"]
+        catalog = candidate_tower.catalog
         if self._correction == "static":
             self._shares = click_shares(json.loads(self._item_probabilities), catalog)
         elif self._estimator is not None:

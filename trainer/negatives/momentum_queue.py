@@ -73,7 +73,7 @@ class MomentumQueueNegatives(NegativeSource):
 
     def bind(self, candidate_tower: tf.keras.Model) -> None:
         """Makes the momentum copy of the model's item tower (both built first)."""
-        probe_ids = tf.constant(candidate_tower.get_config()["item_ids"][:1])
+        probe_ids = tf.constant(candidate_tower.catalog[:1])
         candidate_tower(probe_ids)
 
         def momentum_variable(next_creator: Any, **kwargs: Any) -> tf.Variable:
