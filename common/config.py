@@ -79,6 +79,14 @@ class DataConfig(Settings):
         "GroupByKey per shard (in memory on the DirectRunner)",
         min=0,
     )
+    group_spill_mb: int = _field(
+        64,
+        "the groupings by user and by request id wait in sorted runs on disk, written "
+        "by each worker every this many MB and merged per partition (memory flat in the "
+        "input size); 0: Beam's GroupByKey/CoGroupByKey/CombinePerKey (in memory on the "
+        "DirectRunner; the better choice on distributed runners, which shuffle on disk)",
+        min=0,
+    )
     min_count: int = _field(
         1,
         "vocabularies keep tokens seen in at least this many training examples (catalog "

@@ -20,6 +20,7 @@ from typing import Any
 
 import apache_beam as beam
 
+from pipelines import sorted_runs
 from pipelines.counting import DEAD_LETTER, REQUESTS, CountingDoFn
 
 REASON = "duplicate_request"
@@ -127,23 +128,42 @@ class KeepFirstFn(CountingDoFn):
             )
 
 
+def _first_row(request_id: str, entries: Iterable[Entry]) -> tuple[str, Any]:
+    """FirstRowFn over one id's grouped entries (what CombinePerKey computes)."""
+    combine = FirstRowFn()
+    accumulator = combine.create_accumulator()
+    for entry in entries:
+        accumulator = combine.add_input(accumulator, entry)
+    return request_id, combine.extract_output(accumulator)
+
+
 @beam.ptransform_fn
-def FindDuplicates(seen: beam.PCollection) -> dict[str, beam.PCollection]:  # noqa: N802
+def FindDuplicates(  # noqa: N802
+    seen: beam.PCollection, runs_dir: str = "", spill_bytes: int = 0
+) -> dict[str, beam.PCollection]:
     """The kept requests' exposures, the duplicated ids and the unclicked duplicates.
 
     Args:
       seen: (request_id, entry) of every valid request (`transforms.ParseRequestFn`).
+      runs_dir, spill_bytes: with `spill_bytes` > 0 the entries are grouped by id in
+        sorted runs on disk (`sorted_runs.GroupByKeyOnDisk`) instead of CombinePerKey,
+        whose accumulators, one per request id, the DirectRunner holds in memory.
 
     Returns:
       {"exposures": (timestamp, exposed items) of each kept request, "duplicates":
       (request_id, first position) of each id seen more than once, "dead_letter": the
       dead-letter rows of the later rows without a click}.
     """
-    kept = (
-        seen
-        | "FirstPerId" >> beam.CombinePerKey(FirstRowFn())
-        | "KeepFirst"
-        >> beam.ParDo(KeepFirstFn()).with_outputs(DUPLICATES, DEAD_LETTER, main=EXPOSURES)
+    if spill_bytes:
+        firsts = (
+            seen
+            | "GroupById" >> sorted_runs.GroupByKeyOnDisk(runs_dir, spill_bytes)
+            | "FirstPerId" >> beam.MapTuple(_first_row)
+        )
+    else:
+        firsts = seen | "FirstPerId" >> beam.CombinePerKey(FirstRowFn())
+    kept = firsts | "KeepFirst" >> beam.ParDo(KeepFirstFn()).with_outputs(
+        DUPLICATES, DEAD_LETTER, main=EXPOSURES
     )
     return {
         EXPOSURES: kept[EXPOSURES],

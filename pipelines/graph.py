@@ -23,6 +23,7 @@ from pipelines import (
     manifest,
     records,
     shards,
+    sorted_runs,
     transforms,
 )
 from pipelines.feature_kinds import DENSE, FeatureKinds
@@ -92,7 +93,11 @@ def build_pipeline(
             transforms.ParseRequestFn(options, limits, kinds), beam.pvalue.AsDict(catalog_ids)
         ).with_outputs(transforms.DEAD_LETTER, transforms.SEEN, main="requests")
     )
-    kept = parsed[transforms.SEEN] | "Duplicates" >> duplicates.FindDuplicates()
+    spill_bytes = config.data.group_spill_mb * 2**20
+    runs_dir = fs.join(staging, sorted_runs.RUNS_DIR)
+    kept = parsed[transforms.SEEN] | "Duplicates" >> duplicates.FindDuplicates(
+        fs.join(runs_dir, "request_ids"), spill_bytes
+    )
     keyed = parsed["requests"] | "KeyByUser" >> beam.Map(lambda r: (r["user_id"], r))
     user_dead_letters = []
     if inputs.users:
@@ -105,10 +110,14 @@ def build_pipeline(
             )
         )
         user_dead_letters.append(users[transforms.DEAD_LETTER])
+        grouped = {"requests": keyed, "users": users["users"]} | "JoinUsers" >> _JoinUsers(
+            fs.join(runs_dir, "users"), spill_bytes
+        )
+    elif spill_bytes:
         grouped = (
-            {"requests": keyed, "users": users["users"]}
-            | "JoinUsers" >> beam.CoGroupByKey()
-            | "Unpack" >> beam.MapTuple(lambda user, g: (user, (g["requests"], g["users"])))
+            keyed
+            | "GroupByUser" >> sorted_runs.GroupByKeyOnDisk(fs.join(runs_dir, "users"), spill_bytes)
+            | "NoUserTable" >> beam.MapTuple(lambda user, requests: (user, (requests, [])))
         )
     else:
         grouped = (
@@ -175,6 +184,36 @@ def build_pipeline(
         >> beam.io.WriteToText(
             fs.join(staging, manifest.VOCABULARY_COUNTS), num_shards=1, shard_name_template=""
         )
+    )
+
+
+def _unpack_join(user: str, tagged: Any) -> tuple[str, tuple[list[Any], list[Any]]]:
+    """(user, [(0, request) | (1, user row)]) -> (user, (requests, user rows))."""
+    rows: tuple[list[Any], list[Any]] = ([], [])
+    for tag, row in tagged:
+        rows[tag].append(row)
+    return user, rows
+
+
+@beam.ptransform_fn
+def _JoinUsers(  # noqa: N802
+    tables: dict[str, beam.PCollection], runs_dir: str, spill_bytes: int
+) -> beam.PCollection:
+    """(user, (requests, user rows)): a CoGroupByKey, on disk when `spill_bytes` > 0."""
+    if not spill_bytes:
+        return (
+            tables
+            | "CoGroup" >> beam.CoGroupByKey()
+            | "Unpack" >> beam.MapTuple(lambda user, g: (user, (g["requests"], g["users"])))
+        )
+    tagged = [
+        tables[name] | f"Tag{name.title()}" >> beam.MapTuple(lambda k, v, t=tag: (k, (t, v)))
+        for tag, name in enumerate(("requests", "users"))
+    ]
+    return (
+        tuple(tagged)
+        | "Group" >> sorted_runs.GroupByKeyOnDisk(runs_dir, spill_bytes)
+        | "Unpack" >> beam.MapTuple(_unpack_join)
     )
 
 

@@ -1,4 +1,5 @@
-"""Sorted runs on disk: the shard writer's sort without holding a split in memory.
+"""Sorted runs on disk: the shard writer's sort and the pipeline's groupings without
+holding the logs in memory.
 
 `shards.WriteShards` orders each shard's records by their digest. Grouping a shard's
 records with a GroupByKey makes the DirectRunner hold the whole split in its process
@@ -9,18 +10,28 @@ it holds; only the run files' paths are grouped by shard, and `merge_runs` strea
 runs of one shard in digest order (`heapq.merge`). Memory: `spill_bytes` per worker plus
 one read buffer per run being merged, whatever the input size.
 
+`GroupByKeyOnDisk` is a GroupByKey built on the same runs: each (key, value) becomes a
+frame (md5 of the key, the encoded pair) in one of `partitions` partitions; one merge per
+partition streams the frames in digest order and yields each key with its values, so
+only one key's values are in memory at a time. The DirectRunner holds a GroupByKey's
+whole input in its own process memory; distributed runners shuffle on disk already and
+gain nothing from it (docs/pipeline.md, *Memory against the input size*).
+
 A run file is a sequence of frames: the 16-byte digest, the record's length (8 bytes,
 little-endian), the record. Runs live under the staging directory and are deleted once
 merged; a retried bundle's runs are never merged and go with the staging directory.
 """
 
+import hashlib
 import heapq
+import itertools
 import struct
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.coders import FastPrimitivesCoder
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
@@ -28,6 +39,8 @@ RUNS_DIR = "_runs"
 DIGEST_BYTES = 16
 _LENGTH = struct.Struct("<Q")
 _OVERHEAD_BYTES = 120  # the Python objects around one buffered record
+PARTITIONS = 16  # merges of a GroupByKeyOnDisk: the parallelism of its grouped stage
+_PAIR_CODER = FastPrimitivesCoder()  # Beam's own encoding of (key, value) pairs
 
 
 def write_run(path: str, records: Iterable[tuple[bytes, bytes]]) -> None:
@@ -99,3 +112,58 @@ class SpillRunsFn(beam.DoFn):
             write_run(path, pairs)
             yield shard, path
         self._buffer, self._buffered = {}, 0
+
+
+def _framed(pair: tuple[Any, Any], partitions: int) -> tuple[int, tuple[bytes, bytes]]:
+    """(key, value) -> (partition, (md5 of the encoded key, the encoded pair))."""
+    digest = hashlib.md5(_PAIR_CODER.encode(pair[0])).digest()
+    return int.from_bytes(digest[:4], "big") % partitions, (digest, _PAIR_CODER.encode(pair))
+
+
+def merged_groups(paths: Iterable[str]) -> Iterator[tuple[Any, list[Any]]]:
+    """(key, values) of the pairs in runs written by `GroupByKeyOnDisk`, one key at a
+    time in digest order, values in encoded order; deletes the runs once read."""
+    paths = list(paths)
+    for _, frames in itertools.groupby(merge_runs(paths), key=lambda frame: frame[0]):
+        groups: dict[Any, list[Any]] = {}  # keys whose md5 collide stay apart
+        for _, record in frames:
+            key, value = _PAIR_CODER.decode(record)
+            groups.setdefault(key, []).append(value)
+        yield from groups.items()
+    FileSystems.delete(paths)
+
+
+@beam.ptransform_fn
+def GroupByKeyOnDisk(  # noqa: N802
+    pairs: beam.PCollection | tuple[beam.PCollection, ...],
+    runs_dir: str,
+    spill_bytes: int,
+    partitions: int = PARTITIONS,
+) -> beam.PCollection:
+    """A GroupByKey whose values wait in sorted runs on disk, not in the runner's memory.
+
+    Args:
+      pairs: (key, value) elements, or a tuple of such PCollections grouped together;
+        keys and values encodable by Beam's FastPrimitivesCoder.
+      runs_dir: where the runs go (under the staging directory; deleted once merged).
+      spill_bytes: buffered bytes per worker that trigger writing runs (> 0).
+      partitions: how many merges (each streams its share of the keys).
+
+    Returns:
+      (key, [values]) per distinct key, as a GroupByKey gives (in no promised order).
+    """
+    # Several inputs are spilled apart and only their run paths flattened: the
+    # DirectRunner buffers a Flatten's inputs whole when it cannot fuse it.
+    inputs = pairs if isinstance(pairs, tuple) else (pairs,)
+    runs = [
+        pcoll
+        | f"Frame{i}" >> beam.Map(_framed, partitions)
+        | f"SortedRuns{i}" >> beam.ParDo(SpillRunsFn(runs_dir, spill_bytes))
+        for i, pcoll in enumerate(inputs)
+    ]
+    return (
+        runs
+        | "FlattenRuns" >> beam.Flatten()
+        | "GroupRunsByPartition" >> beam.GroupByKey()
+        | "MergeRuns" >> beam.FlatMap(lambda group: merged_groups(group[1]))
+    )

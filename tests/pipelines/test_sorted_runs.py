@@ -1,5 +1,6 @@
 """pipelines.sorted_runs: the shard writer's sorted runs on disk give the same shard
-files, byte for byte, as sorting each shard in memory; `data.shard_spill_mb` validates."""
+files, byte for byte, as sorting each shard in memory; the on-disk GroupByKey gives what
+Beam's does, and preprocess the same dataset with either; the settings validate."""
 
 import os
 
@@ -9,7 +10,8 @@ import pytest
 from common.config import load_config
 from pipelines import shards, sorted_runs
 from pipelines.preprocess import preprocess
-from tests.conftest import IN_MEMORY_BEAM
+from tests.conftest import IN_MEMORY_BEAM, tiny_world_rows, write_jsonl
+from tests.pipelines.conftest import read_dead_letters
 
 
 def _example(n: int) -> dict:
@@ -80,17 +82,63 @@ def test_a_cut_run_and_bad_settings_raise_clear_errors(tmp_path):
         sorted_runs.SpillRunsFn(str(tmp_path), 0)
     with pytest.raises(ValueError, match="shard_spill_mb"):
         load_config(overrides=["data.shard_spill_mb=-1"])
+    with pytest.raises(ValueError, match="group_spill_mb"):
+        load_config(overrides=["data.group_spill_mb=-1"])
 
 
-def test_preprocess_writes_the_same_dataset_with_and_without_runs(tiny_logs, tmp_path):
-    requests, catalog = tiny_logs
+def _grouped(pcoll_fn, folder) -> list:
+    with beam.Pipeline(argv=list(IN_MEMORY_BEAM)) as pipeline:
+        pairs = pipeline | beam.Create([(f"k{n % 5}", {"n": n, "t": (n, "x")}) for n in range(23)])
+        _ = (
+            pcoll_fn(pairs)
+            | beam.MapTuple(lambda k, vs: (k, sorted(v["n"] for v in vs)))
+            | beam.combiners.ToList()
+            | beam.Map(lambda rows: write_jsonl(str(folder / "out.jsonl"), sorted(rows)))
+        )
+    return (folder / "out.jsonl").read_text().splitlines()
+
+
+def test_the_on_disk_group_by_key_gives_beams_groups_and_deletes_its_runs(tmp_path):
+    runs = tmp_path / "runs"
+    on_disk = _grouped(
+        lambda p: p | sorted_runs.GroupByKeyOnDisk(str(runs), spill_bytes=1, partitions=3),
+        tmp_path,
+    )
+    in_memory = _grouped(lambda p: p | beam.GroupByKey(), tmp_path)
+    assert on_disk == in_memory
+    assert on_disk[0] == '["k0", [0, 5, 10, 15, 20]]'
+    assert len(on_disk) == 5
+    assert not os.listdir(runs)  # every run merged and deleted
+
+
+def test_keys_whose_digests_collide_stay_apart(tmp_path):
+    coder = sorted_runs._PAIR_CODER
+    same = b"\x07" * 16  # two keys forced onto one digest
+    path = str(tmp_path / "p.run")
+    frames = sorted((same, coder.encode(pair)) for pair in [("a", 1), ("b", 2), ("a", 3)])
+    sorted_runs.write_run(path, frames)
+    assert dict(sorted_runs.merged_groups([path])) == {"a": [1, 3], "b": [2]}
+    assert not os.path.exists(path)
+
+
+def test_preprocess_writes_the_same_dataset_with_and_without_runs(tmp_path):
+    requests, catalog = tiny_world_rows()
+    requests.append(dict(requests[5]))  # a clicked duplicate: dead-lettered with the user
+    requests.append({**requests[6], "clicked": []})  # an unclicked one: by the id grouping
+    users = "user_id,features.age\nu1,30\nu2,40\nu1,31\n"  # u1 twice: duplicate_user
+    (tmp_path / "users.csv").write_text(users)
+    requests = write_jsonl(str(tmp_path / "requests.jsonl"), requests)
+    catalog = write_jsonl(str(tmp_path / "items.jsonl"), catalog)
     built = {}
     for spill in (0, 1):
         overrides = [
             "data.source=logs",
             f"data.input={requests}",
             f"data.catalog={catalog}",
+            f"data.users={tmp_path / 'users.csv'}",
             f"data.shard_spill_mb={spill}",
+            f"data.group_spill_mb={spill}",
+            "data.max_bad_fraction=0.5",
         ]
         output = tmp_path / f"spill{spill}"
         built[spill] = preprocess(
@@ -103,3 +151,10 @@ def test_preprocess_writes_the_same_dataset_with_and_without_runs(tiny_logs, tmp
     assert _files(tmp_path / "spill1") == _files(tmp_path / "spill0")
     for key in ("reconciliation", "dead_letter_reasons"):
         assert built[1][key] == built[0][key]
+    reasons = built[1]["dead_letter_reasons"]
+    assert reasons["requests"] == {"duplicate_request": 2}
+    assert reasons["users"] == {"duplicate_user": 1}
+    for table in ("requests", "users"):
+        assert read_dead_letters(tmp_path / "spill1", table) == read_dead_letters(
+            tmp_path / "spill0", table
+        )
