@@ -43,8 +43,10 @@ $(CHECKOV_STAMP):
 	$(CHECKOV_VENV)/bin/python -m pip install --quiet checkov==3.3.30
 	touch $(CHECKOV_STAMP)
 
+# pytest-xdist: one test process per core (at most 4: each holds TensorFlow and Beam),
+# 17 minutes instead of 30 on 2 cores.
 test: lint $(CHECKOV_STAMP)
-	PATH="$$PATH:$(CURDIR)/$(CHECKOV_VENV)/bin" $(BIN)/python -m pytest -q
+	PATH="$$PATH:$(CURDIR)/$(CHECKOV_VENV)/bin" $(BIN)/python -m pytest -q -n auto --maxprocesses=4
 
 format: setup
 	$(BIN)/ruff format .

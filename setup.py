@@ -32,6 +32,7 @@ setup(
     extras_require={
         "test": [
             "pytest==9.2.0",
+            "pytest-xdist==3.8.0",  # `make test` runs the suite on every core
             "ruff==0.17.6",
             "kubernetes-validate==1.37.0",
             "hypothesis==6.170.17",
