@@ -237,10 +237,7 @@ def _train(
             shard,
             skipped,
             model.input_features,
-            # Under a strategy the lookups stay in the step: the hash tables captured by
-            # a distributed input function fail the step's input placement ("destinations
-            # can not be empty", MultiWorkerMirroredStrategy, TF 2.20).
-            model.index_features if where.replicas == 1 and not where.multi_worker else None,
+            model.index_features,
         )
     else:
         data = make_dataset(

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import time
+import traceback
 
 import numpy as np
 import tensorflow as tf
@@ -56,5 +57,6 @@ if __name__ == "__main__":
     try:
         train(config, dataset, run_dir, verbose=0, callbacks=[Recorder(record)])
     except Exception as e:  # noqa: BLE001 - the exit code is what the tests check
+        traceback.print_exc()
         print(f"worker failed: {e}", file=sys.stderr)
         sys.exit(exit_code(e))

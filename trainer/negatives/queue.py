@@ -16,7 +16,11 @@ def gather_across_replicas(values: tf.Tensor) -> tf.Tensor:
     if context is None or context.num_replicas_in_sync == 1:
         return values
     if values.dtype != tf.string:
-        return context.all_gather(values, axis=0)
+        # identity: made in the replica's function, so placed on its device. A tensor
+        # straight from the distributed input (the ids the input pipeline looked up)
+        # has no device there, and the gather then has no destination
+        # ("destinations can not be empty", MultiWorkerMirroredStrategy, TF 2.20).
+        return context.all_gather(tf.identity(values), axis=0)
     # Collective all-gathers (MultiWorkerMirroredStrategy) take numbers only: send each
     # id's bytes, padded to the longest id of the global batch, and join them back.
     chars = tf.strings.bytes_split(values)
