@@ -113,16 +113,15 @@ def build_pipeline(
         grouped = {"requests": keyed, "users": users["users"]} | "JoinUsers" >> _JoinUsers(
             fs.join(runs_dir, "users"), spill_bytes
         )
-    elif spill_bytes:
-        grouped = (
-            keyed
-            | "GroupByUser" >> sorted_runs.GroupByKeyOnDisk(fs.join(runs_dir, "users"), spill_bytes)
-            | "NoUserTable" >> beam.MapTuple(lambda user, requests: (user, (requests, [])))
-        )
     else:
+        by_user = (
+            sorted_runs.GroupByKeyOnDisk(fs.join(runs_dir, "users"), spill_bytes)
+            if spill_bytes
+            else beam.GroupByKey()
+        )
         grouped = (
             keyed
-            | "GroupByUser" >> beam.GroupByKey()
+            | "GroupByUser" >> by_user
             | "NoUserTable" >> beam.MapTuple(lambda user, requests: (user, (requests, [])))
         )
     side = {"duplicated": beam.pvalue.AsDict(kept[duplicates.DUPLICATES])}
