@@ -158,3 +158,88 @@ def test_share_denominator_leaves_sources_alone_without_logged_spaces():
     in_batch = _shared(["p", "q"], [[0.0, 0.0]] * 2)
     share_denominator(POSITIVE_IDS, [in_batch], {"A": tf.constant([3, 3])})
     assert in_batch.weight is None
+
+
+def _dense_softmax_reference(query, positive, positive_ids, positive_log_q, sources, temperature):
+    """The sampled softmax written plainly: every source's [batch, n] logits, corrected,
+    masked and concatenated, then one log-softmax (what `softmax_loss` computes faster)."""
+    positive_logit = tf.reduce_sum(query * positive, axis=1) / temperature - positive_log_q
+    columns = [positive_logit[:, tf.newaxis]]
+    for c in sources:
+        if c.shared:
+            logits = tf.matmul(query, c.embeddings, transpose_b=True) / temperature
+        else:
+            logits = tf.einsum("bd,bnd->bn", query, c.embeddings) / temperature
+        for term in (c.log_q, c.log_propensity):
+            if term is not None:
+                logits += (-1 if term is c.log_q else 1) * term
+        if c.weight is not None:
+            logits += tf.math.log(tf.maximum(c.weight, 1e-12))
+        mask = candidate_mask(positive_ids, c, remove_accidental_hits=True)
+        columns.append(tf.where(mask, logits, -1e9))
+    logits = tf.concat(columns, axis=1)
+    return tf.reduce_logsumexp(logits, axis=1) - logits[:, 0]
+
+
+def test_softmax_matches_the_dense_formula_and_its_gradients():
+    rng = np.random.default_rng(7)
+    batch, dim = 6, 4
+    query = tf.Variable(rng.normal(size=(batch, dim)).astype(np.float32))
+    positive = tf.Variable(rng.normal(size=(batch, dim)).astype(np.float32))
+    positive_ids = tf.constant([0, 1, 2, 0, 3, 4], tf.int64)  # item 0 twice
+    queue_emb = tf.Variable(rng.normal(size=(5, dim)).astype(np.float32))
+    row_emb = tf.Variable(rng.normal(size=(batch, 3, dim)).astype(np.float32))
+
+    rng_log_q = rng.normal(size=batch)
+    row_log_q, row_weight = rng.normal(size=(batch, 3)), rng.uniform(0.5, 2, size=(batch, 3))
+
+    def sources():
+        return [
+            # in-batch: diagonal, a duplicate positive (rows 0 and 3), log q per column,
+            # one weight per row (as share_denominator sets it)
+            Candidates(
+                "in_batch",
+                "other",
+                positive_ids,
+                positive,
+                log_q=tf.constant(rng_log_q, tf.float32),
+                weight=tf.constant([[0.5], [1.0], [0.25], [1.0], [2.0], [1e-20]]),
+                exclude_diagonal=True,
+            ),
+            # a queue: padding (-1), an invalid slot, an accidental hit (item 2), a weight
+            # and a propensity per column
+            Candidates(
+                "queue",
+                "other",
+                tf.constant([2, 7, -1, 8, 9], tf.int64),
+                queue_emb,
+                log_propensity=tf.constant(np.log([0.5, 0.1, 0.2, 0.9, 0.3]), tf.float32),
+                weight=tf.constant([1.0, 3.0, 1.0, 0.5, 2.0]),
+                valid=tf.constant([True, True, True, False, True]),
+            ),
+            # per row: padding, a hit on the row's own positive, per-slot log q and weights
+            Candidates(
+                "per_row",
+                "A",
+                tf.constant(
+                    [[5, -1, 0], [1, 6, 7], [8, 9, 5], [5, 6, 7], [3, -1, -1], [6, 7, 8]], tf.int64
+                ),
+                row_emb,
+                log_q=tf.constant(row_log_q, tf.float32),
+                weight=tf.constant(row_weight, tf.float32),
+            ),
+        ]
+
+    positive_log_q = tf.constant(rng.normal(size=batch), tf.float32)
+    variables = [query, positive, queue_emb, row_emb]
+    results = []
+    for loss_fn in (softmax_loss, _dense_softmax_reference):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(query, positive, positive_ids, positive_log_q, sources(), 0.3)
+            total = tf.reduce_sum(loss)
+        results.append((loss.numpy(), tape.gradient(total, variables)))
+    (loss, gradients), (expected, expected_gradients) = results
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    assert np.all(loss > 0)
+    for gradient, expected_gradient in zip(gradients, expected_gradients, strict=True):
+        np.testing.assert_allclose(gradient, expected_gradient, rtol=1e-4, atol=1e-6)
