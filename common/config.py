@@ -296,6 +296,11 @@ class NegativesConfig(Settings):
     )
     cluster: int = _field(0, "same-cluster hard negatives per positive", min=0)
     cluster_random: int = _field(0, "random out-of-batch negatives mixed with them", min=0)
+    cluster_shared: bool = _field(
+        False,
+        "rows whose positives share a cluster share its draws: fewer distinct items "
+        "through the item tower per step",
+    )
     cluster_skip: bool = _field(
         False,
         "skip same-cluster negatives the model scores within cluster_margin of the "

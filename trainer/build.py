@@ -137,6 +137,7 @@ def build_sources(
             num_clusters,
             seed=seed,
             margin=negatives.cluster_margin if negatives.cluster_skip else None,
+            shared=negatives.cluster_shared,
             name="cluster",
         )
         if negatives.cluster_source == "catalog":

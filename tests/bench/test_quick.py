@@ -151,6 +151,7 @@ def test_train(tmp_path):
         "clrec_cached",
         "uma2",
         "cluster",
+        "cluster_shared",
         "multi_clrec",
         "multi_clrec_cached",
     }

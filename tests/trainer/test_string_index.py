@@ -51,6 +51,7 @@ def _dataset(directory, num_items):
         [
             "negatives.queue_size=64",
             "negatives.cluster=2",
+            "negatives.cluster_shared=true",
             "negatives.space_a=1",
             "negatives.intentions=2",
             "uma2.propensity=true",
@@ -75,3 +76,17 @@ def test_what_keras_walks_each_step_does_not_grow_with_the_catalog(tmp_path, ove
     assert list(catalog[:3]) == ["i0", "i1", "i2"] and len(catalog) == 3000
     with pytest.raises(ValueError, match="read-only"):
         catalog[0] = "x"
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_cluster_shared_setting_reaches_the_cluster_source(tmp_path, shared):
+    config = load_config(
+        overrides=[
+            "negatives.exposure_correction=none",
+            "negatives.cluster=2",
+            f"negatives.cluster_shared={str(shared).lower()}",
+        ]
+    )
+    model = build_model(config, _dataset(tmp_path, 30))
+    (cluster,) = [s for s in model.sources if s.name == "cluster"]
+    assert cluster.get_config()["shared"] is shared

@@ -20,6 +20,11 @@ class ClusterNegatives(NegativeSource):
     are items the row's user would click. With `margin` set, a same-cluster draw the
     current model scores at or above the positive's score minus `margin` is skipped (not
     a negative this step); random draws are always kept. The scores carry no gradient.
+
+    With `shared`, rows whose positives share a cluster share that cluster's draws
+    (`ClusterPool.sample`): the item tower then encodes about one cluster's draws per
+    distinct cluster in the batch instead of one set per row, which is most of this
+    source's cost.
     """
 
     def __init__(
@@ -31,10 +36,12 @@ class ClusterNegatives(NegativeSource):
         max_pool_size: int = 4096,
         seed: int = 0,
         margin: float | None = None,
+        shared: bool = False,
         **kwargs: Any,
     ):
         super().__init__(count=cluster + random, **kwargs)
         self._cluster = cluster
+        self._shared = shared
         self._random = random
         self._seed = seed
         self._margin = margin
@@ -54,6 +61,7 @@ class ClusterNegatives(NegativeSource):
             self._cluster,
             self._random,
             seed=tf.stack([tf.cast(self._seed, tf.int64), self._step]),
+            shared=self._shared,
         )
         ids = tf.cast(indices, tf.int64)
         embeddings = batch.encode(ids)
@@ -82,6 +90,7 @@ class ClusterNegatives(NegativeSource):
             "num_clusters": self.pool.num_clusters,
             "seed": self._seed,
             "margin": self._margin,
+            "shared": self._shared,
         }
         config.pop("count")
         return config

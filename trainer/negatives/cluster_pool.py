@@ -131,6 +131,7 @@ class ClusterPool(tf.keras.layers.Layer):
         num_cluster: int,
         num_random: int,
         seed: int | tf.Tensor,
+        shared: bool = False,
     ) -> tf.Tensor:
         """Draws negatives for each positive item.
 
@@ -147,6 +148,10 @@ class ClusterPool(tf.keras.layers.Layer):
           seed: an int or a `[2]` integer tensor; the same seed and state give the
             same draws. Pass e.g. `(run_seed, step)` so that every step differs and a
             resumed run draws what the uninterrupted one did.
+          shared: rows whose positives share a cluster share its draws (each row still
+            skips its own positive), so a batch holds fewer distinct negatives and the
+            item tower encodes fewer items; each row's draws are still uniform over its
+            cluster's pool.
 
         Returns:
           `[batch_size, num_cluster + num_random]` int32 item indices.
@@ -160,7 +165,12 @@ class ClusterPool(tf.keras.layers.Layer):
         position = tf.gather(self._position, items)[:, tf.newaxis]
         in_pool = position >= 0
         eligible = tf.gather(self._sizes, cluster)[:, tf.newaxis] - tf.cast(in_pool, tf.int64)
-        u = tf.random.stateless_uniform([batch_size, num_cluster], cluster_seed)
+        if shared:
+            clusters, which = tf.unique(cluster)
+            u = tf.random.stateless_uniform([tf.size(clusters), num_cluster], cluster_seed)
+            u = tf.gather(u, which)
+        else:
+            u = tf.random.stateless_uniform([batch_size, num_cluster], cluster_seed)
         draw = tf.cast(tf.floor(u * tf.cast(eligible, tf.float32)), tf.int64)
         draw = tf.clip_by_value(draw, 0, tf.maximum(eligible - 1, 0))
         # Skip the positive's own slot: draws at or past it move up by one.

@@ -58,12 +58,18 @@ from twotower.report import format_table, save_results
 RELATIVE = ("clrec_cached", "uma2", "cluster", "multi_clrec")  # against "default"
 # Multi-CLRec's recipe re-encodes its queues' items every step (queue_mode=ids); the same
 # with cached embeddings, for the cost of the intentions themselves.
-EXTRA = {"multi_clrec_cached": [*RECIPES["multi_clrec"], "negatives.queue_mode=embeddings"]}
+# Cluster negatives drawn once per distinct cluster of the batch (negatives.cluster_shared):
+# cheaper, and a little lower in quality (docs/negatives.md).
+EXTRA = {
+    "multi_clrec_cached": [*RECIPES["multi_clrec"], "negatives.queue_mode=embeddings"],
+    "cluster_shared": [*RECIPES["cluster"], "negatives.cluster_shared=true"],
+}
 # Targets of docs/performance.md: per-example cost against the default, at most.
 RELATIVE_TARGETS = {
     "clrec_cached": 1.3,
     "uma2": 2.0,
     "cluster": 1.5,
+    "cluster_shared": 1.5,
     "multi_clrec": 2.0,
     "multi_clrec_cached": 2.0,
 }

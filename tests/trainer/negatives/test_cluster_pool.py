@@ -46,11 +46,12 @@ def test_refresh_changes_membership():
     assert pool.cluster_of.numpy().tolist() == [2, 2, 1, 0, 0, 1]
 
 
+@pytest.mark.parametrize("shared", [False, True])
 @pytest.mark.parametrize("num_random, num_cluster", [(1, 15), (1, 31)])
-def test_cluster_draws_come_from_the_positives_cluster(num_random, num_cluster):
+def test_cluster_draws_come_from_the_positives_cluster(num_random, num_cluster, shared):
     pool = _pool()
     positives = tf.constant([0, 1, 2, 3, 5])
-    draws = pool.sample(positives, num_cluster, num_random, seed=7).numpy()
+    draws = pool.sample(positives, num_cluster, num_random, seed=7, shared=shared).numpy()
     assert draws.shape == (5, num_cluster + num_random) and draws.dtype == np.int32
     for row, positive in zip(draws, positives.numpy(), strict=True):
         cluster_draws = row[:num_cluster]
@@ -64,6 +65,38 @@ def test_cluster_draws_are_uniform_over_the_pool_without_the_positive():
     # Item 2's pool is {0, 2, 5}; without 2 each of 0 and 5 has probability 1/2.
     shares = np.bincount(draws.ravel(), minlength=6) / draws.size
     np.testing.assert_allclose(shares, [0.5, 0, 0, 0, 0, 0.5], atol=0.03)
+
+
+def test_shared_draws_are_one_set_per_cluster_each_row_skipping_its_positive():
+    pool = ClusterPool(num_items=40, num_clusters=2, max_pool_size=64)
+    pool.assign(np.arange(40) % 2)  # cluster 0: the even items, 1: the odd ones
+    positives = tf.constant([0, 2, 4, 0, 1, 3, 1] * 20)
+    per_row = pool.sample(positives, 8, 0, seed=3).numpy()
+    shared = pool.sample(positives, 8, 0, seed=3, shared=True).numpy()
+    rows = positives.numpy()
+    assert (shared % 2 == rows[:, None] % 2).all()  # each row's own cluster
+    assert (shared != rows[:, None]).all()  # never its own positive
+    for positive in (0, 1):  # rows with the same positive draw the same items
+        same = shared[rows == positive]
+        assert (same == same[0]).all()
+    # Rows of one cluster share the uniform draws; skipping their own positive moves a
+    # draw by at most one slot of the pool, so a cluster's 8 draws give at most 16 items.
+    for cluster in (0, 1):
+        assert len(np.unique(shared[rows % 2 == cluster])) <= 16
+        assert len(np.unique(per_row[rows % 2 == cluster])) == 20  # the whole cluster
+
+
+def test_shared_draws_are_uniform_over_the_pool_without_the_positive():
+    pool = _pool()
+    draws = np.concatenate(
+        [
+            pool.sample(tf.constant([2, 0]), 4, 0, seed=[9, step], shared=True).numpy()[0]
+            for step in range(300)
+        ]
+    )
+    # Row 0's positive is 2 in the pool {0, 2, 5}: 0 and 5 each half of its draws.
+    shares = np.bincount(draws, minlength=6) / draws.size
+    np.testing.assert_allclose(shares, [0.5, 0, 0, 0, 0, 0.5], atol=0.04)
 
 
 def test_falls_back_to_random_when_the_pool_holds_only_the_positive():

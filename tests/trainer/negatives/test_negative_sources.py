@@ -159,6 +159,17 @@ def test_cluster_negatives_come_from_the_positives_cluster():
     assert not np.array_equal(_names(source.sample(_batch(["a", "e"])).ids), first)
 
 
+def test_shared_cluster_negatives_are_one_draw_per_cluster():
+    source = ClusterNegatives(4, 1, num_items=6, num_clusters=2, seed=1, shared=True)
+    source.pool.assign(np.array([0, 0, 0, 1, 1, 1]))
+    ids = _names(source.sample(_batch(["a", "e", "a", "d"])).ids)
+    np.testing.assert_array_equal(ids[0, :4], ids[2, :4])  # both rows clicked "a"
+    assert set(ids[0, :4]) <= {"b", "c"} and set(ids[1, :4]) <= {"d", "f"}
+    assert "d" not in ids[3, :4]
+    clone = ClusterNegatives.from_config(source.get_config())
+    assert clone.get_config()["shared"] is True
+
+
 def test_cluster_negatives_skip_draws_scored_near_the_positive():
     # Query [1, 1] scores item k ([k, 1]) at k + 1: "a" 1, "b" 2, ..., "f" 6.
     batch = _batch(["e", "a"])
