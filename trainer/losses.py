@@ -5,6 +5,8 @@ take per-row negatives (UMA²'s spaces, cluster negatives), a different correcti
 source, importance weights, or a binary cross-entropy, so these two losses are ours.
 """
 
+import functools
+import operator
 from collections.abc import Callable
 
 import tensorflow as tf
@@ -60,6 +62,12 @@ def _row_log_sum_exp(logits: tf.Tensor) -> tuple[tf.Tensor, Callable]:
     return tf.math.log(sums[:, 0]) + top[:, 0], gradient
 
 
+def _sum(terms: list[tf.Tensor]) -> tf.Tensor:
+    """The terms' sum, broadcast (`tf.add_n` wants equal shapes; a shared source's `[n]`
+    weight times a per-row share is `[batch_size, n]`)."""
+    return functools.reduce(operator.add, terms)
+
+
 def _per_row(weight: tf.Tensor | None) -> bool:
     """Whether `weight` is one value per row (`[batch_size, 1]`)."""
     return weight is not None and weight.shape.rank == 2 and weight.shape[-1] == 1
@@ -94,7 +102,7 @@ def _negatives_log_sum_exp(
         valid = candidates.ids >= 0
         if candidates.valid is not None:
             valid = tf.logical_and(valid, candidates.valid)
-        bias = tf.add_n(bias) if bias else tf.zeros_like(candidates.ids, logits.dtype)
+        bias = _sum(bias) if bias else tf.zeros_like(candidates.ids, logits.dtype)
         logits += tf.where(valid, bias, _MASKED)
         drop = None
         if remove_accidental_hits:
@@ -106,7 +114,7 @@ def _negatives_log_sum_exp(
             logits = tf.where(drop, _MASKED, logits)
     else:
         if bias:
-            logits += tf.add_n(bias)
+            logits += _sum(bias)
         mask = candidate_mask(positive_ids, candidates, remove_accidental_hits)
         logits = tf.where(mask, logits, _MASKED)
     log_sum = _row_log_sum_exp(logits)

@@ -214,7 +214,9 @@ def test_softmax_matches_the_dense_formula_and_its_gradients():
                 tf.constant([2, 7, -1, 8, 9], tf.int64),
                 queue_emb,
                 log_propensity=tf.constant(np.log([0.5, 0.1, 0.2, 0.9, 0.3]), tf.float32),
-                weight=tf.constant([1.0, 3.0, 1.0, 0.5, 2.0]),
+                # a weight per column times one per row (share_denominator's product)
+                weight=tf.constant([1.0, 3.0, 1.0, 0.5, 2.0])
+                * tf.constant([[1.0], [2.0], [0.5], [1.0], [1.0], [3.0]]),
                 valid=tf.constant([True, True, True, False, True]),
             ),
             # per row: padding, a hit on the row's own positive, per-slot log q and weights
