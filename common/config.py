@@ -213,6 +213,12 @@ class ModelConfig(Settings):
     embedding_dim: int = _field(32, "size of every id and feature embedding", min=1)
     hidden_units: list[int] = _field([128], "MLP hidden layer sizes of each tower")
     output_dim: int = _field(32, "size of the user and item embeddings", min=1)
+    output_projection: bool = _field(
+        True,
+        "a linear output layer after the hidden layers; false: none, the towers' input "
+        "is their output (needs hidden_units=[] and model.inputs=ids with embedding_dim = "
+        "output_dim: TFRS's basic retrieval model)",
+    )
     similarity: str = _field("dot", "score of a user and an item", choices=("dot", "cosine"))
     item_id_init: str = _field(
         "uniform",
@@ -240,6 +246,14 @@ class ModelConfig(Settings):
         "the towers read the numeric, vector and text features (false: ids and "
         "categorical features only, the cold-start baseline)",
     )
+
+    def check(self) -> None:
+        if not self.output_projection and self.hidden_units:
+            raise ConfigError(
+                "output_projection=false leaves the towers without layers; it needs "
+                f"hidden_units=[] (got {self.hidden_units})",
+                "output_projection",
+            )
 
 
 @dataclasses.dataclass

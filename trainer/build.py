@@ -157,6 +157,7 @@ def build_model(config: Config, dataset: Dataset) -> TwoTowerModel:
         "embedding_dim": model.embedding_dim,
         "hidden_units": model.hidden_units,
         "output_dim": model.output_dim,
+        "projection": model.output_projection,
         "augmented": model.tower == "dat",
         "num_oov_buckets": dataset.num_oov_buckets,
     }

@@ -101,8 +101,43 @@ class TokenBagEmbedding(tf.keras.layers.Layer):
         }
 
 
-def mlp(hidden_units: Sequence[int], output_dim: int, name: str) -> tf.keras.Sequential:
-    """ReLU hidden layers and a linear output layer."""
+@tf.keras.utils.register_keras_serializable(package="twotower")
+class Unprojected(tf.keras.layers.Layer):
+    """A tower's output without a projection: its inputs as they are (float32), which
+    must already be `output_dim` wide (`model.output_projection=false`)."""
+
+    def __init__(self, output_dim: int, tower: str, **kwargs: Any):
+        super().__init__(dtype="float32", **{k: v for k, v in kwargs.items() if k != "dtype"})
+        self._output_dim = output_dim
+        self._tower = tower
+
+    def build(self, input_shape: tf.TensorShape) -> None:
+        width = input_shape[-1]
+        if width is not None and width != self._output_dim:
+            raise ValueError(
+                f"model.output_projection=false: the {self._tower} tower's inputs are {width} "
+                f"wide, so they cannot be its {self._output_dim}-wide output (model.output_dim); "
+                "without a projection a tower must read one embedding of model.output_dim: "
+                "model.inputs=ids, model.embedding_dim = model.output_dim, no DAT"
+            )
+        super().build(input_shape)
+
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
+        return tf.cast(inputs, tf.float32)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "output_dim": self._output_dim, "tower": self._tower}
+
+
+def mlp(
+    hidden_units: Sequence[int], output_dim: int, name: str, projection: bool = True
+) -> tf.keras.Sequential:
+    """ReLU hidden layers and a linear output layer; without `projection`, no layer at
+    all (TFRS's basic model: the id embedding is the tower's output)."""
+    if not projection:
+        if hidden_units:
+            raise ValueError("a tower without an output projection has no hidden layers")
+        return tf.keras.Sequential([Unprojected(output_dim, name.split("_")[0])], name=name)
     layers = [tf.keras.layers.Dense(units, activation="relu") for units in hidden_units]
     # float32 output under mixed precision too: scores, losses and exports stay float32.
     layers.append(tf.keras.layers.Dense(output_dim, dtype="float32"))

@@ -33,6 +33,7 @@ class QueryTower(tf.keras.Model):
         hidden_units: Sequence[int],
         output_dim: int,
         augmented: bool = False,
+        projection: bool = True,
         num_oov_buckets: int = 1,
         history: bool = True,
         user_dense: dict[str, dict[str, Any]] | None = None,
@@ -55,6 +56,7 @@ class QueryTower(tf.keras.Model):
                 "embedding_dim": embedding_dim,
                 "hidden_units": list(hidden_units),
                 "output_dim": output_dim,
+                "projection": projection,
                 "user_dense": user_dense,
             }
         )
@@ -81,7 +83,7 @@ class QueryTower(tf.keras.Model):
         self._augmented = (
             TokenBagEmbedding(user_vocabulary, output_dim, name="augmented") if augmented else None
         )
-        self._mlp = mlp(hidden_units, output_dim, name="query_mlp")
+        self._mlp = mlp(hidden_units, output_dim, name="query_mlp", projection=projection)
 
     @property
     def augmented(self) -> bool:
@@ -200,6 +202,7 @@ class CandidateTower(tf.keras.Model):
         hidden_units: Sequence[int],
         output_dim: int,
         augmented: bool = False,
+        projection: bool = True,
         num_oov_buckets: int = 1,
         item_id_init: str = "uniform",
         cluster: bool = True,
@@ -241,6 +244,7 @@ class CandidateTower(tf.keras.Model):
                 "embedding_dim": embedding_dim,
                 "hidden_units": list(hidden_units),
                 "output_dim": output_dim,
+                "projection": projection,
                 "item_dense": item_dense,
                 "id_dropout": id_dropout,
             }
@@ -283,7 +287,7 @@ class CandidateTower(tf.keras.Model):
             if augmented
             else None
         )
-        self._mlp = mlp(hidden_units, output_dim, name="candidate_mlp")
+        self._mlp = mlp(hidden_units, output_dim, name="candidate_mlp", projection=projection)
         # Row 0 of every table below is an item outside the catalog, row i + 1 item i.
         ids = tf.constant([[_UNKNOWN]] + [[item] for item in item_ids])
         self._id_rows = self._item_id.token_ids(ids)

@@ -8,6 +8,8 @@ import pytest
 import tensorflow as tf
 
 from common.config import load_config
+from serving.retriever import Retriever
+from tests.conftest import export
 from trainer.dataset import load_dataset, make_dataset
 from trainer.train import load_run, train
 
@@ -50,6 +52,50 @@ def test_ids_only_reads_the_two_ids(tiny_dataset, tmp_path):
     embeddings = model.query_embeddings(users).numpy()
     np.testing.assert_array_equal(embeddings[0], embeddings[1])
     assert np.isfinite(run["history"]["loss"]).all()
+
+
+def test_without_output_projection_the_towers_are_the_id_embeddings(tiny_dataset, tmp_path):
+    run_dir, run = _train(
+        tiny_dataset,
+        tmp_path,
+        "model.inputs=ids",
+        "negatives.loss=tfrs",
+        "negatives.in_batch_correction=none",
+        "model.hidden_units=[]",
+        "model.output_projection=false",
+    )
+    assert np.isfinite(run["history"]["loss"]).all()
+    _, _, model = load_run(run_dir)
+    query = model.query_embeddings({"user_id": tf.constant(["u1"])}).numpy()
+    table = model.query_tower._user_id
+    np.testing.assert_allclose(query[0], table(tf.constant([["u1"]])).numpy()[0], rtol=1e-6)
+    model.candidate_embeddings(tf.constant(["i1"]))
+    # TFRS's basic retrieval model: an id embedding per tower, no dense layer.
+    assert not [w.name for w in model.trainable_weights if "kernel" in w.name]
+    # The exported query tower (standard ops, reloaded as TF Serving would) agrees.
+    export(run_dir)
+    retriever = Retriever(os.path.join(run_dir, "export"))
+    np.testing.assert_allclose(retriever.embed([{"user_id": "u1"}]), query, rtol=1e-5)
+
+
+def test_output_projection_false_needs_one_output_wide_embedding(tiny_dataset):
+    from common.config import ConfigError
+    from trainer.build import build_model
+
+    with pytest.raises(ConfigError, match="output_projection.*hidden_units"):
+        load_config(overrides=["model.output_projection=false"])  # hidden_units [128]
+    config = load_config(
+        overrides=[*SMALL, "model.hidden_units=[]", "model.output_projection=false"]
+    )
+    model = build_model(config, load_dataset(tiny_dataset))
+    with pytest.raises(ValueError, match="query tower's inputs are 24 wide.*model.inputs=ids"):
+        model.query_embeddings(
+            {
+                "user_id": tf.constant(["u1"]),
+                "history": tf.constant([["i1"]]),
+                "user.segment": tf.constant([["s0"]]),
+            }
+        )
 
 
 def test_default_model_parses_what_its_sources_read(tiny_dataset):

@@ -76,6 +76,8 @@ RELATIVE_TARGETS = {
 TFRS_IDS = [
     "model.inputs=ids",
     "model.hidden_units=[]",
+    # The tutorial's towers are the id embeddings themselves: no dense layer.
+    "model.output_projection=false",
     "negatives.loss=tfrs",
     "negatives.in_batch_correction=none",
     "negatives.exposure_correction=none",
