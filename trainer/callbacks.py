@@ -91,3 +91,28 @@ def check_finite_weights(model: tf.keras.Model, when: str) -> None:
                 f"weights {variable.name} hold non-finite values {when}; training stopped, "
                 "no checkpoint written"
             )
+
+
+class TensorBoard(tf.keras.callbacks.TensorBoard):
+    """Keras's TensorBoard callback without its cost on the steps it records nothing.
+
+    Once any callback has batch hooks, Keras calls every callback's, and TensorBoard then
+    writes each log as a batch summary under `record_if(step % update_freq == 0)`. On the
+    other steps (every step with `update_freq="epoch"`) those writes are no-ops that still
+    cost about 0.6 ms of Python per step on 2 CPU cores (cProfile of the ids-only model,
+    whose whole step is 3.5 ms). This skips the call when Keras would record nothing: the
+    same condition, checked once per step instead of once per log.
+    """
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._records_this_batch():
+            super().on_train_batch_end(batch, logs)
+
+    def _records_this_batch(self) -> bool:
+        # Keras's own per-batch work: the graph (first batch), profiling, steps/second.
+        if self._should_write_train_graph or self._should_trace or self.write_steps_per_second:
+            return True
+        if self.update_freq == "epoch":
+            return False
+        # `_train_step` is the model's train counter, what Keras's record_if reads.
+        return int(self._train_step.numpy()) % self.update_freq == 0

@@ -32,7 +32,7 @@ from common import contracts
 from common.config import Config, ConfigError, TrainingConfig, load_config
 from trainer import run_dir as run_directory
 from trainer.build import build_model, training_callbacks
-from trainer.callbacks import StopOnNonFinite, Throughput, check_finite_weights
+from trainer.callbacks import StopOnNonFinite, TensorBoard, Throughput, check_finite_weights
 from trainer.dataset import Dataset, load_dataset, make_dataset, verify_shards
 from trainer.distribute import (
     Placement,
@@ -260,7 +260,7 @@ def _train(
         *training_callbacks(config, model),
         Throughput(config.training.batch_size, config.training.steps_per_execution),
         # Per-step summaries (training.summary_every_steps) carry the IPW weight histograms.
-        tf.keras.callbacks.TensorBoard(
+        TensorBoard(
             os.path.join(run_dir, contracts.LOGS_DIR),
             update_freq=config.training.summary_every_steps or "epoch",
         ),

@@ -150,3 +150,29 @@ def test_mixed_precision_trains_float32_weights(tiny_dataset, tmp_path):
     with open(os.path.join(run_dir, "config.yaml")) as f:
         assert "mixed_precision: true" in f.read()
     assert json.dumps(run)  # run.json holds plain numbers
+
+
+def _batch_summary_steps(run_dir):
+    import glob
+
+    steps, tags = set(), set()
+    for path in glob.glob(os.path.join(run_dir, "logs", "train", "events*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                tags.add(value.tag)
+                if value.tag == "batch_loss":
+                    steps.add(event.step)
+    return steps, tags
+
+
+@pytest.mark.parametrize("every", [0, 2])
+def test_batch_summaries_are_written_on_the_steps_keras_records(tiny_dataset, tmp_path, every):
+    # The trainer's TensorBoard callback skips the batches Keras would record nothing on;
+    # the batches it records are still Keras's: every `summary_every_steps`-th step.
+    run_dir, run = _train(tiny_dataset, tmp_path, f"training.summary_every_steps={every}")
+    steps, tags = _batch_summary_steps(run_dir)
+    total = -(-int(run["examples_read"]) // 16)  # steps of batch 16, the last partial
+    assert total >= 4
+    expected = set(range(every, total + 1, every)) if every else set()
+    assert steps == expected
+    assert "epoch_loss" in tags
