@@ -312,10 +312,14 @@ def make_dataset(
     if not files:
         raise ValueError(f"{dataset.directory}: the manifest lists no {split} shards")
     ds = tf.data.Dataset.from_tensor_slices(files)
-    # Deterministic interleave keeps a seeded run repeatable.
+    # Deterministic interleave keeps a seeded run repeatable. Blocks of records, not one
+    # record per shard in turn: with block_length 1 the parallel interleave's hand-off per
+    # record cost 3.0 ms per batch of 512 on 2 cores (the ids-only model's whole step is
+    # 2.5 ms), 1.55 ms with blocks of 64; the shuffle buffer mixes the blocks.
     ds = ds.interleave(
         lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
         cycle_length=min(len(files), 4),
+        block_length=64,
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
