@@ -156,6 +156,10 @@ def test_train(tmp_path):
         "multi_clrec_cached",
     }
     assert set(result["optimizer_ms"]["3000"]) == {"adagrad", "adam", "sgd"}
+    loss = result["loss"]
+    assert loss["queue"] == 10 * loss["batch"]
+    for timing in (loss["without_queue"], loss["with_queue"]):
+        assert timing["softmax_ms"] > 0 and timing["floor_ms"] > 0
     assert (tmp_path / "train.png").stat().st_size > 10_000
     assert not list((tmp_path / "train").glob("run-*"))  # runs are removed
 

@@ -14,7 +14,17 @@ from simulator.config import PRESETS
 from twotower.bench.recipes import RECIPES
 
 TRAINING_DATASETS = ("simulator", "movielens", "tiny")
-TRAIN_PARTS = ("catalog", "cluster", "queue", "history", "relative", "tfrs", "input", "optimizer")
+TRAIN_PARTS = (
+    "catalog",
+    "cluster",
+    "queue",
+    "history",
+    "relative",
+    "tfrs",
+    "input",
+    "loss",
+    "optimizer",
+)
 UMA2_STRATEGIES = ("SS-A", "SS-AB", "SS-ABC-random", "SS-ABC-fixed", "UMA2")
 _DATASETS_HELP = (
     "datasets: simulator (the default world), movielens (MovieLens-100K), tiny (a small "

@@ -281,6 +281,55 @@ def optimizer_milliseconds(rows: int, touched: int, batch: int) -> dict[str, flo
     return result
 
 
+def loss_milliseconds(batch: int, queue: int, dim: int = 32, steps: int = 40) -> dict[str, float]:
+    """Milliseconds of the softmax loss alone (forward and gradients, in a `tf.function`):
+    the trainer's (`losses.softmax_loss`: in-batch negatives with logQ, a cached queue of
+    `queue` slots, accidental hits masked, temperature 0.1) and its floor, the same
+    scores' bare log-softmax (matmuls, log-sum-exp, gradients; no mask, no correction)."""
+    from trainer import losses  # noqa: PLC0415
+    from trainer.negatives.candidates import Candidates  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    query, positive = (tf.Variable(rng.normal(size=(batch, dim)).astype("float32")) for _ in "qp")
+    items = tf.constant(rng.normal(size=(max(queue, 1), dim)).astype("float32"))[:queue]
+    ids = tf.constant(rng.integers(0, 10_000, batch), tf.int64)
+    queue_ids = tf.constant(rng.integers(0, 10_000, queue), tf.int64)
+    log_q = tf.constant(rng.normal(size=batch).astype("float32"))
+
+    def trainer_loss(q: tf.Tensor, p: tf.Tensor) -> tf.Tensor:
+        sources = [Candidates("in_batch", "other", ids, p, log_q=log_q, exclude_diagonal=True)]
+        if queue:
+            valid = tf.ones([queue], tf.bool)
+            sources.append(Candidates("queue", "other", queue_ids, items, valid=valid))
+        return losses.softmax_loss(q, p, ids, log_q, sources, temperature=0.1)
+
+    def floor(q: tf.Tensor, p: tf.Tensor) -> tf.Tensor:
+        q = q / 0.1
+        logits = tf.concat(
+            [tf.matmul(q, p, transpose_b=True), tf.matmul(q, items, transpose_b=True)], 1
+        )
+        return tf.reduce_logsumexp(logits, axis=1) - tf.reduce_sum(q * p, axis=1)
+
+    result = {}
+    for name, loss in (("softmax_ms", trainer_loss), ("floor_ms", floor)):
+
+        @tf.function
+        def step(loss: Callable = loss) -> tf.Tensor:
+            with tf.GradientTape() as tape:
+                total = tf.reduce_sum(loss(tf.math.l2_normalize(query, 1), positive))
+            return tf.add_n([tf.reduce_sum(g) for g in tape.gradient(total, [query, positive])])
+
+        for _ in range(5):
+            step()
+        durations = []
+        for _ in range(steps):
+            start = time.perf_counter()
+            step().numpy()
+            durations.append(time.perf_counter() - start)
+        result[name] = round(1000 * statistics.median(durations), 3)
+    return result
+
+
 def _measure_rounds(
     cells: dict[str, Callable[[], list[float]]], rounds: int, batch: int, log: Callable
 ) -> dict[str, dict[str, Any]]:
@@ -406,6 +455,14 @@ def run_cpu(settings: TrainBench, output_dir: str, log: Callable[[str], Any] = p
             "training_examples_per_second": timed[f"catalog/{smallest}"]["examples_per_second"],
             "ratio": round(default / ms("input/default"), 3),
         }
+    if "loss" in parts:
+        queue = 10 * settings.batch_size  # the relative recipes' cached queue
+        results["loss"] = {
+            "batch": settings.batch_size,
+            "queue": queue,
+            "without_queue": loss_milliseconds(settings.batch_size, 0),
+            "with_queue": loss_milliseconds(settings.batch_size, queue),
+        }
     if "optimizer" in parts:
         results["optimizer_ms"] = {
             str(rows): optimizer_milliseconds(
@@ -523,6 +580,17 @@ def tables(results: dict[str, Any]) -> str:
         )
     if "input" in results:
         row("input pipeline / training (examples/s)", results["input"]["ratio"], ">= 3")
+    if "loss" in results:
+        loss = results["loss"]
+        for key, label in (
+            ("without_queue", "no queue"),
+            ("with_queue", f"queue {loss['queue']:,}"),
+        ):
+            values = loss[key]
+            row(
+                f"softmax loss alone, {label} (ms)",
+                f"{values['softmax_ms']} (floor {values['floor_ms']})",
+            )
     for size, values in results.get("optimizer_ms", {}).items():
         text = ", ".join(f"{k} {v}" for k, v in values.items())
         row(f"sparse update, {int(size):,}-row table (ms)", text)
