@@ -29,15 +29,17 @@ def _train(tiny_dataset, tmp_path, *overrides, epochs=1):
     return run_dir, run
 
 
+# TFRS's basic retrieval model: the two ids, its own task, no hidden layer.
+IDS_ONLY = [
+    "model.inputs=ids",
+    "negatives.loss=tfrs",
+    "negatives.in_batch_correction=none",
+    "model.hidden_units=[]",
+]
+
+
 def test_ids_only_reads_the_two_ids(tiny_dataset, tmp_path):
-    run_dir, run = _train(
-        tiny_dataset,
-        tmp_path,
-        "model.inputs=ids",
-        "negatives.loss=tfrs",
-        "negatives.in_batch_correction=none",
-        "model.hidden_units=[]",
-    )
+    run_dir, run = _train(tiny_dataset, tmp_path, *IDS_ONLY)
     _, dataset, model = load_run(run_dir)
     assert model.input_features == ["user_id", "item_id"]
     assert model.query_tower.feature_names == ["user_id"]
@@ -55,15 +57,7 @@ def test_ids_only_reads_the_two_ids(tiny_dataset, tmp_path):
 
 
 def test_without_output_projection_the_towers_are_the_id_embeddings(tiny_dataset, tmp_path):
-    run_dir, run = _train(
-        tiny_dataset,
-        tmp_path,
-        "model.inputs=ids",
-        "negatives.loss=tfrs",
-        "negatives.in_batch_correction=none",
-        "model.hidden_units=[]",
-        "model.output_projection=false",
-    )
+    run_dir, run = _train(tiny_dataset, tmp_path, *IDS_ONLY, "model.output_projection=false")
     assert np.isfinite(run["history"]["loss"]).all()
     _, _, model = load_run(run_dir)
     query = model.query_embeddings({"user_id": tf.constant(["u1"])}).numpy()
