@@ -4,12 +4,11 @@ from typing import Any
 
 import tensorflow as tf
 
-from trainer.negatives.candidates import Batch
+from trainer import losses
+from trainer.negatives.candidates import Batch, Candidates
 from trainer.negatives.item_queue import ItemQueue
 from trainer.negatives.queue import gather_across_replicas
 from trainer.negatives.source import NegativeSource
-
-_MASKED = -1e9
 
 
 @tf.keras.utils.register_keras_serializable(package="twotower")
@@ -97,17 +96,28 @@ class IntentionQueueNegatives(NegativeSource):
             all_negatives = self._embeddings.all_contents()[0]
         else:  # each queue item is encoded once, then shared by the rows of its intention
             all_negatives = batch.encode(all_indices)
-        indices, valid = tf.gather(all_indices, which), tf.gather(all_valid, which)  # [B, size]
-        # Every row against every queue in one matmul, then each row's own queue: gathering
-        # the queues' embeddings per row instead made a [B, size, dim] copy (and its
-        # gradient) every step.
-        scores = tf.einsum("bd,hnd->bhn", user, all_negatives)  # [B, H, size]
-        logits = tf.gather(scores, which, batch_dims=1)  # [B, size]
-        positive = tf.reduce_sum(user * batch.positive, axis=1, keepdims=True)
-        own = tf.cast(batch.item_index(batch.positive_ids), tf.int64)[:, tf.newaxis]
-        mask = tf.logical_and(valid, tf.not_equal(indices, own))
-        logits = tf.concat([positive, tf.where(mask, logits, _MASKED)], 1) / self._temperature
-        return tf.reduce_sum(tf.reduce_logsumexp(logits, axis=1) - logits[:, 0])
+        own = tf.cast(batch.item_index(batch.positive_ids), tf.int64)
+        # Each intention's rows against its own queue only: [B_h, size] scores per
+        # intention, B × size in all (scoring every row against every queue and keeping
+        # its own was H times that; gathering each row's queue, a [B, size, dim] copy).
+        rows = tf.dynamic_partition(
+            tf.range(tf.shape(own)[0]), tf.cast(which, tf.int32), self._intentions
+        )
+        total = tf.constant(0.0)
+        for h, part in enumerate(rows):
+            queue = Candidates(
+                self.name, "other", all_indices[h], all_negatives[h], valid=all_valid[h]
+            )
+            per_row = losses.softmax_loss(
+                tf.gather(user, part),
+                tf.gather(batch.positive, part),
+                tf.gather(own, part),
+                None,
+                [queue],
+                temperature=self._temperature,
+            )
+            total += tf.reduce_sum(per_row)
+        return total
 
     def update(self, batch: Batch) -> None:
         indices = gather_across_replicas(tf.cast(batch.item_index(batch.positive_ids), tf.int64))
