@@ -24,6 +24,30 @@ def candidate_logits(query: tf.Tensor, candidates: Candidates, temperature: floa
     return tf.einsum("bd,bnd->bn", query, candidates.embeddings)
 
 
+def _real_slots(candidates: Candidates) -> tf.Tensor:
+    """True (shaped like the ids) for slots that hold a candidate: not padding, valid."""
+    real = candidates.ids >= 0
+    if candidates.valid is not None:
+        real = tf.logical_and(real, candidates.valid)
+    return real
+
+
+def _dropped(
+    positive_ids: tf.Tensor, candidates: Candidates, remove_accidental_hits: bool
+) -> tf.Tensor | None:
+    """`[batch_size, n]` True where a candidate is the row's own positive (an accidental
+    hit, or the diagonal of in-batch negatives); None when nothing is dropped."""
+    ids = candidates.ids if not candidates.shared else candidates.ids[tf.newaxis]
+    drop = None
+    if remove_accidental_hits:
+        drop = tf.equal(ids, tf.cast(positive_ids, ids.dtype)[:, tf.newaxis])
+    if candidates.exclude_diagonal:
+        size = tf.shape(candidates.ids)[0]
+        diagonal = tf.eye(tf.shape(positive_ids)[0], size, dtype=tf.bool)
+        drop = diagonal if drop is None else tf.logical_or(drop, diagonal)
+    return drop
+
+
 def candidate_mask(
     positive_ids: tf.Tensor, candidates: Candidates, remove_accidental_hits: bool
 ) -> tf.Tensor:
@@ -31,19 +55,13 @@ def candidate_mask(
 
     Ids are int64 catalog indices (-1: padding): an accidental hit is an integer match.
     """
-    batch = tf.shape(positive_ids)[0]
-    ids = candidates.ids if not candidates.shared else tf.expand_dims(candidates.ids, 0)
-    mask = ids >= 0
-    if remove_accidental_hits:
-        same = tf.equal(ids, tf.expand_dims(tf.cast(positive_ids, ids.dtype), 1))
-        mask = tf.logical_and(mask, tf.logical_not(same))
-    if candidates.valid is not None:
-        valid = candidates.valid if not candidates.shared else candidates.valid[tf.newaxis]
-        mask = tf.logical_and(mask, valid)
-    if candidates.exclude_diagonal:
-        size = tf.shape(candidates.ids)[0]
-        mask = tf.logical_and(mask, tf.logical_not(tf.eye(batch, size, dtype=tf.bool)))
-    return tf.broadcast_to(mask, [batch, tf.shape(mask)[1]])
+    mask = _real_slots(candidates)
+    if candidates.shared:
+        mask = mask[tf.newaxis]
+    drop = _dropped(positive_ids, candidates, remove_accidental_hits)
+    if drop is not None:
+        mask = tf.logical_and(mask, tf.logical_not(drop))
+    return tf.broadcast_to(mask, [tf.shape(positive_ids)[0], tf.shape(mask)[1]])
 
 
 @tf.custom_gradient
@@ -89,7 +107,6 @@ def _negatives_log_sum_exp(
     the whole matrix.
     """
     logits = candidate_logits(query, candidates, temperature)
-    positive_ids = tf.cast(positive_ids, candidates.ids.dtype)
     bias = []
     if candidates.log_q is not None:
         bias.append(-candidates.log_q)
@@ -98,18 +115,10 @@ def _negatives_log_sum_exp(
     weight = candidates.weight
     if weight is not None and not _per_row(weight):
         bias.append(tf.math.log(tf.maximum(weight, 1e-12)))
-    if candidates.shared:
-        valid = candidates.ids >= 0
-        if candidates.valid is not None:
-            valid = tf.logical_and(valid, candidates.valid)
+    if candidates.shared:  # padding in the [n] bias; only the drops are [batch_size, n]
         bias = _sum(bias) if bias else tf.zeros_like(candidates.ids, logits.dtype)
-        logits += tf.where(valid, bias, _MASKED)
-        drop = None
-        if remove_accidental_hits:
-            drop = tf.equal(candidates.ids[tf.newaxis], positive_ids[:, tf.newaxis])
-        if candidates.exclude_diagonal:
-            diagonal = tf.eye(tf.shape(logits)[0], tf.shape(logits)[1], dtype=tf.bool)
-            drop = diagonal if drop is None else tf.logical_or(drop, diagonal)
+        logits += tf.where(_real_slots(candidates), bias, _MASKED)
+        drop = _dropped(positive_ids, candidates, remove_accidental_hits)
         if drop is not None:
             logits = tf.where(drop, _MASKED, logits)
     else:
