@@ -152,12 +152,9 @@ def _write_records(
 def _write_merged(
     group: tuple[int, Iterable[str]], output_dir: str, split: str, num_shards: int
 ) -> dict[str, Any]:
-    """Merges one shard's sorted runs into the shard, then deletes them."""
+    """Merges one shard's sorted runs into the shard (the runs stay for a retry)."""
     index, runs = group
-    runs = list(runs)
-    stats = _write_records(index, sorted_runs.merge_runs(runs), output_dir, split, num_shards)
-    FileSystems.delete(runs)
-    return stats
+    return _write_records(index, sorted_runs.merge_runs(runs), output_dir, split, num_shards)
 
 
 def _write_empty(
@@ -206,6 +203,7 @@ def WriteShards(  # noqa: N802
             | "GroupRunsByShard" >> beam.GroupByKey()
             | "Merge" >> beam.Map(_write_merged, output_dir, split, num_shards)
         )
+        _ = written | "CleanUp" >> sorted_runs.DeleteRunsAfter(runs_dir)
     else:
         written = (
             keyed

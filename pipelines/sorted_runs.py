@@ -18,8 +18,12 @@ whole input in its own process memory; distributed runners shuffle on disk alrea
 gain nothing from it (docs/pipeline.md, *Memory against the input size*).
 
 A run file is a sequence of frames: the 16-byte digest, the record's length (8 bytes,
-little-endian), the record. Runs live under the staging directory and are deleted once
-merged; a retried bundle's runs are never merged and go with the staging directory.
+little-endian), the record. Each transform's runs live in a folder of their own under
+the staging directory. A merge never deletes the runs it read: a runner retries a
+failed bundle from its input (Dataflow up to four times), and a retried merge must
+find its runs again. `DeleteRunsAfter` deletes the folder once every merge has
+committed (a global count of the merged output: a barrier), and the runs of spills
+that were retried and never merged go with the staging directory.
 """
 
 import hashlib
@@ -34,6 +38,8 @@ import apache_beam as beam
 from apache_beam.coders import FastPrimitivesCoder
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+
+from pipelines import fs
 
 RUNS_DIR = "_runs"
 DIGEST_BYTES = 16
@@ -122,15 +128,33 @@ def _framed(pair: tuple[Any, Any], partitions: int) -> tuple[int, tuple[bytes, b
 
 def merged_groups(paths: Iterable[str]) -> Iterator[tuple[Any, list[Any]]]:
     """(key, values) of the pairs in runs written by `GroupByKeyOnDisk`, one key at a
-    time in digest order, values in encoded order; deletes the runs once read."""
-    paths = list(paths)
+    time in digest order, values in encoded order; the runs stay (`DeleteRunsAfter`)."""
     for _, frames in itertools.groupby(merge_runs(paths), key=lambda frame: frame[0]):
         groups: dict[Any, list[Any]] = {}  # keys whose md5 collide stay apart
         for _, record in frames:
             key, value = _PAIR_CODER.decode(record)
             groups.setdefault(key, []).append(value)
         yield from groups.items()
-    FileSystems.delete(paths)
+
+
+def _delete_runs(_: int, runs_dir: str) -> tuple[()]:
+    fs.delete_tree(runs_dir)
+    return ()
+
+
+@beam.ptransform_fn
+def DeleteRunsAfter(merged: beam.PCollection, runs_dir: str) -> beam.PCollection:  # noqa: N802
+    """Deletes `runs_dir` once every bundle that produced `merged` has committed.
+
+    The global count is the barrier: its one element exists only after the last of
+    those bundles (with whatever was fused behind the merge) succeeded, so no retry can
+    still need a run. Returns an empty PCollection.
+    """
+    return (
+        merged
+        | "CountMerged" >> beam.combiners.Count.Globally()
+        | "DeleteRuns" >> beam.FlatMap(_delete_runs, runs_dir)
+    )
 
 
 @beam.ptransform_fn
@@ -145,7 +169,8 @@ def GroupByKeyOnDisk(  # noqa: N802
     Args:
       pairs: (key, value) elements, or a tuple of such PCollections grouped together;
         keys and values encodable by Beam's FastPrimitivesCoder.
-      runs_dir: where the runs go (under the staging directory; deleted once merged).
+      runs_dir: a folder for this transform's runs alone (under the staging directory;
+        deleted once every merge has committed).
       spill_bytes: buffered bytes per worker that trigger writing runs (> 0).
       partitions: how many merges (each streams its share of the keys).
 
@@ -161,9 +186,11 @@ def GroupByKeyOnDisk(  # noqa: N802
         | f"SortedRuns{i}" >> beam.ParDo(SpillRunsFn(runs_dir, spill_bytes))
         for i, pcoll in enumerate(inputs)
     ]
-    return (
+    merged = (
         runs
         | "FlattenRuns" >> beam.Flatten()
         | "GroupRunsByPartition" >> beam.GroupByKey()
         | "MergeRuns" >> beam.FlatMap(lambda group: merged_groups(group[1]))
     )
+    _ = merged | "CleanUp" >> DeleteRunsAfter(runs_dir)
+    return merged

@@ -6,6 +6,7 @@ import os
 
 import apache_beam as beam
 import pytest
+from apache_beam.testing.util import assert_that, equal_to
 
 from common.config import load_config
 from pipelines import shards, sorted_runs
@@ -55,7 +56,7 @@ def test_runs_of_one_record_merge_into_the_in_memory_shards(tmp_path):
     assert sum(s["records"] for s in spilled) == 40  # 40 examples over 3 shards
     assert _files(tmp_path / "runs") == _files(tmp_path / "memory")
     assert len(_files(tmp_path / "runs")) == 3
-    assert not os.listdir(tmp_path / "runs" / sorted_runs.RUNS_DIR / "train")  # merged, gone
+    assert not (tmp_path / "runs" / sorted_runs.RUNS_DIR / "train").exists()  # merged, gone
 
 
 def test_a_run_merges_in_digest_then_record_order(tmp_path):
@@ -108,7 +109,7 @@ def test_the_on_disk_group_by_key_gives_beams_groups_and_deletes_its_runs(tmp_pa
     assert on_disk == in_memory
     assert on_disk[0] == '["k0", [0, 5, 10, 15, 20]]'
     assert len(on_disk) == 5
-    assert not os.listdir(runs)  # every run merged and deleted
+    assert not runs.exists()  # every run merged, then the folder deleted
 
 
 def test_keys_whose_digests_collide_stay_apart(tmp_path):
@@ -118,7 +119,35 @@ def test_keys_whose_digests_collide_stay_apart(tmp_path):
     frames = sorted((same, coder.encode(pair)) for pair in [("a", 1), ("b", 2), ("a", 3)])
     sorted_runs.write_run(path, frames)
     assert dict(sorted_runs.merged_groups([path])) == {"a": [1, 3], "b": [2]}
-    assert not os.path.exists(path)
+
+
+def test_a_retried_merge_finds_its_runs_again(tmp_path):
+    """A runner retries a failed bundle from its input: the merge must not have deleted
+    the runs it read (Dataflow retries up to four times)."""
+    path = str(tmp_path / "p.run")
+    pairs = [("a", 1), ("b", 2), ("a", 3)]
+    sorted_runs.write_run(path, sorted(sorted_runs._framed(p, 1)[1] for p in pairs))
+    first = dict(sorted_runs.merged_groups([path]))
+    assert first == dict(sorted_runs.merged_groups([path])) == {"a": [1, 3], "b": [2]}
+
+    shard = tmp_path / "shard"
+    shard.mkdir()
+    run = str(tmp_path / "s.run")
+    sorted_runs.write_run(run, [(bytes([n]) * 16, b"record%d" % n) for n in range(3)])
+    written = [shards._write_merged((0, [run]), str(shard), "train", 1) for _ in range(2)]
+    assert written[0] == written[1]
+    assert written[0]["records"] == 3
+
+
+def test_the_runs_folder_is_deleted_once_the_merges_are_done(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "x.run").write_bytes(b"")
+    with beam.Pipeline(argv=list(IN_MEMORY_BEAM)) as pipeline:
+        merged = pipeline | beam.Create(range(7))
+        deleted = merged | sorted_runs.DeleteRunsAfter(str(runs))
+        assert_that(deleted, equal_to([]))
+    assert not runs.exists()
 
 
 def test_preprocess_writes_the_same_dataset_with_and_without_runs(tmp_path):
