@@ -337,6 +337,13 @@ class NegativesConfig(Settings):
     space_c: int = _field(
         0, "UMA² Space C (uniform from the catalog) negatives per positive", min=0
     )
+    space_c_pool: int = _field(
+        0,
+        "Space C's per-row draws come from this many catalog items drawn for the batch "
+        "(each row's draws still uniform over the catalog): fewer distinct items through "
+        "the item tower per step; 0: every draw straight from the catalog",
+        min=0,
+    )
 
     def check(self) -> None:
         if self.loss == "tfrs" and self.exposure_correction != "none":

@@ -96,7 +96,15 @@ def build_sources(
         if count:
             sources.append(LoggedNegatives(group, count, name=f"space_{group.lower()}"))
     if negatives.space_c:
-        sources.append(CorpusNegatives(negatives.space_c, per_row=True, group="C", name="space_c"))
+        sources.append(
+            CorpusNegatives(
+                negatives.space_c,
+                per_row=True,
+                group="C",
+                pool=negatives.space_c_pool,
+                name="space_c",
+            )
+        )
     queue_size = negatives.queue_size or 10 * batch_size  # CLRec's default: 10× the batch
     if negatives.queue_size and negatives.queue_mode == "momentum":
         queue = MomentumQueueNegatives(

@@ -150,6 +150,7 @@ def test_train(tmp_path):
     assert set(result["relative"]) == {
         "clrec_cached",
         "uma2",
+        "uma2_pool",
         "cluster",
         "cluster_shared",
         "multi_clrec",

@@ -90,3 +90,18 @@ def test_cluster_shared_setting_reaches_the_cluster_source(tmp_path, shared):
     model = build_model(config, _dataset(tmp_path, 30))
     (cluster,) = [s for s in model.sources if s.name == "cluster"]
     assert cluster.get_config()["shared"] is shared
+
+
+@pytest.mark.parametrize("pool", [0, 64])
+def test_space_c_pool_reaches_the_uma2_presets_space_c(tmp_path, pool):
+    config = load_config(
+        overrides=[
+            "negatives.exposure_correction=none",
+            "uma2.strategy=UMA2",
+            f"negatives.space_c_pool={pool}",
+        ]
+    )
+    model = build_model(config, _dataset(tmp_path, 30))
+    (space_c,) = [s for s in model.sources if s.name == "space_c"]
+    assert space_c.get_config()["pool"] == pool
+    assert space_c.get_config()["count"] == 20  # the preset's 20 per Space A item

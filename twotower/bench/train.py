@@ -59,15 +59,18 @@ RELATIVE = ("clrec_cached", "uma2", "cluster", "multi_clrec")  # against "defaul
 # Multi-CLRec's recipe re-encodes its queues' items every step (queue_mode=ids); the same
 # with cached embeddings, for the cost of the intentions themselves.
 # Cluster negatives drawn once per distinct cluster of the batch (negatives.cluster_shared):
-# cheaper, and a little lower in quality (docs/negatives.md).
+# cheaper, and a little lower in quality (docs/negatives.md). UMA²'s Space C drawn per row
+# from a pool of 512 catalog items a step (negatives.space_c_pool; docs/uma2.md).
 EXTRA = {
     "multi_clrec_cached": [*RECIPES["multi_clrec"], "negatives.queue_mode=embeddings"],
     "cluster_shared": [*RECIPES["cluster"], "negatives.cluster_shared=true"],
+    "uma2_pool": [*RECIPES["uma2"], "negatives.space_c_pool=512"],
 }
 # Targets of docs/performance.md: per-example cost against the default, at most.
 RELATIVE_TARGETS = {
     "clrec_cached": 1.3,
     "uma2": 2.0,
+    "uma2_pool": 2.0,
     "cluster": 1.5,
     "cluster_shared": 1.5,
     "multi_clrec": 2.0,

@@ -1,6 +1,9 @@
 """Each negative source's candidates, masks and corrections on tiny inputs."""
 
+import dataclasses
+
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from trainer.negatives.candidates import Batch
@@ -87,6 +90,32 @@ def test_corpus_negatives_shared_and_per_row():
     assert per_row.ids.shape == (2, 3) and per_row.group == "C"
     expected = CorpusNegatives(5).expected_count(_index(["a"]), batch).numpy()
     np.testing.assert_allclose(expected, [5 / 6])  # 5 draws over 6 items
+
+
+def test_per_row_draws_from_a_pool_encode_the_pool_once_and_stay_uniform():
+    tf.random.set_seed(0)
+    encoded = []
+
+    def encode(indices):
+        encoded.append(tuple(indices.shape))
+        return _encode(indices)
+
+    source = CorpusNegatives(5, per_row=True, group="C", pool=3)
+    batch = dataclasses.replace(_batch(["a"] * 4), encode=encode)
+    ids = np.concatenate([source.sample(batch).ids.numpy() for _ in range(600)])
+    assert ids.shape == (2400, 5)
+    assert encoded == [(3,)] * 600  # the pool alone goes through the tower
+    # Each draw is uniform over the 6 items: 12,000 draws, 2,000 expected per item. The
+    # pool's sharing makes the counts lumpy (about 113 standard deviation here): 5 of them.
+    counts = np.bincount(ids.ravel(), minlength=len(ITEMS))
+    assert np.abs(counts - 2000).max() < 565, counts
+    candidates = source.sample(_batch(["a"] * 40))
+    assert candidates.ids.shape == (40, 5) and candidates.group == "C"
+    # Each row's embeddings are its own draws' (the fixed tower: item k -> [k, 1]).
+    np.testing.assert_allclose(candidates.embeddings.numpy()[..., 0], candidates.ids.numpy())
+    assert len(np.unique(candidates.ids.numpy())) <= 3
+    with pytest.raises(ValueError, match="a pool is for per-row draws"):
+        CorpusNegatives(5, pool=3)
 
 
 def test_logged_negatives_take_and_pad_the_space():
