@@ -251,6 +251,11 @@ class CandidateTower(tf.keras.Model):
         )
         self._id_dropout = float(id_dropout)
         self._output_dim = output_dim
+        # Encoding each distinct item once pays where an item costs an MLP pass; with no
+        # hidden layer an item is a few row gathers (and a projection), cheaper than the
+        # tf.unique that would dedupe them (the TFRS comparison: 4.1 -> 3.8 ms a step).
+        # The optimizer sums a repeated row's gradients either way.
+        self._dedupe = bool(hidden_units)
         self._use_cluster = cluster  # False (model.inputs=ids): the item id alone
         # A numpy array, not a list: Keras does not track it, and the model's tables
         # are built from it without parsing the config's JSON again.
@@ -359,13 +364,17 @@ class CandidateTower(tf.keras.Model):
     def encode_indices(self, indices: tf.Tensor, training: bool = False) -> tf.Tensor:
         """Catalog indices of any shape `[...]` (-1: outside the catalog) -> `[..., dim]`.
 
-        Each distinct item goes through the tower once: sampled negatives repeat items
-        (same-cluster draws, uniform draws, a queue of recent clicks), and the tower's cost
-        is per item encoded.
+        With hidden layers each distinct item goes through the tower once: sampled
+        negatives repeat items (same-cluster draws, uniform draws, a queue of recent
+        clicks), and the tower's cost is per item encoded.
         """
         shape = tf.shape(indices)
-        unique, position = tf.unique(tf.reshape(tf.cast(indices, tf.int64), [-1]))
-        embeddings = tf.gather(self._encode_rows(unique + 1, training), position)
+        rows = tf.reshape(tf.cast(indices, tf.int64), [-1]) + 1
+        if self._dedupe:
+            unique, position = tf.unique(rows)
+            embeddings = tf.gather(self._encode_rows(unique, training), position)
+        else:
+            embeddings = self._encode_rows(rows, training)
         return tf.reshape(embeddings, tf.concat([shape, [self._output_dim]], axis=0))
 
     def _encode_rows(self, rows: tf.Tensor, training: bool = False) -> tf.Tensor:
