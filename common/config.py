@@ -461,6 +461,13 @@ class TrainingConfig(Settings):
         False, "float16 compute with float32 weights (GPUs; slower on CPUs)"
     )
     cache: bool = _field(False, "keep the training split's records in memory after the first epoch")
+    parallel_reads: str = _field(
+        "auto",
+        "read the train shards in parallel threads (on) or in turn in the input pipeline's "
+        "own thread (off); auto: off on machines of 2 cores or fewer, where the reading "
+        "threads took the training step's cores (docs/performance.md)",
+        choices=("auto", "on", "off"),
+    )
     deterministic: bool = _field(
         False,
         "op determinism (tf.config.experimental.enable_op_determinism): the same dataset, "

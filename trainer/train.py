@@ -33,7 +33,7 @@ from common.config import Config, ConfigError, TrainingConfig, load_config
 from trainer import run_dir as run_directory
 from trainer.build import build_model, training_callbacks
 from trainer.callbacks import StopOnNonFinite, TensorBoard, Throughput, check_finite_weights
-from trainer.dataset import Dataset, load_dataset, make_dataset, verify_shards
+from trainer.dataset import Dataset, load_dataset, make_dataset, parallel_reads, verify_shards
 from trainer.distribute import (
     Placement,
     placement,
@@ -108,6 +108,7 @@ def _resumable_input(
         options = {"shuffle": True, "seed": training.seed, "drop_remainder": True}
         options["shuffle_buffer"] = training.shuffle_buffer
         options["cache"] = training.cache
+        options["parallel"] = parallel_reads(training.parallel_reads)
         options["features"] = features
         options["index"] = lookups  # the model's vocabulary lookups, in the input pipeline
         if mode == "file":
@@ -250,6 +251,7 @@ def _train(
             cache=config.training.cache,
             features=model.input_features,
             index=model.index_features,
+            parallel=parallel_reads(config.training.parallel_reads),
         )
         if config.training.steps_per_execution > 1:
             # Keras needs the epoch's length to run several steps per call.

@@ -10,7 +10,7 @@ import tensorflow as tf
 from common.config import load_config
 from serving.retriever import Retriever
 from tests.conftest import export
-from trainer.dataset import load_dataset, make_dataset
+from trainer.dataset import load_dataset, make_dataset, parallel_reads
 from trainer.train import load_run, train
 
 SMALL = [
@@ -170,3 +170,21 @@ def test_batch_summaries_are_written_on_the_steps_keras_records(tiny_dataset, tm
     expected = set(range(every, total + 1, every)) if every else set()
     assert steps == expected
     assert "epoch_loss" in tags
+
+
+def test_shards_read_in_turn_or_in_parallel_give_the_same_batches(tiny_dataset, monkeypatch):
+    dataset = load_dataset(tiny_dataset)
+    assert len(dataset.files("train")) > 1  # the interleave has shards to take turns over
+
+    def batches(parallel):
+        options = {"shuffle": True, "seed": 3, "shuffle_buffer": 64, "parallel": parallel}
+        data = make_dataset(dataset, "train", 4, **options)
+        return [b["item_id"].numpy().tolist() for b in data]
+
+    assert batches(True) == batches(False)
+    for cores, expected in ((1, False), (2, False), (4, True), (None, False)):
+        monkeypatch.setattr(os, "cpu_count", lambda cores=cores: cores)
+        assert parallel_reads("auto") is expected
+    assert parallel_reads("on") is True and parallel_reads("off") is False
+    with pytest.raises(ValueError, match="parallel_reads"):
+        load_config(overrides=["training.parallel_reads=sometimes"])

@@ -46,7 +46,7 @@ from common import contracts
 from common.config import load_config
 from common.settings import to_dict
 from pipelines.preprocess import preprocess
-from trainer.dataset import load_dataset, make_dataset
+from trainer.dataset import load_dataset, make_dataset, parallel_reads
 from trainer.optimizers import OPTIMIZERS, make_optimizer
 from trainer.train import train
 from twotower.bench import synthetic
@@ -251,6 +251,7 @@ def input_seconds(dataset_dir: str, settings: TrainBench) -> list[float]:
         seed=config.training.seed,
         shuffle_buffer=config.training.shuffle_buffer,
         drop_remainder=True,
+        parallel=parallel_reads(config.training.parallel_reads),
     ).repeat()
     iterator = iter(data)
     ends = []
