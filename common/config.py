@@ -410,6 +410,12 @@ class Uma2Config(Settings):
         "the loss has no Space C of its own",
         min=1,
     )
+    head_space_c: int = _field(
+        0,
+        "the Entire->Recall head learns from the first k of each row's Space C draws (a "
+        "uniform subsample, weighted by its own rate): fewer head passes per step; 0: all",
+        min=0,
+    )
 
 
 @dataclasses.dataclass

@@ -257,6 +257,7 @@ def _propensity_network(
         uma2.max_weight,
         uma2.self_normalize,
         uma2.head_negatives,
+        head_space_c=uma2.head_space_c,
         weigh_positives=uma2.weigh_positives and bce,
         train_towers=uma2.heads_train_towers,
         item_buckets=2 * num_items,

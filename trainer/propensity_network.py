@@ -70,6 +70,8 @@ class PropensityNetwork(tf.keras.layers.Layer):
       max_weight: IPW weights are clipped to [1, max_weight].
       self_normalize: divide the IPW weights by their batch mean.
       head_negatives: catalog items the ER head draws when the loss has no Space C.
+      head_space_c: the ER head learns from the first k of each row's Space C draws
+        (uniform draws: a uniform subsample, weighted by its own sampling rate); 0: all.
       seed: seed of those draws.
       item_exposure: the items' logged exposure rates, a head input; None: embeddings only.
       weigh_positives: also return the clicks' IPW weights (key "positive").
@@ -91,6 +93,7 @@ class PropensityNetwork(tf.keras.layers.Layer):
         train_towers: bool = False,
         item_buckets: int = 0,
         item_dim: int = 8,
+        head_space_c: int = 0,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
@@ -111,6 +114,7 @@ class PropensityNetwork(tf.keras.layers.Layer):
         self._max_weight = max_weight
         self._self_normalize = self_normalize
         self._head_negatives = head_negatives
+        self._head_space_c = head_space_c
         self._seed = seed
         self.recall_head = PropensityHead(hidden_units, name="entire_to_recall")
         self.exposure_head = PropensityHead(hidden_units, name="recall_to_exposure")
@@ -195,6 +199,12 @@ class PropensityNetwork(tf.keras.layers.Layer):
         num_b = tf.cast(batch.features[NUM_SPACE_B], tf.float32)[:, tf.newaxis]
         masks = {g: tf.cast(m, tf.float32) for g, m in masks.items()}
         spaces = dict(groups)
+        k = self._head_space_c
+        if k and "C" in spaces and not spaces["C"].shared:
+            # Per-row pairs are the heads' cost; the rate weights below count the kept.
+            c = spaces["C"]
+            spaces["C"] = Candidates(c.name, "C", c.ids[:, :k], c.embeddings[:, :k])
+            masks["C"] = masks["C"][:, :k]
         if "C" not in spaces:
             spaces["C"] = self._own_space_c(batch)
             masks["C"] = tf.ones([tf.shape(users)[0], self._head_negatives])
@@ -251,6 +261,7 @@ class PropensityNetwork(tf.keras.layers.Layer):
             "item_buckets": self._item_buckets,
             "item_dim": self._item_dim,
             "head_negatives": self._head_negatives,
+            "head_space_c": self._head_space_c,
             "seed": self._seed,
             "item_exposure": (
                 tf.keras.utils.serialize_keras_object(self.item_exposure)

@@ -171,8 +171,28 @@ def test_the_heads_reach_the_towers_only_when_asked(train_towers):
     assert network.get_config()["train_towers"] is train_towers
 
 
+def test_the_er_head_can_learn_from_the_first_k_space_c_draws(trained):
+    """`head_space_c=k`: the ER loss is the one of the rows' first k Space C draws, each
+    weighted by its own rate (4 kept of |C|: five times a draw of 20 kept)."""
+    rows = _rows(32, np.random.default_rng(5))
+    batch, groups, masks = _batch(rows)
+    sliced = PropensityNetwork.from_config({**trained.get_config(), "head_space_c": 4})
+    sliced(batch, groups, masks)  # builds its variables
+    sliced.set_weights(trained.get_weights())
+    cut = dict(groups)
+    cut["C"] = Candidates("C", "C", groups["C"].ids[:, :4], groups["C"].embeddings[:, :4])
+    cut_masks = {**masks, "C": masks["C"][:, :4]}
+    expected = trained(batch, cut, cut_masks)
+    got = sliced(batch, groups, masks)
+    np.testing.assert_allclose(got[0].numpy(), expected[0].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(got[1].numpy(), expected[1].numpy(), rtol=1e-6)
+    full = trained(batch, groups, masks)[0].numpy()
+    assert abs(got[0].numpy() - full) > 1e-4  # fewer draws: another sample of the loss
+    assert masks["C"].shape == (32, 20) and groups["C"].ids.shape == (32, 20)  # untouched
+
+
 def test_config_round_trip():
-    network = PropensityNetwork([8], max_weight=7.0, head_negatives=5, name="p")
+    network = PropensityNetwork([8], max_weight=7.0, head_negatives=5, head_space_c=3, name="p")
     assert PropensityNetwork.from_config(network.get_config()).get_config() == network.get_config()
 
 

@@ -92,16 +92,18 @@ def test_cluster_shared_setting_reaches_the_cluster_source(tmp_path, shared):
     assert cluster.get_config()["shared"] is shared
 
 
-@pytest.mark.parametrize("pool", [0, 64])
-def test_space_c_pool_reaches_the_uma2_presets_space_c(tmp_path, pool):
+@pytest.mark.parametrize("pool, head_c", [(0, 0), (64, 4)])
+def test_space_c_settings_reach_the_uma2_presets_space_c_and_heads(tmp_path, pool, head_c):
     config = load_config(
         overrides=[
             "negatives.exposure_correction=none",
             "uma2.strategy=UMA2",
             f"negatives.space_c_pool={pool}",
+            f"uma2.head_space_c={head_c}",
         ]
     )
     model = build_model(config, _dataset(tmp_path, 30))
     (space_c,) = [s for s in model.sources if s.name == "space_c"]
     assert space_c.get_config()["pool"] == pool
     assert space_c.get_config()["count"] == 20  # the preset's 20 per Space A item
+    assert model.propensity_network.get_config()["head_space_c"] == head_c

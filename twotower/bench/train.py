@@ -60,11 +60,12 @@ RELATIVE = ("clrec_cached", "uma2", "cluster", "multi_clrec")  # against "defaul
 # with cached embeddings, for the cost of the intentions themselves.
 # Cluster negatives drawn once per distinct cluster of the batch (negatives.cluster_shared):
 # cheaper, and a little lower in quality (docs/negatives.md). UMA²'s Space C drawn per row
-# from a pool of 512 catalog items a step (negatives.space_c_pool; docs/uma2.md).
+# from a pool of 512 catalog items a step (negatives.space_c_pool), its heads learning from 4
+# of each row's 20 (uma2.head_space_c; docs/uma2.md).
 EXTRA = {
     "multi_clrec_cached": [*RECIPES["multi_clrec"], "negatives.queue_mode=embeddings"],
     "cluster_shared": [*RECIPES["cluster"], "negatives.cluster_shared=true"],
-    "uma2_pool": [*RECIPES["uma2"], "negatives.space_c_pool=512"],
+    "uma2_pool": [*RECIPES["uma2"], "negatives.space_c_pool=512", "uma2.head_space_c=4"],
 }
 # Targets of docs/performance.md: per-example cost against the default, at most.
 RELATIVE_TARGETS = {
