@@ -29,6 +29,7 @@ batches × {base, queue of 10× the batch, UMA²} × mixed precision off/on, wit
 512-256-128-32 towers, GPU utilisation sampled by nvidia-smi.
 """
 
+import gc
 import os
 import shutil
 import statistics
@@ -338,10 +339,18 @@ def loss_milliseconds(batch: int, queue: int, dim: int = 32, steps: int = 40) ->
 def _measure_rounds(
     cells: dict[str, Callable[[], list[float]]], rounds: int, batch: int, log: Callable
 ) -> dict[str, dict[str, Any]]:
-    """Runs every cell `rounds` times, rounds interleaved; keeps the fastest round."""
+    """Runs every cell `rounds` times, rounds interleaved; keeps the fastest round.
+
+    Each cell starts from a cleared Keras state, as a `twotower train` process does: the
+    bench builds about 45 models in one process, and without it the later cells ran in
+    the leftovers of the earlier ones (the ids-only model's rounds spread by 30% at the
+    end of a full run, 3.4-3.7 ms a step run alone).
+    """
     measured: dict[str, list[dict[str, float]]] = {name: [] for name in cells}
     for round_ in range(rounds):
         for name, cell in cells.items():
+            tf.keras.backend.clear_session()  # Keras's global state of the earlier cells
+            gc.collect()  # their input pipelines' threads and buffers
             summary = _summary(cell(), batch)
             measured[name].append(summary)
             log(f"  round {round_ + 1}/{rounds} {name}: {summary['median_ms']:.1f} ms/step")
