@@ -41,6 +41,9 @@ RECIPES: dict[str, list[str]] = {
     "ss_abc_random": ["uma2.strategy=SS-ABC-random"],
     "ss_abc_fixed": ["uma2.strategy=SS-ABC-fixed"],
     "uma2": ["uma2.strategy=UMA2"],
+    # The preset with its cheaper Space C: each row's draws from a pool of 512 items a
+    # step, the Entire->Recall head on 4 of them (docs/uma2.md).
+    "uma2_pool": ["uma2.strategy=UMA2", "negatives.space_c_pool=512", "uma2.head_space_c=4"],
     # UMA²'s Space A/B negatives in the default's softmax: with the heads' IPW weights
     # (self-normalised), and with none (each kept item stands for |A|/k of its space).
     "softmax_uma2_ab": [*_SPACES_AB, "uma2.propensity=true", "uma2.self_normalize=true"],

@@ -66,7 +66,7 @@ RELATIVE = ("clrec_cached", "uma2", "cluster", "multi_clrec")  # against "defaul
 EXTRA = {
     "multi_clrec_cached": [*RECIPES["multi_clrec"], "negatives.queue_mode=embeddings"],
     "cluster_shared": [*RECIPES["cluster"], "negatives.cluster_shared=true"],
-    "uma2_pool": [*RECIPES["uma2"], "negatives.space_c_pool=512", "uma2.head_space_c=4"],
+    "uma2_pool": RECIPES["uma2_pool"],
 }
 # Targets of docs/performance.md: per-example cost against the default, at most.
 RELATIVE_TARGETS = {
