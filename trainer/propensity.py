@@ -29,6 +29,8 @@ class PropensityHead(tf.keras.layers.Layer):
         """Args: users `[..., dim]`, items `[..., dim]` (broadcastable), item_features
         `[..., f]` (broadcastable to their shape but the last axis) or None.
         Returns `[...]` logits."""
+        # Under mixed precision Keras casts only the first input to float16.
+        users, items = tf.cast(users, self.compute_dtype), tf.cast(items, self.compute_dtype)
         shape = tf.broadcast_dynamic_shape(tf.shape(users), tf.shape(items))
         users, items = tf.broadcast_to(users, shape), tf.broadcast_to(items, shape)
         parts = [users, items, users * items]
@@ -38,7 +40,7 @@ class PropensityHead(tf.keras.layers.Layer):
         x = tf.concat(parts, axis=-1)
         for layer in self._layers:
             x = layer(x)
-        return tf.squeeze(x, -1)
+        return tf.cast(tf.squeeze(x, -1), tf.float32)  # the losses and weights are float32
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "hidden_units": self._hidden_units}

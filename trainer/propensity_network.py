@@ -151,7 +151,8 @@ class PropensityNetwork(tf.keras.layers.Layer):
             else:
                 buckets = self._hash_bucket(item_ids)
             features.append(self.item_embedding(buckets))
-        return tf.concat(features, axis=-1) if features else None
+        # float32 throughout: under mixed precision the embedding's output is float16.
+        return tf.concat([tf.cast(f, tf.float32) for f in features], -1) if features else None
 
     def _logits(
         self, head: PropensityHead, users: tf.Tensor, items: tf.Tensor, item_ids: tf.Tensor

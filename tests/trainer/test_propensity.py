@@ -69,3 +69,20 @@ def test_head_config_round_trip():
     head = PropensityHead([8, 4], name="h")
     clone = PropensityHead.from_config(head.get_config())
     assert clone.get_config() == head.get_config()
+
+
+def test_head_under_mixed_precision_takes_float32_and_returns_it():
+    # training.mixed_precision: Keras casts only a layer's first input to float16, and
+    # the losses and IPW weights downstream are float32 (UMA² crashed on both).
+    users, items = tf.random.normal([3, 1, 4], seed=1), tf.random.normal([3, 2, 4], seed=2)
+    features = tf.random.normal([3, 2, 2], seed=3)
+    tf.keras.utils.set_random_seed(0)
+    plain = PropensityHead([8])(users, items, features)
+    tf.keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        tf.keras.utils.set_random_seed(0)
+        mixed = PropensityHead([8])(users, items, features)
+    finally:
+        tf.keras.mixed_precision.set_global_policy("float32")
+    assert mixed.dtype == tf.float32 and mixed.shape == [3, 2]
+    np.testing.assert_allclose(mixed.numpy(), plain.numpy(), atol=0.02)
