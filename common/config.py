@@ -466,6 +466,11 @@ class TrainingConfig(Settings):
     mixed_precision: bool = _field(
         False, "float16 compute with float32 weights (GPUs; slower on CPUs)"
     )
+    jit_compile: bool = _field(
+        False,
+        "compile the training step with XLA (Keras's jit_compile); the step must hold only "
+        "ops XLA compiles (see docs/performance.md)",
+    )
     cache: bool = _field(False, "keep the training split's records in memory after the first epoch")
     parallel_reads: str = _field(
         "auto",

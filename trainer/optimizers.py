@@ -51,14 +51,40 @@ class LazyAdam(tf.keras.optimizers.legacy.Adam):
         )
 
 
-def make_optimizer(name: str, learning_rate: float) -> tf.keras.optimizers.legacy.Optimizer:
-    """The optimizer `training.optimizer` names, with sparse-cost updates.
+class ScatterAdagrad(tf.keras.optimizers.legacy.Adagrad):
+    """Adagrad whose sparse update is written with scatters, for steps compiled by XLA
+    (`training.jit_compile`): the fused ResourceSparseApplyAdagradV2 kernel the legacy
+    Adagrad calls has no XLA version. The same rule on the touched rows:
+    accum += g², var -= lr·g / (√accum + ε)."""
+
+    def _resource_apply_sparse(
+        self, grad: tf.Tensor, var: tf.Variable, indices: tf.Tensor, apply_state: Any = None
+    ) -> tf.Operation:
+        # OptimizerV2 sums repeated indices before calling this (unique rows here).
+        device, dtype = var.device, var.dtype.base_dtype
+        coefficients = (apply_state or {}).get((device, dtype)) or self._fallback_apply_state(
+            device, dtype
+        )
+        accumulator = self.get_slot(var, "accumulator")
+        rows = accumulator.sparse_read(indices) + tf.square(grad)
+        step = coefficients["lr_t"] * grad / (tf.sqrt(rows) + coefficients["epsilon"])
+        return tf.group(
+            accumulator.scatter_update(tf.IndexedSlices(rows, indices)),
+            var.scatter_sub(tf.IndexedSlices(step, indices)),
+        )
+
+
+def make_optimizer(
+    name: str, learning_rate: float, jit_compile: bool = False
+) -> tf.keras.optimizers.legacy.Optimizer:
+    """The optimizer `training.optimizer` names, with sparse-cost updates that XLA
+    compiles when `jit_compile`.
 
     Raises:
       ValueError: an unknown name.
     """
     optimizers = {
-        "adagrad": tf.keras.optimizers.legacy.Adagrad,
+        "adagrad": ScatterAdagrad if jit_compile else tf.keras.optimizers.legacy.Adagrad,
         "adam": LazyAdam,
         "sgd": tf.keras.optimizers.legacy.SGD,
     }

@@ -21,6 +21,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator, Sequence
@@ -215,12 +216,15 @@ def _train(
     run_directory.prepare(run_dir, config, overwrite=overwrite, backup=backup, chief=where.is_chief)
     with where.strategy.scope(), worker_local_strings(where), precision(config.training):
         model = build_model(config, dataset)
-        optimizer = make_optimizer(config.training.optimizer, where.learning_rate)
+        optimizer = make_optimizer(
+            config.training.optimizer, where.learning_rate, config.training.jit_compile
+        )
         if config.training.mixed_precision:
             optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
         model.compile(
             optimizer=optimizer,
             steps_per_execution=config.training.steps_per_execution,
+            jit_compile=config.training.jit_compile,
         )
     sizes = table_sizes(model, config.training.optimizer)
     budget_warning = check_budget(sizes, config.training.memory_budget_gb)
@@ -275,13 +279,14 @@ def _train(
             )
         )
     start = time.perf_counter()
-    history = model.fit(
-        data,
-        epochs=config.training.epochs,
-        steps_per_epoch=steps_per_epoch,
-        callbacks=fit_callbacks,
-        verbose=verbose,
-    )
+    with _xla_errors(config.training.jit_compile):
+        history = model.fit(
+            data,
+            epochs=config.training.epochs,
+            steps_per_epoch=steps_per_epoch,
+            callbacks=fit_callbacks,
+            verbose=verbose,
+        )
     seconds = time.perf_counter() - start
     check_finite_weights(model, "at the end of training")
     examples_read = int(model.examples_read.numpy())
@@ -322,6 +327,25 @@ def _train(
             # BackupAndRestore removed its checkpoints; the finished run keeps no backup.
             shutil.rmtree(os.path.join(run_dir, contracts.BACKUP_DIR), ignore_errors=True)
     return summary
+
+
+@contextlib.contextmanager
+def _xla_errors(jit_compile: bool) -> Iterator[None]:
+    """A step XLA cannot compile (`training.jit_compile`) fails in Keras's first call
+    with a graph error; it becomes a ConfigError naming the setting and what failed."""
+    try:
+        yield
+    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as error:
+        if not jit_compile or "tf2xla conversion failed" not in error.message:
+            raise
+        ops = sorted(set(re.findall(r"(\w+) \(No registered '", error.message)))
+        node = re.search(r"Detected at node (\S+)", error.message)
+        what = f"ops {', '.join(ops)}" if ops else f"node {node.group(1) if node else '?'}"
+        raise ConfigError(
+            "training.jit_compile=true: XLA cannot compile this model's training step "
+            f"({what}); set training.jit_compile=false (docs/performance.md lists the "
+            "recipes that compile)"
+        ) from error
 
 
 def _check_examples_read(dataset: Dataset, read: int, epochs: int) -> None:

@@ -117,6 +117,27 @@ def test_steps_per_execution_and_cache_train(tiny_dataset, tmp_path):
     assert run["tables"]["other_bytes"] > 0  # the MLPs, built by then
 
 
+def test_jit_compile_trains_the_ids_only_model_as_without(tiny_dataset, tmp_path):
+    _, compiled = _train(tiny_dataset, tmp_path, *IDS_ONLY, "training.jit_compile=true", epochs=2)
+    _, graph = _train(tiny_dataset, tmp_path / "graph", *IDS_ONLY, epochs=2)
+    # The same batches, the same Adagrad rule (its XLA form): the same losses.
+    np.testing.assert_allclose(compiled["history"]["loss"], graph["history"]["loss"], rtol=1e-4)
+
+
+def test_jit_compile_of_a_step_xla_cannot_compile_is_a_clear_error(tiny_dataset, tmp_path):
+    from common.config import ConfigError
+
+    # The cluster recipe's per-row draws gather with ResourceGatherNd, which XLA lacks.
+    with pytest.raises(ConfigError, match=r"training.jit_compile=true.*ops .*ResourceGatherNd"):
+        _train(
+            tiny_dataset,
+            tmp_path,
+            "negatives.cluster=4",
+            "negatives.cluster_random=1",
+            "training.jit_compile=true",
+        )
+
+
 def test_throughput_counts_steps_of_multi_step_calls():
     from trainer.callbacks import Throughput
 
