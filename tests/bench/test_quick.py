@@ -165,6 +165,27 @@ def test_train(tmp_path):
     assert not list((tmp_path / "train").glob("run-*"))  # runs are removed
 
 
+def test_train_gpu_check_runs_its_cells(tmp_path, monkeypatch, capsys):
+    # `make gpu-bench` is run only where a GPU is lent: its cells run here on the CPU
+    # (a GPU named, no nvidia-smi), so the command is known to work before then.
+    from twotower.bench import train
+
+    monkeypatch.setattr(train, "gpu_devices", lambda: ["/physical_device:GPU:0"])
+    result = _run(tmp_path, "train", "--device", "gpu")
+    assert result["devices"] == ["/physical_device:GPU:0"]
+    cells = {(r["variant"], r["mixed_precision"], r["xla"]) for r in result["gpu"]}
+    assert cells == {
+        (variant, mixed, xla)
+        for variant, xla in (("base", False), ("queue", False), ("uma2", False), ("base", True))
+        for mixed in (False, True)
+    }
+    for row in result["gpu"]:
+        assert row["batch"] == 64 and "error" not in row  # TrainBench.QUICK's gpu_batches
+        assert row["steps"] == 5 and row["examples_per_second"] > 0
+        assert row["gpu_utilisation"] is None  # no nvidia-smi here
+    assert "xla" in capsys.readouterr().out
+
+
 def test_scale(tmp_path):
     result = _run(tmp_path, "scale")
     stages = [row["stage"] for row in result["stages"]]

@@ -25,8 +25,8 @@ Measured, in one run:
     per optimizer (the dense updates Keras's own SGD and Adam made).
 
 With `device=gpu` the run is the accelerator check instead (docs/performance.md): global
-batches × {base, queue of 10× the batch, UMA²} × mixed precision off/on, with the paper's
-512-256-128-32 towers, GPU utilisation sampled by nvidia-smi.
+batches × {base, queue of 10× the batch, UMA², base compiled by XLA} × mixed precision
+off/on, with the paper's 512-256-128-32 towers, GPU utilisation sampled by nvidia-smi.
 """
 
 import gc
@@ -44,7 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 from common import contracts
-from common.config import load_config
+from common.config import ConfigError, load_config
 from common.settings import to_dict
 from pipelines.preprocess import preprocess
 from trainer.dataset import load_dataset, make_dataset, parallel_reads
@@ -503,8 +503,23 @@ def _gpu_sampler(stop: threading.Event, samples: list[float]) -> None:
         stop.wait(0.5)
 
 
+def gpu_devices() -> list[str]:
+    """The GPUs TensorFlow sees, by name."""
+    return [device.name for device in tf.config.list_physical_devices("GPU")]
+
+
+# The accelerator check's cells: (variant, its overrides at a global batch, XLA). XLA is
+# measured on the base model only (the recipes that compile: docs/performance.md).
+def _gpu_cells(batch: int) -> list[tuple[str, list[str], bool]]:
+    queue = [*RECIPES["clrec_cached"], f"negatives.queue_size={10 * batch}"]
+    return [("base", [], False), ("queue", queue, False), ("uma2", RECIPES["uma2"], False)] + [
+        ("base", [], True)
+    ]
+
+
 def run_gpu(settings: TrainBench, output_dir: str, log: Callable[[str], Any] = print) -> dict:
-    if not tf.config.list_physical_devices("GPU"):
+    devices = gpu_devices()
+    if not devices:
         raise RuntimeError("device=gpu: TensorFlow sees no GPU on this machine")
     work = os.path.join(output_dir, "train")
     os.makedirs(work, exist_ok=True)
@@ -512,35 +527,35 @@ def run_gpu(settings: TrainBench, output_dir: str, log: Callable[[str], Any] = p
     directory = _prepare(work, str(size), settings, size, log=log)
     rows = []
     for batch in settings.gpu_batches:
-        queue = [*RECIPES["clrec_cached"], f"negatives.queue_size={10 * batch}"]
-        for variant, overrides in (("base", []), ("queue", queue), ("uma2", RECIPES["uma2"])):
+        for variant, overrides, jit in _gpu_cells(batch):
             for mixed in (False, True):
                 stop, samples = threading.Event(), []
                 sampler = threading.Thread(target=_gpu_sampler, args=(stop, samples), daemon=True)
                 sampler.start()
                 local = TrainBench(**{**to_dict(settings), "batch_size": batch})
-                seconds = time_training(
-                    directory,
-                    [*PAPER_TOWERS, *overrides, f"training.mixed_precision={str(mixed).lower()}"],
-                    local,
-                    work,
-                )
-                stop.set()
-                sampler.join()
-                row = {
-                    "batch": batch,
-                    "variant": variant,
-                    "mixed_precision": mixed,
-                    **_summary(seconds, batch),
-                    "gpu_utilisation": round(statistics.fmean(samples), 1) if samples else None,
-                }
+                row = {"batch": batch, "variant": variant, "mixed_precision": mixed, "xla": jit}
+                try:
+                    seconds = time_training(
+                        directory,
+                        [
+                            *PAPER_TOWERS,
+                            *overrides,
+                            f"training.mixed_precision={str(mixed).lower()}",
+                            f"training.jit_compile={str(jit).lower()}",
+                        ],
+                        local,
+                        work,
+                    )
+                    row.update(_summary(seconds, batch))
+                except ConfigError as error:  # a step XLA cannot compile: the cell says so
+                    row["error"] = str(error)
+                finally:
+                    stop.set()
+                    sampler.join()
+                row["gpu_utilisation"] = round(statistics.fmean(samples), 1) if samples else None
                 rows.append(row)
                 log(f"  {row}")
-    return {
-        "settings": to_dict(settings),
-        "gpu": rows,
-        "devices": [d.name for d in tf.config.list_physical_devices("GPU")],
-    }
+    return {"settings": to_dict(settings), "gpu": rows, "devices": devices}
 
 
 def tables(results: dict[str, Any]) -> str:
@@ -550,10 +565,13 @@ def tables(results: dict[str, Any]) -> str:
             "batch",
             "variant",
             "mixed_precision",
+            "xla",
             "examples_per_second",
             "median_ms",
             "gpu_utilisation",
         ]
+        if any("error" in row for row in results["gpu"]):
+            columns.append("error")
         return format_table(results["gpu"], columns)
     rows = []
 
