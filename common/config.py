@@ -466,6 +466,12 @@ class TrainingConfig(Settings):
     mixed_precision: bool = _field(
         False, "float16 compute with float32 weights (GPUs; slower on CPUs)"
     )
+    drop_remainder: bool = _field(
+        False,
+        "train on full batches only: static batch shapes, faster steps; each epoch's last "
+        "partial batch (fewer than batch_size examples, a different set each epoch as the "
+        "data are shuffled) is skipped",
+    )
     jit_compile: bool = _field(
         False,
         "compile the training step with XLA (Keras's jit_compile); the step must hold only "

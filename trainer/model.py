@@ -260,7 +260,11 @@ class TwoTowerModel(tfrs.Model):
             metrics = self._scaled_step(inputs)
         else:
             metrics = super().train_step(inputs)
-        self.examples_read.assign_add(tf.shape(inputs["item_id"], out_type=tf.int64)[0])
+        # After the step: with static batch shapes (training.drop_remainder) the count is
+        # a constant, and without this dependency it ran even in the step whose read
+        # found the end of the data (Keras's first epoch, of unknown length).
+        with tf.control_dependencies(tf.nest.flatten(metrics)):
+            self.examples_read.assign_add(tf.shape(inputs["item_id"], out_type=tf.int64)[0])
         return metrics
 
     def _scaled_step(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:

@@ -256,6 +256,7 @@ def _train(
             features=model.input_features,
             index=model.index_features,
             parallel=parallel_reads(config.training.parallel_reads),
+            drop_remainder=config.training.drop_remainder,
         )
         if config.training.steps_per_execution > 1:
             # Keras needs the epoch's length to run several steps per call.
@@ -291,7 +292,12 @@ def _train(
     check_finite_weights(model, "at the end of training")
     examples_read = int(model.examples_read.numpy())
     if steps_per_epoch is None and not model.stop_training:
-        _check_examples_read(dataset, examples_read, config.training.epochs)
+        _check_examples_read(
+            dataset,
+            examples_read,
+            config.training.epochs,
+            config.training.batch_size if config.training.drop_remainder else None,
+        )
     if where.is_chief:
         model.save_weights(run_directory.staging_weights(run_dir))
     else:  # every worker must save (variables sync on save); only the chief's is kept
@@ -348,14 +354,24 @@ def _xla_errors(jit_compile: bool) -> Iterator[None]:
         ) from error
 
 
-def _check_examples_read(dataset: Dataset, read: int, epochs: int) -> None:
+def _check_examples_read(
+    dataset: Dataset, read: int, epochs: int, full_batches_of: int | None = None
+) -> None:
     """Raises ValueError when one-pass-per-epoch training read fewer or more examples than
-    the manifest lists (a shard cut short after its checksum was taken, or replaced)."""
-    expected = dataset.manifest["splits"]["train"]["examples"] * epochs
+    the manifest lists (a shard cut short after its checksum was taken, or replaced).
+
+    With `full_batches_of` (training.drop_remainder) each epoch reads the manifest's
+    examples rounded down to whole batches: a cut larger than the remainder still shows.
+    """
+    examples = dataset.manifest["splits"]["train"]["examples"]
+    if full_batches_of:
+        examples -= examples % full_batches_of
+    expected = examples * epochs
     if read != expected:
+        listed = "lists" if not full_batches_of else f"lists (in full batches of {full_batches_of})"
         raise ValueError(
             f"{dataset.directory}: training read {read} examples in {epochs} epochs, the "
-            f"manifest lists {expected}; a train shard is shorter or longer than when it "
+            f"manifest {listed} {expected}; a train shard is shorter or longer than when it "
             "was written (run `twotower preprocess` again)"
         )
 

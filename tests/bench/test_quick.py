@@ -139,8 +139,17 @@ def test_train(tmp_path):
     result = _run(tmp_path, "train")
     assert result["catalog"]["sizes"] == [300, 3_000]  # TrainBench.QUICK
     timed = result["timed"]
-    assert {"catalog/300", "catalog/3000", "tfrs/plain", "tfrs/twotower", "input/default"} <= set(
-        timed
+    assert {
+        "catalog/300",
+        "catalog/3000",
+        "tfrs/plain",
+        "tfrs/twotower",
+        "tfrs/twotower_full",
+        "input/default",
+    } <= set(timed)
+    tfrs_ = result["tfrs"]
+    assert tfrs_["ratio_full_batches"] == round(
+        timed["tfrs/plain"]["median_ms"] / timed["tfrs/twotower_full"]["median_ms"], 3
     )
     for cell in timed.values():
         # 5 steps, or one call of 8 (steps_per_execution=8)

@@ -147,6 +147,22 @@ def test_fewer_examples_than_the_manifest_lists_fail_the_run(tiny_dataset, tmp_p
     assert not os.path.exists(os.path.join(run_dir, contracts.RUN_FILE))
 
 
+def test_with_full_batches_only_a_cut_larger_than_the_remainder_fails(tiny_dataset, tmp_path):
+    # training.drop_remainder: each epoch reads the examples rounded down to whole batches.
+    dataset = str(tmp_path / "dataset")
+    shutil.copytree(tiny_dataset, dataset)
+    path = os.path.join(dataset, contracts.MANIFEST_FILE)
+    with open(path) as f:
+        manifest = json.load(f)
+    manifest["splits"]["train"]["examples"] += 16  # as if a shard had lost a whole batch
+    with open(path, "w") as f:
+        json.dump(manifest, f)
+    with pytest.raises(
+        ValueError, match=r"in 1 epochs, the manifest lists \(in full batches of 16"
+    ):
+        train(_config("training.drop_remainder=true"), dataset, str(tmp_path / "run"), verbose=0)
+
+
 def test_a_truncated_shard_fails_training_naming_it(tiny_dataset, tmp_path, capsys):
     dataset = str(tmp_path / "dataset")
     shutil.copytree(tiny_dataset, dataset)

@@ -117,6 +117,17 @@ def test_steps_per_execution_and_cache_train(tiny_dataset, tmp_path):
     assert run["tables"]["other_bytes"] > 0  # the MLPs, built by then
 
 
+def test_drop_remainder_trains_full_batches_only(tiny_dataset, tmp_path):
+    examples = load_dataset(tiny_dataset).manifest["splits"]["train"]["examples"]
+    assert examples % 16  # SMALL's batch of 16 leaves a partial batch each epoch
+    _, run = _train(tiny_dataset, tmp_path, "training.drop_remainder=true", epochs=2)
+    assert run["examples_read"] == 2 * (examples - examples % 16)
+    _, kept = _train(tiny_dataset, tmp_path / "kept", epochs=2)
+    assert kept["examples_read"] == 2 * examples
+    batches = make_dataset(load_dataset(tiny_dataset), "train", 16, drop_remainder=True)
+    assert batches.element_spec["item_id"].shape[0] == 16  # static: what makes it faster
+
+
 def test_jit_compile_trains_the_ids_only_model_as_without(tiny_dataset, tmp_path):
     _, compiled = _train(tiny_dataset, tmp_path, *IDS_ONLY, "training.jit_compile=true", epochs=2)
     _, graph = _train(tiny_dataset, tmp_path / "graph", *IDS_ONLY, epochs=2)
