@@ -210,6 +210,13 @@ def _train(
     tf.keras.utils.set_random_seed(config.training.seed)
     dataset = load_dataset(dataset_dir)
     verify_shards(dataset)  # a cut or replaced shard fails here, naming it
+    if config.training.drop_remainder:
+        examples = dataset.manifest["splits"]["train"]["examples"]
+        if examples < config.training.batch_size:
+            raise ConfigError(
+                f"training.drop_remainder=true: the train split's {examples} examples make "
+                f"no full batch of training.batch_size={config.training.batch_size}"
+            )
     backup = config.training.backup == "always" or (
         config.training.backup == "auto" and where.multi_worker
     )
