@@ -156,6 +156,14 @@ def test_train(tmp_path):
         assert cell["steps"] in (5, 8) and cell["median_ms"] > 0 and len(cell["rounds"]) == 1
     catalog = result["catalog"]["median_ms"]
     assert result["catalog"]["ratio"] == round(catalog[1] / catalog[0], 3)
+    # The default on the smallest catalog, timed twice (QUICK's history length 20 is the
+    # default's): the faster is the relative costs' baseline.
+    default = result["default"]
+    assert default["cells"] == ["catalog/300", "history/20"]
+    assert default["median_ms"] == min(timed[c]["median_ms"] for c in default["cells"])
+    assert result["relative"]["uma2"] == round(
+        timed["relative/uma2"]["median_ms"] / default["median_ms"], 3
+    )
     assert set(result["relative"]) == {
         "clrec_cached",
         "uma2",
