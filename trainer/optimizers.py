@@ -17,6 +17,17 @@ import tensorflow as tf
 OPTIMIZERS = ("adagrad", "adam", "sgd")
 
 
+def _coefficients(
+    optimizer: tf.keras.optimizers.legacy.Optimizer, var: tf.Variable, apply_state: Any
+) -> dict[str, tf.Tensor]:
+    """The step's hyperparameters for `var` (learning rate, ...), as OptimizerV2's own
+    update rules read them."""
+    device, dtype = var.device, var.dtype.base_dtype
+    return (apply_state or {}).get((device, dtype)) or optimizer._fallback_apply_state(
+        device, dtype
+    )
+
+
 class LazyAdam(tf.keras.optimizers.legacy.Adam):
     """Adam that updates, for a sparse gradient, only the rows it names.
 
@@ -28,10 +39,7 @@ class LazyAdam(tf.keras.optimizers.legacy.Adam):
         self, grad: tf.Tensor, var: tf.Variable, indices: tf.Tensor, apply_state: Any = None
     ) -> tf.Operation:
         # OptimizerV2 sums repeated indices before calling this (unique rows here).
-        device, dtype = var.device, var.dtype.base_dtype
-        coefficients = (apply_state or {}).get((device, dtype)) or self._fallback_apply_state(
-            device, dtype
-        )
+        coefficients = _coefficients(self, var, apply_state)
         m, v = self.get_slot(var, "m"), self.get_slot(var, "v")
         m_rows = (
             coefficients["beta_1_t"] * m.sparse_read(indices)
@@ -61,10 +69,7 @@ class ScatterAdagrad(tf.keras.optimizers.legacy.Adagrad):
         self, grad: tf.Tensor, var: tf.Variable, indices: tf.Tensor, apply_state: Any = None
     ) -> tf.Operation:
         # OptimizerV2 sums repeated indices before calling this (unique rows here).
-        device, dtype = var.device, var.dtype.base_dtype
-        coefficients = (apply_state or {}).get((device, dtype)) or self._fallback_apply_state(
-            device, dtype
-        )
+        coefficients = _coefficients(self, var, apply_state)
         accumulator = self.get_slot(var, "accumulator")
         rows = accumulator.sparse_read(indices) + tf.square(grad)
         step = coefficients["lr_t"] * grad / (tf.sqrt(rows) + coefficients["epsilon"])

@@ -132,15 +132,22 @@ def test_a_backup_of_the_same_config_resumes_without_overwrite(tiny_dataset, tmp
     assert run["distribution"]["resumed_at_step"] > 0
 
 
-def test_fewer_examples_than_the_manifest_lists_fail_the_run(tiny_dataset, tmp_path):
+def _listing_more(tiny_dataset, tmp_path, extra):
+    """A copy of the dataset whose manifest lists `extra` more train examples than its
+    shards hold, as if a shard had lost them after its checksum was taken."""
     dataset = str(tmp_path / "dataset")
     shutil.copytree(tiny_dataset, dataset)
     path = os.path.join(dataset, contracts.MANIFEST_FILE)
     with open(path) as f:
         manifest = json.load(f)
-    manifest["splits"]["train"]["examples"] += 5  # as if a shard had lost 5 records
+    manifest["splits"]["train"]["examples"] += extra
     with open(path, "w") as f:
         json.dump(manifest, f)
+    return dataset
+
+
+def test_fewer_examples_than_the_manifest_lists_fail_the_run(tiny_dataset, tmp_path):
+    dataset = _listing_more(tiny_dataset, tmp_path, 5)
     run_dir = str(tmp_path / "run")
     with pytest.raises(ValueError, match="training read \\d+ examples in 1 epochs"):
         train(_config(), dataset, run_dir, verbose=0)
@@ -149,14 +156,7 @@ def test_fewer_examples_than_the_manifest_lists_fail_the_run(tiny_dataset, tmp_p
 
 def test_with_full_batches_only_a_cut_larger_than_the_remainder_fails(tiny_dataset, tmp_path):
     # training.drop_remainder: each epoch reads the examples rounded down to whole batches.
-    dataset = str(tmp_path / "dataset")
-    shutil.copytree(tiny_dataset, dataset)
-    path = os.path.join(dataset, contracts.MANIFEST_FILE)
-    with open(path) as f:
-        manifest = json.load(f)
-    manifest["splits"]["train"]["examples"] += 16  # as if a shard had lost a whole batch
-    with open(path, "w") as f:
-        json.dump(manifest, f)
+    dataset = _listing_more(tiny_dataset, tmp_path, 16)  # a whole batch lost
     with pytest.raises(
         ValueError, match=r"in 1 epochs, the manifest lists \(in full batches of 16"
     ):
