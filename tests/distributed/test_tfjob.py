@@ -173,6 +173,22 @@ def test_dockerfile_runs_as_the_pods_non_root_user():
     assert lines[-1] == 'CMD ["twotower", "--help"]'
 
 
+def test_dockerfile_copies_every_package_the_image_installs():
+    # `pip install .` in the image installs what it was given: a package left out (common
+    # and simulator once were) installs nothing, and `twotower` fails on its first import.
+    import setuptools
+
+    repository = os.path.dirname(os.path.dirname(ROOT))
+    packages = {
+        name.split(".")[0]
+        for name in setuptools.find_packages(repository, exclude=["tests*", "build*"])
+    }
+    assert {"common", "trainer", "twotower"} <= packages
+    with open(os.path.join(ROOT, "Dockerfile")) as f:
+        copied = {line.split()[1] for line in f if line.startswith("COPY ")}
+    assert packages <= copied, sorted(packages - copied)
+
+
 @pytest.mark.parametrize("image", ["trainer", "trainer:latest", ""])
 def test_unpinned_image_is_refused(image):
     with pytest.raises(ValueError, match="pinned"):
