@@ -210,13 +210,12 @@ def _train(
     tf.keras.utils.set_random_seed(config.training.seed)
     dataset = load_dataset(dataset_dir)
     verify_shards(dataset)  # a cut or replaced shard fails here, naming it
-    if config.training.drop_remainder:
-        examples = dataset.manifest["splits"]["train"]["examples"]
-        if examples < config.training.batch_size:
-            raise ConfigError(
-                f"training.drop_remainder=true: the train split's {examples} examples make "
-                f"no full batch of training.batch_size={config.training.batch_size}"
-            )
+    examples = dataset.manifest["splits"]["train"]["examples"]
+    if config.training.drop_remainder and examples < config.training.batch_size:
+        raise ConfigError(
+            f"training.drop_remainder=true: the train split's {examples} examples make "
+            f"no full batch of training.batch_size={config.training.batch_size}"
+        )
     backup = config.training.backup == "always" or (
         config.training.backup == "auto" and where.multi_worker
     )
@@ -235,7 +234,6 @@ def _train(
         )
     sizes = table_sizes(model, config.training.optimizer)
     budget_warning = check_budget(sizes, config.training.memory_budget_gb)
-    examples = dataset.manifest["splits"]["train"]["examples"]
     steps_per_epoch, skipped, shard = None, 0, None
     if backup or where.replicas > 1:
         steps_per_epoch = max(1, examples // where.global_batch)

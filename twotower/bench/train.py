@@ -524,8 +524,11 @@ def gpu_devices() -> list[str]:
 # measured on the base model only (the recipes that compile: docs/performance.md).
 def _gpu_cells(batch: int) -> list[tuple[str, list[str], bool]]:
     queue = [*RECIPES["clrec_cached"], f"negatives.queue_size={10 * batch}"]
-    return [("base", [], False), ("queue", queue, False), ("uma2", RECIPES["uma2"], False)] + [
-        ("base", [], True)
+    return [
+        ("base", [], False),
+        ("queue", queue, False),
+        ("uma2", RECIPES["uma2"], False),
+        ("base", [], True),
     ]
 
 
