@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CHECKOV_VENV ?= .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-.PHONY: setup demo test lint format clean scale gpu-bench
+.PHONY: setup demo test lint format clean scale gpu-bench image
 
 setup: $(STAMP)
 
@@ -33,6 +33,12 @@ scale: setup
 
 gpu-bench: setup
 	$(BIN)/twotower bench train --device gpu --output work/bench
+
+# The one image of every workload under k8s/ (the TFJob, the retrieval service, the
+# preprocessing CronJob); they name this tag (tests/test_k8s_image.py). Needs Docker.
+IMAGE ?= registry.example.com/twotower:0.1.0
+image:
+	docker build -f k8s/Dockerfile -t $(IMAGE) .
 
 lint: setup
 	$(BIN)/ruff check .

@@ -33,6 +33,7 @@ EXCEPTED = [
         "`make setup` (a fresh virtualenv) + `twotower demo`, which tests/test_demo.py runs",
     ),
     (r"^docker ", "no Docker engine on this machine"),
+    (r"^make image\b", "`docker build` of k8s/Dockerfile: no Docker engine on this machine"),
     (r"^kubectl ", "no Kubernetes cluster"),
     (r"^curl .*localhost:850[01]", "TF Serving's ports: no TF Serving binary can be installed"),
     (r"\b(gs|s3|hdfs)://", "cloud storage and a cloud or cluster Beam runner"),

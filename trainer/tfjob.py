@@ -36,7 +36,7 @@ _DNS_SUBDOMAIN = re.compile(
 class TFJobSpec(Settings):
     """What the manifest is rendered from (`twotower train --emit-tfjob` flags)."""
 
-    image: str = setting("", "trainer image (k8s/training/Dockerfile), pinned by tag or digest")
+    image: str = setting("", "the twotower image (k8s/Dockerfile), pinned by tag or digest")
     replicas: int = setting(2, "worker pods (worker 0 is the chief)", min=1)
     gpus: int = setting(1, "GPUs per worker (0: CPU workers, ring all-reduce)", min=0)
     pod_config: str = setting("/data/config.yaml", "config file path inside the pods")
