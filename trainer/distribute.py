@@ -243,6 +243,43 @@ def scaled_learning_rate(learning_rate: float, replicas: int, rule: str) -> floa
     return learning_rate * factor
 
 
+def set_op_threads(intra_op: int, inter_op: int) -> None:
+    """Sizes TensorFlow's two op thread pools (`training.intra_op_threads`,
+    `inter_op_threads`; 0 leaves TensorFlow's default).
+
+    The runtime sizes them when it starts and never again, so call this before any other
+    TensorFlow work; a process that already started TensorFlow with other sizes cannot
+    take these (ConfigError, naming the setting).
+    """
+    threading_ = tf.config.threading
+    pools = (
+        (
+            "training.intra_op_threads",
+            intra_op,
+            threading_.get_intra_op_parallelism_threads,
+            threading_.set_intra_op_parallelism_threads,
+        ),
+        (
+            "training.inter_op_threads",
+            inter_op,
+            threading_.get_inter_op_parallelism_threads,
+            threading_.set_inter_op_parallelism_threads,
+        ),
+    )
+    for key, wanted, get, set_ in pools:
+        if not wanted or get() == wanted:
+            continue
+        try:
+            set_(wanted)
+        except RuntimeError as e:
+            raise ConfigError(
+                f"{wanted} threads: TensorFlow already started in this process with "
+                f"{get() or 'its default of every core'}, and sizes its pools once; run "
+                "it in a new process",
+                key,
+            ) from e
+
+
 def placement(training: TrainingConfig, environ: Mapping[str, str] | None = None) -> Placement:
     """The strategy TF_CONFIG and the local devices ask for, created now.
 
@@ -254,6 +291,7 @@ def placement(training: TrainingConfig, environ: Mapping[str, str] | None = None
       ClusterError: TF_CONFIG is malformed.
       ConfigError: the global batch does not split evenly over the replicas.
     """
+    set_op_threads(training.intra_op_threads, training.inter_op_threads)
     environ = os.environ if environ is None else environ
     cluster = parse_tf_config(environ.get("TF_CONFIG"))
     if cluster is not None:

@@ -166,6 +166,7 @@ def test_train(tmp_path):
     )
     assert set(result["relative"]) == {
         "clrec_cached",
+        "clrec_momentum_1024",
         "uma2",
         "uma2_pool",
         "cluster",

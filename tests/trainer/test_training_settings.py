@@ -2,15 +2,18 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from common.config import load_config
+from common.config import ConfigError, load_config
 from serving.retriever import Retriever
 from tests.conftest import export
 from trainer.dataset import load_dataset, make_dataset, parallel_reads
+from trainer.distribute import set_op_threads
 from trainer.train import load_run, train
 
 SMALL = [
@@ -230,3 +233,46 @@ def test_shards_read_in_turn_or_in_parallel_give_the_same_batches(tiny_dataset, 
     assert parallel_reads("on") is True and parallel_reads("off") is False
     with pytest.raises(ValueError, match="parallel_reads"):
         load_config(overrides=["training.parallel_reads=sometimes"])
+
+
+_SIZED_RUN = """
+import sys
+import twotower  # noqa: F401  (TF_USE_LEGACY_KERAS first)
+import tensorflow as tf
+from common.config import load_config
+from trainer.train import train
+config = load_config(overrides=sys.argv[3:])
+run = train(config, sys.argv[1], sys.argv[2], verbose=0)
+print(
+    tf.config.threading.get_intra_op_parallelism_threads(),
+    tf.config.threading.get_inter_op_parallelism_threads(),
+    len(run["history"]["loss"]),
+)
+"""
+
+
+def test_op_thread_pools_are_sized_before_tensorflow_starts(tiny_dataset, tmp_path):
+    # A fresh process, as `twotower train` is: the pools are sized before the runtime
+    # starts (the placement's first step), so the sizes asked for are the ones it runs.
+    overrides = [*SMALL, "training.epochs=1"]
+    overrides += ["training.intra_op_threads=1", "training.inter_op_threads=3"]
+    result = subprocess.run(
+        [sys.executable, "-c", _SIZED_RUN, tiny_dataset, str(tmp_path / "run"), *overrides],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+    )
+    assert result.stdout.split()[-3:] == ["1", "3", "1"]
+
+
+def test_op_thread_pools_cannot_be_resized_once_tensorflow_started(tiny_dataset, tmp_path):
+    tf.constant(1.0) + 1.0  # the runtime is started (as every test process's is by now)
+    set_op_threads(0, 0)  # 0: TensorFlow's default, left as it is
+    before = tf.config.threading.get_intra_op_parallelism_threads()
+    with pytest.raises(ConfigError, match=r"training.intra_op_threads: 7 threads.*new process"):
+        _train(tiny_dataset, tmp_path, "training.intra_op_threads=7")
+    assert not (tmp_path / "run").exists()  # refused before the run directory is made
+    with pytest.raises(ConfigError, match=r"training.inter_op_threads: 5 threads"):
+        set_op_threads(0, 5)
+    assert tf.config.threading.get_intra_op_parallelism_threads() == before

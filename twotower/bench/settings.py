@@ -219,6 +219,12 @@ class TrainBench(Settings):
     )
     history_lengths: list[int] = setting([5, 20, 50, 100], "data.history_length values")
     kmeans_every_steps: int = setting(50, "k-means refresh interval of the cluster curve", min=1)
+    intra_op_threads: int = setting(
+        0,
+        "training.intra_op_threads of every cell and of plain TFRS (0: TensorFlow's default); "
+        "a pool sized once per process, so once for the whole run",
+        min=0,
+    )
     parts: list[str] = setting(
         list(TRAIN_PARTS), f"what to measure (device=cpu), of {', '.join(TRAIN_PARTS)}"
     )

@@ -48,6 +48,7 @@ from common.config import ConfigError, load_config
 from common.settings import to_dict
 from pipelines.preprocess import preprocess
 from trainer.dataset import load_dataset, make_dataset, parallel_reads
+from trainer.distribute import set_op_threads
 from trainer.optimizers import OPTIMIZERS, make_optimizer
 from trainer.train import train
 from twotower.bench import synthetic
@@ -62,8 +63,11 @@ RELATIVE = ("clrec_cached", "uma2", "cluster", "multi_clrec")  # against "defaul
 # Cluster negatives drawn once per distinct cluster of the batch (negatives.cluster_shared):
 # cheaper, and a little lower in quality (docs/negatives.md). UMA²'s Space C drawn per row
 # from a pool of 512 catalog items a step (negatives.space_c_pool), its heads learning from 4
-# of each row's 20 (uma2.head_space_c; docs/uma2.md).
+# of each row's 20 (uma2.head_space_c; docs/uma2.md). CLRec's queue as docs/negatives.md
+# advises it: cached by a momentum item tower, 2x the batch (the id queue's quality; the
+# plain cached queue of clrec_cached collapses).
 EXTRA = {
+    "clrec_momentum_1024": RECIPES["clrec_momentum_1024"],
     "multi_clrec_cached": [*RECIPES["multi_clrec"], "negatives.queue_mode=embeddings"],
     "cluster_shared": [*RECIPES["cluster"], "negatives.cluster_shared=true"],
     "uma2_pool": RECIPES["uma2_pool"],
@@ -71,6 +75,7 @@ EXTRA = {
 # Targets of docs/performance.md: per-example cost against the default, at most.
 RELATIVE_TARGETS = {
     "clrec_cached": 1.3,
+    "clrec_momentum_1024": 1.3,
     "uma2": 2.0,
     "uma2_pool": 2.0,
     "cluster": 1.5,
@@ -182,6 +187,7 @@ def time_training(
     config = load_config(
         overrides=[
             f"training.batch_size={settings.batch_size}",
+            f"training.intra_op_threads={settings.intra_op_threads}",
             "training.epochs=1000",  # the timer stops it
             *overrides,
         ]
@@ -651,13 +657,14 @@ def tables(results: dict[str, Any]) -> str:
 
 
 def plot(results: dict[str, Any], path: str) -> None:
-    """Step time against catalog size, queue size and history length."""
+    """Step time against catalog size, queue size and history length; the recipes' cost
+    per example against the default, with their targets. Parts not measured stay empty."""
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    figure, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    figure, axes = plt.subplots(1, 4, figsize=(17, 3.8))
     if "catalog" in results:
         sizes = results["catalog"]["sizes"]
         axes[0].plot(sizes, results["catalog"]["median_ms"], "o-", label="default")
@@ -667,13 +674,26 @@ def plot(results: dict[str, Any], path: str) -> None:
         if source == "kmeans":
             axes[0].plot(sizes, values["mean_ms"], "x:", label="cluster (kmeans), mean")
     axes[0].set(xscale="log", xlabel="catalog items", ylabel="ms per step", ylim=(0, None))
-    axes[0].legend(fontsize=8)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=8)
     if "queue" in results:
         axes[1].plot(results["queue"]["sizes"], results["queue"]["median_ms"], "o-")
     axes[1].set(xlabel="negatives.queue_size (cached)", ylabel="ms per step", ylim=(0, None))
     if "history" in results:
         axes[2].plot(results["history"]["lengths"], results["history"]["median_ms"], "o-")
     axes[2].set(xlabel="data.history_length", ylabel="ms per step", ylim=(0, None))
+    relative = results.get("relative", {})
+    names = list(relative)
+    axes[3].barh(names, [relative[n] for n in names], color="tab:blue")
+    targets = [(i, RELATIVE_TARGETS[n]) for i, n in enumerate(names) if n in RELATIVE_TARGETS]
+    if targets:
+        rows, values = zip(*targets, strict=True)
+        axes[3].plot(values, rows, "k|", markersize=14, label="target")
+        axes[3].legend(fontsize=8)
+    axes[3].axvline(1.0, color="grey", linewidth=0.8)
+    axes[3].set(xlabel="time per example / default's")
+    axes[3].invert_yaxis()
+    axes[3].tick_params(axis="y", labelsize=8)
     figure.suptitle(f"time per step, batch {results['settings']['batch_size']}")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -687,6 +707,9 @@ def run(settings: TrainBench, output_dir: str, log: Callable[[str], Any] = print
       The results (see the module docstring), as saved.
     """
     settings.check()
+    # Before any TensorFlow work (the datasets' preprocessing starts it): the pool is sized
+    # once per process, and every cell then asks for the same size.
+    set_op_threads(settings.intra_op_threads, 0)
     if settings.device == "gpu":
         results = run_gpu(settings, output_dir, log)
     else:
