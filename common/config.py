@@ -481,9 +481,9 @@ class TrainingConfig(Settings):
     intra_op_threads: int = _field(
         0,
         "threads of TensorFlow's intra-op pool (one op's parallel work); 0: TensorFlow's "
-        "default, every core. On 2 CPU cores 1 ran the default recipe 11% and the "
-        "sampled-negative recipes 23-25% faster (docs/performance.md). Sized once per "
-        "process",
+        "default, every core. On 2 CPU cores 1 made the sampled-negative recipes 10-25% "
+        "faster and the 10x-batch cached queues slower (docs/performance.md). Sized once "
+        "per process",
         min=0,
     )
     inter_op_threads: int = _field(
