@@ -68,8 +68,9 @@ def _containers() -> list[tuple[str, str, dict]]:
 
 def _layout_app(target: pathlib.Path) -> None:
     """`target` as the Dockerfile's COPY lines fill WORKDIR (paths relative to it)."""
-    assert f"WORKDIR {WORKDIR}" in _instructions()
-    for line in _instructions():
+    instructions = _instructions()
+    assert f"WORKDIR {WORKDIR}" in instructions
+    for line in instructions:
         if not line.startswith("COPY "):
             continue
         *sources, destination = line.split()[1:]

@@ -129,8 +129,6 @@ def test_drop_remainder_trains_full_batches_only(tiny_dataset, tmp_path):
     assert kept["examples_read"] == 2 * examples
     batches = make_dataset(load_dataset(tiny_dataset), "train", 16, drop_remainder=True)
     assert batches.element_spec["item_id"].shape[0] == 16  # static: what makes it faster
-    from common.config import ConfigError
-
     with pytest.raises(ConfigError, match=f"{examples} examples make no full batch"):
         _train(
             tiny_dataset,
