@@ -89,6 +89,7 @@ def build_sources(
             CorpusNegatives(
                 negatives.corpus,
                 corrected=negatives.in_batch and negatives.in_batch_correction != "none",
+                seed=seed,
                 name="corpus",
             )
         )
@@ -102,6 +103,7 @@ def build_sources(
                 per_row=True,
                 group="C",
                 pool=negatives.space_c_pool,
+                seed=seed,
                 name="space_c",
             )
         )

@@ -45,6 +45,7 @@ import tensorflow as tf
 from common.contracts import NUM_SPACE_A, NUM_SPACE_B
 from trainer.exposure import ExposurePropensity
 from trainer.negatives.candidates import Batch, Candidates, by_index, catalog_table
+from trainer.negatives.draws import draw_seed
 from trainer.propensity import PropensityHead, ipw_weights
 
 
@@ -174,7 +175,7 @@ class PropensityNetwork(tf.keras.layers.Layer):
     def _own_space_c(self, batch: Batch) -> Candidates:
         draws = tf.random.stateless_uniform(
             [self._head_negatives],
-            seed=tf.stack([tf.constant(self._seed, tf.int64), self._draws.assign_add(1)]),
+            seed=draw_seed(self._seed, self._draws.assign_add(1), "head_space_c"),
             maxval=batch.num_items,
             dtype=tf.int32,
         )

@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from trainer.negatives.candidates import Batch, Candidates
 from trainer.negatives.cluster_pool import ClusterPool
+from trainer.negatives.draws import draw_seed, step_counter
 from trainer.negatives.source import NegativeSource
 
 
@@ -46,13 +47,7 @@ class ClusterNegatives(NegativeSource):
         self._seed = seed
         self._margin = margin
         self.pool = ClusterPool(num_items, num_clusters, max_pool_size, seed=seed, name="pool")
-        self._step = tf.Variable(
-            0,
-            dtype=tf.int64,
-            trainable=False,
-            name="step",
-            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
-        )
+        self._step = step_counter()
 
     def sample(self, batch: Batch) -> Candidates:
         positives = batch.item_index(batch.positive_ids)
@@ -60,7 +55,7 @@ class ClusterNegatives(NegativeSource):
             tf.maximum(positives, 0),
             self._cluster,
             self._random,
-            seed=tf.stack([tf.cast(self._seed, tf.int64), self._step]),
+            seed=draw_seed(self._seed, self._step, self.name),
             shared=self._shared,
         )
         ids = tf.cast(indices, tf.int64)

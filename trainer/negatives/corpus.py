@@ -5,6 +5,7 @@ from typing import Any
 import tensorflow as tf
 
 from trainer.negatives.candidates import Batch, Candidates
+from trainer.negatives.draws import draw_seed, step_counter
 from trainer.negatives.source import NegativeSource
 
 
@@ -21,6 +22,10 @@ class CorpusNegatives(NegativeSource):
     each row draws its `count` from the pool. Each draw is still uniform over the
     catalog (a uniform pick of a uniform draw), rows share items, and the item tower
     and the sparse updates see at most `pool` items a step instead of batch x count.
+
+    The draws are stateless, from `seed`, the source's name and its step
+    (`trainer.negatives.draws`): each replica draws its own, and a resumed run
+    continues the stream.
     """
 
     def __init__(
@@ -30,6 +35,7 @@ class CorpusNegatives(NegativeSource):
         group: str = "other",
         corrected: bool = False,
         pool: int = 0,
+        seed: int = 0,
         **kwargs: Any,
     ):
         super().__init__(count=count, **kwargs)
@@ -39,31 +45,33 @@ class CorpusNegatives(NegativeSource):
         self._group = group
         self.corrected = corrected
         self._pool = pool
-
-    def _sample_indices(self, batch: Batch) -> tf.Tensor:
-        num_items = batch.num_items
-        shape = [tf.shape(batch.positive_ids)[0], self._count] if self._per_row else [self._count]
-        return tf.cast(tf.random.uniform(shape, maxval=num_items, dtype=tf.int32), tf.int64)
+        self._seed = seed
+        self._step = step_counter()
 
     def sample(self, batch: Batch) -> Candidates:
+        seed = draw_seed(self._seed, self._step, self.name)
         if self._pool:
-            return self._sample_from_pool(batch)
-        indices = self._sample_indices(batch)
+            return self._sample_from_pool(batch, seed)
+        shape = [tf.shape(batch.positive_ids)[0], self._count] if self._per_row else [self._count]
+        indices = _uniform(shape, batch.num_items, seed)
         return Candidates(
             name=self.name, group=self._group, ids=indices, embeddings=batch.encode(indices)
         )
 
-    def _sample_from_pool(self, batch: Batch) -> Candidates:
-        pool = tf.random.uniform([self._pool], maxval=batch.num_items, dtype=tf.int32)
-        pool = tf.cast(pool, tf.int64)
+    def _sample_from_pool(self, batch: Batch, seed: tf.Tensor) -> Candidates:
+        pool_seed, pick_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
+        pool = _uniform([self._pool], batch.num_items, pool_seed)
         shape = [tf.shape(batch.positive_ids)[0], self._count]
-        picks = tf.random.uniform(shape, maxval=self._pool, dtype=tf.int32)
+        picks = _uniform(shape, self._pool, pick_seed)
         return Candidates(
             name=self.name,
             group=self._group,
             ids=tf.gather(pool, picks),
             embeddings=tf.gather(batch.encode(pool), picks),
         )
+
+    def update(self, batch: Batch) -> None:
+        self._step.assign_add(1)
 
     def expected_count(self, ids: tf.Tensor, batch: Batch) -> tf.Tensor:
         return tf.fill(tf.shape(ids), self._count / batch.num_items)
@@ -75,4 +83,11 @@ class CorpusNegatives(NegativeSource):
             "group": self._group,
             "corrected": self.corrected,
             "pool": self._pool,
+            "seed": self._seed,
         }
+
+
+def _uniform(shape: list[Any], maxval: int | tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """int64 indices uniform over [0, maxval), drawn from `seed`."""
+    draws = tf.random.stateless_uniform(shape, seed, minval=0, maxval=maxval, dtype=tf.int32)
+    return tf.cast(draws, tf.int64)

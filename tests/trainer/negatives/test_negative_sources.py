@@ -92,6 +92,19 @@ def test_corpus_negatives_shared_and_per_row():
     np.testing.assert_allclose(expected, [5 / 6])  # 5 draws over 6 items
 
 
+def test_draws_repeat_within_a_step_and_differ_across_steps_and_sources():
+    batch = _batch(["a"] * 50)
+    shared = CorpusNegatives(50, seed=1, name="corpus")
+    per_row = CorpusNegatives(1, per_row=True, group="C", seed=1, name="space_c")
+    first = shared.sample(batch).ids.numpy()
+    np.testing.assert_array_equal(shared.sample(batch).ids.numpy(), first)  # one step
+    # One seed and step, two sources: the source's name is in the seed (50 draws over 6
+    # items: equal by chance with probability 6^-50).
+    assert (per_row.sample(batch).ids.numpy().ravel() != first).any()
+    shared.update(batch)  # the training step's end: the next step draws afresh
+    assert (shared.sample(batch).ids.numpy() != first).any()
+
+
 def test_per_row_draws_from_a_pool_encode_the_pool_once_and_stay_uniform():
     tf.random.set_seed(0)
     encoded = []
@@ -102,7 +115,13 @@ def test_per_row_draws_from_a_pool_encode_the_pool_once_and_stay_uniform():
 
     source = CorpusNegatives(5, per_row=True, group="C", pool=3)
     batch = dataclasses.replace(_batch(["a"] * 4), encode=encode)
-    ids = np.concatenate([source.sample(batch).ids.numpy() for _ in range(600)])
+
+    def step():  # a training step's draws, then its update (the next step's seed)
+        ids = source.sample(batch).ids.numpy()
+        source.update(batch)
+        return ids
+
+    ids = np.concatenate([step() for _ in range(600)])
     assert ids.shape == (2400, 5)
     assert encoded == [(3,)] * 600  # the pool alone goes through the tower
     # Each draw is uniform over the 6 items: 12,000 draws, 2,000 expected per item. The
