@@ -45,7 +45,7 @@ import tensorflow as tf
 from common.contracts import NUM_SPACE_A, NUM_SPACE_B
 from trainer.exposure import ExposurePropensity
 from trainer.negatives.candidates import Batch, Candidates, by_index, catalog_table
-from trainer.negatives.draws import draw_seed
+from trainer.negatives.draws import draw_seed, uniform_indices
 from trainer.propensity import PropensityHead, ipw_weights
 
 
@@ -173,13 +173,8 @@ class PropensityNetwork(tf.keras.layers.Layer):
         )
 
     def _own_space_c(self, batch: Batch) -> Candidates:
-        draws = tf.random.stateless_uniform(
-            [self._head_negatives],
-            seed=draw_seed(self._seed, self._draws.assign_add(1), "head_space_c"),
-            maxval=batch.num_items,
-            dtype=tf.int32,
-        )
-        ids = tf.cast(draws, tf.int64)
+        seed = draw_seed(self._seed, self._draws.assign_add(1), "head_space_c")
+        ids = uniform_indices([self._head_negatives], batch.num_items, seed)
         return Candidates("head_space_c", "C", ids, batch.encode(ids))
 
     def call(

@@ -5,7 +5,7 @@ from typing import Any
 import tensorflow as tf
 
 from trainer.negatives.candidates import Batch, Candidates
-from trainer.negatives.draws import draw_seed, step_counter
+from trainer.negatives.draws import draw_seed, step_counter, uniform_indices
 from trainer.negatives.source import NegativeSource
 
 
@@ -53,16 +53,16 @@ class CorpusNegatives(NegativeSource):
         if self._pool:
             return self._sample_from_pool(batch, seed)
         shape = [tf.shape(batch.positive_ids)[0], self._count] if self._per_row else [self._count]
-        indices = _uniform(shape, batch.num_items, seed)
+        indices = uniform_indices(shape, batch.num_items, seed)
         return Candidates(
             name=self.name, group=self._group, ids=indices, embeddings=batch.encode(indices)
         )
 
     def _sample_from_pool(self, batch: Batch, seed: tf.Tensor) -> Candidates:
         pool_seed, pick_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
-        pool = _uniform([self._pool], batch.num_items, pool_seed)
+        pool = uniform_indices([self._pool], batch.num_items, pool_seed)
         shape = [tf.shape(batch.positive_ids)[0], self._count]
-        picks = _uniform(shape, self._pool, pick_seed)
+        picks = uniform_indices(shape, self._pool, pick_seed)
         return Candidates(
             name=self.name,
             group=self._group,
@@ -85,9 +85,3 @@ class CorpusNegatives(NegativeSource):
             "pool": self._pool,
             "seed": self._seed,
         }
-
-
-def _uniform(shape: list[Any], maxval: int | tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    """int64 indices uniform over [0, maxval), drawn from `seed`."""
-    draws = tf.random.stateless_uniform(shape, seed, minval=0, maxval=maxval, dtype=tf.int32)
-    return tf.cast(draws, tf.int64)

@@ -9,6 +9,7 @@ would give every worker the same negatives.
 """
 
 import zlib
+from typing import Any
 
 import tensorflow as tf
 
@@ -38,3 +39,9 @@ def draw_seed(seed: int, step: tf.Tensor | tf.Variable, stream: str) -> tf.Tenso
     key = tf.stack([tf.constant(seed, tf.int64), tf.cast(step, tf.int64)])
     key = tf.random.experimental.stateless_fold_in(key, zlib.crc32(stream.encode()))
     return tf.random.experimental.stateless_fold_in(key, replica_id())
+
+
+def uniform_indices(shape: list[Any], maxval: int | tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """int64 indices uniform over [0, maxval), drawn from `seed` (a `draw_seed`)."""
+    draws = tf.random.stateless_uniform(shape, seed, minval=0, maxval=maxval, dtype=tf.int32)
+    return tf.cast(draws, tf.int64)
