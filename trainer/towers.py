@@ -338,16 +338,27 @@ class CandidateTower(tf.keras.Model):
             return tf.cast(item_ids, tf.int64)
         return self._item_index(item_ids) - 1
 
-    def id_table_rows(self, indices: tf.Tensor) -> dict[str, tuple[tf.Variable, tf.Tensor]]:
-        """{name: (table, rows)}: the catalog-sized tables and the rows of `indices`
-        (catalog indices) in them: what training changes when those items are trained."""
-        rows = {"item_id": (self._item_id.table, tf.gather(self._id_row, indices + 1))}
-        if self._augmented is not None:
-            rows["augmented"] = (
-                self._augmented.table,
-                tf.gather(self._augmented_row, indices + 1),
+    def table_rows(self, indices: tf.Tensor) -> dict[str, tuple[tf.Variable, tf.Tensor]]:
+        """{name: (table, rows)}: every embedding table of the tower and the rows `[m]`
+        that the items of catalog `indices` `[n]` read in it (ids, cluster, each feature's
+        tokens, padding row 0 included; repeated where items share a token): what
+        training changes when those items are trained. The tables grow with the catalog
+        (ids) or with a feature's vocabulary, so per-step work on them goes by rows."""
+        rows = indices + 1
+        tables = {"item_id": (self._item_id.table, tf.gather(self._id_row, rows))}
+        if self._use_cluster:
+            tables["cluster"] = (
+                self._cluster.table,
+                tf.reshape(tf.gather(self._cluster_rows, rows), [-1]),
             )
-        return rows
+        for name, layer in self._features.items():
+            tables[f"item_{name}"] = (
+                layer.table,
+                tf.reshape(tf.gather(self._feature_rows[name], rows), [-1]),
+            )
+        if self._augmented is not None:
+            tables["augmented"] = (self._augmented.table, tf.gather(self._augmented_row, rows))
+        return tables
 
     def category_embedding(self, item_ids: tf.Tensor) -> tf.Tensor:
         """`[batch_size, embedding_dim]` embedding of each item's cluster (category)."""

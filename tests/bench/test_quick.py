@@ -174,6 +174,17 @@ def test_train(tmp_path):
         "multi_clrec",
         "multi_clrec_cached",
     }
+    # An item feature of 10 and 300 values (QUICK), on the smallest catalog (300 items).
+    vocabulary = result["vocabulary"]
+    assert vocabulary["brands"] == [10, 300] and vocabulary["catalog"] == 300
+    for recipe in ("default", "clrec_momentum_1024"):
+        cells = [timed[f"vocabulary/{recipe}/{b}"]["median_ms"] for b in (10, 300)]
+        assert vocabulary[recipe]["median_ms"] == cells
+        assert vocabulary[recipe]["ratio"] == round(cells[1] / cells[0], 3)
+    datasets = tmp_path / "train"
+    for brands in (10, 300):
+        with open(datasets / f"dataset-300-brands{brands}" / "manifest.json") as f:
+            assert "brand" in json.load(f)["item_features"]
     assert set(result["optimizer_ms"]["3000"]) == {"adagrad", "adam", "sgd"}
     loss = result["loss"]
     assert loss["queue"] == 10 * loss["batch"]

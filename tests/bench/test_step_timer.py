@@ -47,3 +47,8 @@ def test_train_bench_parts_are_checked():
         TrainBench(parts=["catalog", "speed"]).check()
     with pytest.raises(ConfigError, match="clicked_items"):
         TrainBench(catalogs=[100], clicked_items=1_000).check()
+    with pytest.raises(ConfigError, match="brands"):
+        TrainBench(brands=[0, 100]).check()
+    with pytest.raises(ConfigError, match="brands"):
+        TrainBench(brands=[]).check()
+    TrainBench(brands=[], parts=["catalog"]).check()  # not measured: not needed

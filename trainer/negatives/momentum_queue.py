@@ -12,14 +12,17 @@ differ only in what the user likes. That term trains the user tower (its item si
 constant); the in-batch softmax of the main loss trains both towers as before.
 
 Each training step first moves the momentum tower toward the trained one (MoCo's order:
-move, then encode), then scores and enqueues the batch's positives with it. The big
-catalog tables (item id embeddings) are moved lazily, only the rows of this batch's
-positives, by all the steps since their last move at once (w_m <- w + m^steps (w_m - w)).
+move, then encode), then scores and enqueues the batch's positives with it. The
+embedding tables (item ids, clusters, each item feature's tokens: they grow with the
+catalog or a feature's vocabulary) are moved lazily, only the rows this batch's positives
+read, by all the steps since their last move at once (w_m <- w + m^steps (w_m - w)).
 That equals the dense update exactly when a trained row only changes in the steps where
-its item is a positive (in-batch negatives with Adagrad or SGD, whose sparse updates
-touch only the batch's rows); rows that other sources or a dense optimizer also move
-catch up at their next positive. Either way the cost per step is independent of the
-catalog. The queue holds int64 catalog indices, not strings (all-gathered as numbers).
+one of its items is a positive (in-batch negatives with Adagrad or SGD, whose sparse
+updates touch only the batch's rows); rows that other sources or a dense optimizer also
+move catch up at their next positive. Only the layers above the tables (their size set
+by the model, not the data) move densely. Either way the cost per step is independent
+of the catalog and the vocabularies. The queue holds int64 catalog indices, not strings
+(all-gathered as numbers).
 """
 
 from typing import Any
@@ -87,10 +90,10 @@ class MomentumQueueNegatives(NegativeSource):
         tower.trainable = False
         self._tower = tower
         probe = tf.constant([0], tf.int64)
-        tables = {id(v) for v, _ in candidate_tower.id_table_rows(probe).values()}
+        tables = {id(v) for v, _ in candidate_tower.table_rows(probe).values()}
         pairs = list(zip(tower.weights, candidate_tower.weights, strict=True))
         self._follow(
-            candidate_tower.id_table_rows,
+            candidate_tower.table_rows,
             [(mine, theirs) for mine, theirs in pairs if id(theirs) not in tables],
         )
         self._last_moved = {
@@ -102,7 +105,7 @@ class MomentumQueueNegatives(NegativeSource):
                 trainable=False,
                 aggregation=_ONLY_FIRST,
             )
-            for name, (table, _) in candidate_tower.id_table_rows(probe).items()
+            for name, (table, _) in candidate_tower.table_rows(probe).items()
         }
         for mine, theirs in pairs:
             mine.assign(theirs)
@@ -146,7 +149,7 @@ class MomentumQueueNegatives(NegativeSource):
         for mine, theirs in self._dense:
             mine.assign(self._momentum * mine + (1.0 - self._momentum) * theirs)
         trained = self._trained_rows(indices)
-        for name, (table, rows) in self._tower.id_table_rows(indices).items():
+        for name, (table, rows) in self._tower.table_rows(indices).items():
             rows, _ = tf.unique(rows)
             last = self._last_moved[name]
             current = tf.gather(trained[name][0], rows)

@@ -19,6 +19,7 @@ TRAIN_PARTS = (
     "cluster",
     "queue",
     "history",
+    "vocabulary",
     "relative",
     "tfrs",
     "input",
@@ -186,8 +187,8 @@ class DebiasBench(Settings):
 @dataclasses.dataclass(frozen=True)
 class TrainBench(Settings):
     """`twotower bench train`: time per training step against catalog size, queue size,
-    history length and recipe; plain TFRS against `twotower train`; the input pipeline
-    (docs/performance.md)."""
+    history length, an item feature's vocabulary and recipe; plain TFRS against
+    `twotower train`; the input pipeline (docs/performance.md)."""
 
     QUICK: ClassVar[dict[str, Any]] = {
         "catalogs": [300, 3_000],
@@ -199,6 +200,7 @@ class TrainBench(Settings):
         "rounds": 1,
         "queue_sizes": [0, 128],
         "history_lengths": [20],
+        "brands": [10, 300],
         "kmeans_every_steps": 3,
         "gpu_batches": [64],
         "gpu_catalog": 300,
@@ -218,6 +220,11 @@ class TrainBench(Settings):
         [0, 1_024, 5_120, 10_240, 20_480], "negatives.queue_size values (cached CLRec queue)"
     )
     history_lengths: list[int] = setting([5, 20, 50, 100], "data.history_length values")
+    brands: list[int] = setting(
+        [10, 100_000],
+        "values of an extra item feature (part vocabulary), on a catalog of the smallest "
+        "size or the most values, whichever is larger",
+    )
     kmeans_every_steps: int = setting(50, "k-means refresh interval of the cluster curve", min=1)
     intra_op_threads: int = setting(
         0,
@@ -235,6 +242,8 @@ class TrainBench(Settings):
         _check_names(self.parts, TRAIN_PARTS, "parts")
         if not self.catalogs:
             raise ConfigError("at least one catalog size", "catalogs")
+        if "vocabulary" in self.parts and (not self.brands or min(self.brands) < 1):
+            raise ConfigError(f"at least one value, each >= 1 (got {self.brands})", "brands")
         if min(self.catalogs) < self.clicked_items:
             raise ConfigError(
                 f"the smallest catalog ({min(self.catalogs)}) is smaller than clicked_items "

@@ -34,11 +34,15 @@ def write_synthetic_logs(
     click_rate: float = 0.1,
     seed: int = 0,
     catalog_size: int = 0,
+    brands: int = 0,
 ) -> dict[str, str]:
     """Writes `requests.jsonl` and `items.jsonl` into `output_dir`.
 
     The requests use items 0 … num_items - 1; the catalog lists `catalog_size` items
-    (at least those), so the same clicks can be trained with catalogs of any size.
+    (at least those), so the same clicks can be trained with catalogs of any size. Every
+    item has a cluster of 50 and a "band" feature of 7 values; with `brands` > 0 also a
+    "brand" feature of that many values (item i: brand i mod `brands`), so the same
+    clicks can be trained with an item feature of any vocabulary.
 
     Returns:
       {"requests": path, "catalog": path}.
@@ -48,7 +52,9 @@ def write_synthetic_logs(
     catalog_path = os.path.join(output_dir, CATALOG_FILE)
     with open(catalog_path, "w") as f:
         f.writelines(
-            f'{{"item_id": "i{i}", "cluster": "c{i % 50}", "features": {{"band": "b{i % 7}"}}}}\n'
+            f'{{"item_id": "i{i}", "cluster": "c{i % 50}", "features": {{"band": "b{i % 7}"'
+            + (f', "brand": "r{i % brands}"' if brands else "")
+            + "}}\n"
             for i in range(max(num_items, catalog_size))
         )
     num_users = max(num_requests // requests_per_user, 1)

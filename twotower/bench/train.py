@@ -15,6 +15,9 @@ Measured, in one run:
   - cluster: same-cluster hard negatives at each catalog size, catalog clusters and
     k-means clusters recomputed every `kmeans_every_steps` (mean step = refresh included).
   - history: the default recipe at each `history_lengths` (preprocessed again each).
+  - vocabulary: the default and the momentum-cached CLRec queue with an extra item
+    feature ("brand") of each of `brands` values (preprocessed again each); `ratio` =
+    most / fewest values.
   - relative: the recipes of docs/negatives.md against the default, per example.
   - tfrs: TFRS's basic-retrieval model written plainly here (user and item id
     embeddings, `tfrs.tasks.Retrieval`, TFRS's own train step, the tutorial's input
@@ -72,6 +75,9 @@ EXTRA = {
     "cluster_shared": [*RECIPES["cluster"], "negatives.cluster_shared=true"],
     "uma2_pool": RECIPES["uma2_pool"],
 }
+# Timed with an item feature of each vocabulary size (`brands`): the default, and the
+# momentum queue, whose copy of the item tower follows every embedding table.
+VOCABULARY_RECIPES = ("default", "clrec_momentum_1024")
 # Targets of docs/performance.md: per-example cost against the default, at most.
 RELATIVE_TARGETS = {
     "clrec_cached": 1.3,
@@ -151,13 +157,14 @@ def _prepare(
     catalog: int,
     overrides: Sequence[str] = (),
     log: Callable[[str], Any] = print,
+    brands: int = 0,
 ) -> str:
-    """A dataset of the bench's synthetic clicks under a `catalog`-item catalog (made
-    once, reused when present)."""
+    """A dataset of the bench's synthetic clicks under a `catalog`-item catalog, its items
+    with a "brand" feature of `brands` values if > 0 (made once, reused when present)."""
     directory = os.path.join(work_dir, f"dataset-{name}")
     if os.path.exists(os.path.join(directory, contracts.MANIFEST_FILE)):
         return directory
-    logs = os.path.join(work_dir, f"logs-{catalog}")
+    logs = os.path.join(work_dir, f"logs-{catalog}" + (f"-brands{brands}" if brands else ""))
     if not os.path.exists(os.path.join(logs, synthetic.CATALOG_FILE)):
         synthetic.write_synthetic_logs(
             logs,
@@ -166,6 +173,7 @@ def _prepare(
             catalog_size=catalog,
             expose_size=10,
             click_rate=0.1,
+            brands=brands,
         )
     log(f"preprocessing {name} ({catalog:,} catalog items) -> {directory}")
     config = load_config(
@@ -400,6 +408,13 @@ def run_cpu(settings: TrainBench, output_dir: str, log: Callable[[str], Any] = p
         if "cluster" in parts:
             cell(f"cluster/catalog/{size}", directory, RECIPES["cluster"])
             cell(f"cluster/kmeans/{size}", directory, [*RECIPES["cluster"], *kmeans])
+    brand_catalog = max(smallest, *settings.brands)
+    for brands in settings.brands if "vocabulary" in parts else []:
+        directory = _prepare(
+            work, f"{brand_catalog}-brands{brands}", settings, brand_catalog, log=log, brands=brands
+        )
+        for recipe in VOCABULARY_RECIPES:
+            cell(f"vocabulary/{recipe}/{brands}", directory, RECIPES[recipe])
     for size in settings.queue_sizes if "queue" in parts else []:  # 0: without its queue
         cell(f"queue/{size}", base, [*RECIPES["clrec_cached"], f"negatives.queue_size={size}"])
     for length, directory in histories.items():
@@ -459,6 +474,22 @@ def run_cpu(settings: TrainBench, output_dir: str, log: Callable[[str], Any] = p
         results["queue"] = {
             "sizes": list(settings.queue_sizes),
             "median_ms": [ms(f"queue/{q}") for q in settings.queue_sizes],
+        }
+    if "vocabulary" in parts:
+        results["vocabulary"] = {
+            "brands": list(settings.brands),
+            "catalog": brand_catalog,
+            **{
+                recipe: {
+                    "median_ms": [ms(f"vocabulary/{recipe}/{b}") for b in settings.brands],
+                    "ratio": round(
+                        ms(f"vocabulary/{recipe}/{max(settings.brands)}")
+                        / ms(f"vocabulary/{recipe}/{min(settings.brands)}"),
+                        3,
+                    ),
+                }
+                for recipe in VOCABULARY_RECIPES
+            },
         }
     if "history" in parts:
         results["history"] = {
@@ -613,6 +644,13 @@ def tables(results: dict[str, Any]) -> str:
             ):
                 note = f"mean {mean:.1f} with refreshes" if source == "kmeans" else ""
                 row(f"cluster ({source}), {c:,} items (ms/step)", m, note)
+    if "vocabulary" in results:
+        vocabulary = results["vocabulary"]
+        for recipe in VOCABULARY_RECIPES:
+            values = vocabulary[recipe]
+            for b, m in zip(vocabulary["brands"], values["median_ms"], strict=True):
+                row(f"{recipe}, item feature of {b:,} values (ms/step)", m)
+            row(f"{recipe}: largest / smallest vocabulary", values["ratio"], "<= 1.2")
     if "queue" in results:
         for q, m in zip(results["queue"]["sizes"], results["queue"]["median_ms"], strict=True):
             row(f"cached queue {q:,} (ms/step)", m)
@@ -657,14 +695,15 @@ def tables(results: dict[str, Any]) -> str:
 
 
 def plot(results: dict[str, Any], path: str) -> None:
-    """Step time against catalog size, queue size and history length; the recipes' cost
-    per example against the default, with their targets. Parts not measured stay empty."""
+    """Step time against catalog size, queue size, history length and an item feature's
+    vocabulary; the recipes' cost per example against the default, with their targets.
+    Parts not measured stay empty."""
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    figure, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    figure, axes = plt.subplots(1, 5, figsize=(21, 3.8))
     if "catalog" in results:
         sizes = results["catalog"]["sizes"]
         axes[0].plot(sizes, results["catalog"]["median_ms"], "o-", label="default")
@@ -682,18 +721,25 @@ def plot(results: dict[str, Any], path: str) -> None:
     if "history" in results:
         axes[2].plot(results["history"]["lengths"], results["history"]["median_ms"], "o-")
     axes[2].set(xlabel="data.history_length", ylabel="ms per step", ylim=(0, None))
+    for recipe in VOCABULARY_RECIPES if "vocabulary" in results else ():
+        vocabulary = results["vocabulary"]
+        axes[3].plot(vocabulary["brands"], vocabulary[recipe]["median_ms"], "o-", label=recipe)
+        axes[3].legend(fontsize=8)
+    axes[3].set(
+        xscale="log", xlabel="values of an item feature", ylabel="ms per step", ylim=(0, None)
+    )
     relative = results.get("relative", {})
     names = list(relative)
-    axes[3].barh(names, [relative[n] for n in names], color="tab:blue")
+    axes[4].barh(names, [relative[n] for n in names], color="tab:blue")
     targets = [(i, RELATIVE_TARGETS[n]) for i, n in enumerate(names) if n in RELATIVE_TARGETS]
     if targets:
         rows, values = zip(*targets, strict=True)
-        axes[3].plot(values, rows, "k|", markersize=14, label="target")
-        axes[3].legend(fontsize=8)
-    axes[3].axvline(1.0, color="grey", linewidth=0.8)
-    axes[3].set(xlabel="time per example / default's")
-    axes[3].invert_yaxis()
-    axes[3].tick_params(axis="y", labelsize=8)
+        axes[4].plot(values, rows, "k|", markersize=14, label="target")
+        axes[4].legend(fontsize=8)
+    axes[4].axvline(1.0, color="grey", linewidth=0.8)
+    axes[4].set(xlabel="time per example / default's")
+    axes[4].invert_yaxis()
+    axes[4].tick_params(axis="y", labelsize=8)
     figure.suptitle(f"time per step, batch {results['settings']['batch_size']}")
     figure.tight_layout()
     figure.savefig(path, dpi=110)

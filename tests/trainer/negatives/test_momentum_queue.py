@@ -17,7 +17,7 @@ def _tower():
     return CandidateTower(
         item_ids=ITEMS,
         item_clusters=["c0", "c0", "c1", "c1", "c2", "c2"],
-        item_features={},
+        item_features={"tag": [["t0", "t1"], ["t1"], ["t2"], [], ["t0"], ["t3", "t4"]]},
         embedding_dim=4,
         hidden_units=[5],
         output_dim=3,
@@ -48,10 +48,16 @@ def _source(tower, size=4):
 def test_lazy_rows_equal_the_dense_momentum_update():
     tower = _tower()
     source = _source(tower)
-    table = tower.id_table_rows(tf.constant([0], tf.int64))["item_id"][0]
-    momentum_table = source._tower.id_table_rows(tf.constant([0], tf.int64))["item_id"][0]
-    dense = [w for w in tower.weights if w is not table]
-    momentum_dense = [w for w in source._tower.weights if w is not momentum_table]
+    probe = tf.constant([0], tf.int64)
+    tables = {name: table for name, (table, _) in tower.table_rows(probe).items()}
+    assert set(tables) == {"item_id", "cluster", "item_tag"}
+    momentum_tables = {name: table for name, (table, _) in source._tower.table_rows(probe).items()}
+    position = {name: [w is t for w in tower.weights].index(True) for name, t in tables.items()}
+    dense = [w for w in tower.weights if all(w is not t for t in tables.values())]
+    momentum_dense = [
+        w for w in source._tower.weights if all(w is not t for t in momentum_tables.values())
+    ]
+    assert len(dense) == len(momentum_dense) == 4  # the MLP's kernels and biases
     reference = [w.numpy() for w in tower.weights]  # the copy starts equal
     rng = np.random.default_rng(0)
     steps = [["i0", "i1"], ["i2"], ["i0", "i3"], ["i1", "i1"], ["i5"], ["i0", "i2"]]
@@ -61,25 +67,33 @@ def test_lazy_rows_equal_the_dense_momentum_update():
         reference = [
             M * r + (1 - M) * w.numpy() for r, w in zip(reference, tower.weights, strict=True)
         ]
+        before = {name: table.numpy() for name, table in momentum_tables.items()}
         source.extra_loss(batch)
-        rows = tower.id_table_rows(tf.constant([ITEMS.index(i) for i in positives], tf.int64))
-        rows = np.unique(rows["item_id"][1].numpy())
-        position = [w is table for w in tower.weights].index(True)
-        np.testing.assert_allclose(
-            momentum_table.numpy()[rows], reference[position][rows], rtol=1e-5, atol=1e-6
-        )
+        read = tower.table_rows(tf.constant([ITEMS.index(i) for i in positives], tf.int64))
+        read = {name: np.unique(rows.numpy()) for name, (_, rows) in read.items()}
+        for name, rows in read.items():
+            moved = momentum_tables[name].numpy()
+            expected = reference[position[name]]
+            np.testing.assert_allclose(moved[rows], expected[rows], rtol=1e-5, atol=1e-6)
+            # The rest of every table is untouched: a step's work goes by the rows read,
+            # not by the catalog's or the vocabulary's size.
+            others = np.setdiff1d(np.arange(len(moved)), rows)
+            np.testing.assert_array_equal(moved[others], before[name][others])
         for mine, theirs in zip(momentum_dense, dense, strict=True):
             index = [w is theirs for w in tower.weights].index(True)
             np.testing.assert_allclose(mine.numpy(), reference[index], rtol=1e-5, atol=1e-6)
         source.update(batch)
-        # The optimizer step: sparse on the positives' id rows, dense elsewhere.
-        table.scatter_add(
-            tf.IndexedSlices(tf.constant(rng.normal(size=(len(rows), 4)), tf.float32), rows)
-        )
+        # The optimizer step: sparse on the rows the positives read, dense elsewhere.
+        for name, rows in read.items():
+            tables[name].scatter_add(
+                tf.IndexedSlices(tf.constant(rng.normal(size=(len(rows), 4)), tf.float32), rows)
+            )
         for weight in dense:
             weight.assign_add(tf.constant(rng.normal(size=weight.shape), tf.float32))
-    # Rows not trained since their last move lag until their next positive (item i4: never).
-    assert not np.allclose(momentum_table.numpy(), reference[position])
+    # Rows not trained since their last move lag until their next positive (item i4 and
+    # its cluster c2's row moved only with i5; token t0 last with i0).
+    for name in ("item_id", "cluster", "item_tag"):
+        assert not np.allclose(momentum_tables[name].numpy(), reference[position[name]]), name
 
 
 def test_queue_loss_uses_momentum_embeddings_and_masks_the_positive():
