@@ -221,9 +221,10 @@ class TrainBench(Settings):
     )
     history_lengths: list[int] = setting([5, 20, 50, 100], "data.history_length values")
     brands: list[int] = setting(
-        [10, 100_000],
+        [10_000, 100_000],
         "values of an extra item feature (part vocabulary), on a catalog of the smallest "
-        "size or the most values, whichever is larger",
+        "size or the most values, whichever is larger; from about 10x the batch up a batch "
+        "reads about as many of its rows at every size, so only the table's size differs",
     )
     kmeans_every_steps: int = setting(50, "k-means refresh interval of the cluster curve", min=1)
     intra_op_threads: int = setting(
