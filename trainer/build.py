@@ -192,6 +192,7 @@ def build_model(config: Config, dataset: Dataset) -> TwoTowerModel:
     candidate = CandidateTower(
         item_id_init=model.item_id_init,
         id_dropout=model.item_id_dropout,
+        seed=config.training.seed,
         item_ids=dataset.item_ids,
         item_id_vocabulary=None if id_vocabulary is dataset.item_ids else id_vocabulary,
         item_clusters=dataset.item_clusters,

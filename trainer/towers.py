@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from common.contracts import CATEGORICAL, HISTORY, IDENTIFIER, USER_FEATURE_PREFIX, USER_ID
 from trainer.dense_feature import dense_layer
+from trainer.negatives.draws import draw_seed, step_counter
 from trainer.string_index import StringIndex
 from trainer.token_bag import PAD, TokenBagEmbedding, mlp
 
@@ -210,11 +211,13 @@ class CandidateTower(tf.keras.Model):
         item_dense: dict[str, dict[str, Any]] | None = None,
         item_dense_values: dict[str, np.ndarray] | None = None,
         id_dropout: float = 0.0,
+        seed: int = 0,
         **kwargs: Any,
     ):
         """`item_dense`: the manifest `features` entries of the numeric, vector and text
         item features; `item_dense_values`: their `[num_items, dim]` values (NaN rows:
-        missing), from the dataset -- not part of the config, which stays small."""
+        missing), from the dataset -- not part of the config, which stays small. `seed`:
+        of the id dropout's masks (the training seed)."""
         super().__init__(**kwargs)
         item_dense = dict(item_dense or {})
         item_dense_values = dict(item_dense_values or {})
@@ -247,9 +250,14 @@ class CandidateTower(tf.keras.Model):
                 "projection": projection,
                 "item_dense": item_dense,
                 "id_dropout": id_dropout,
+                "seed": seed,
             }
         )
         self._id_dropout = float(id_dropout)
+        self._seed = seed
+        # How many times training has encoded items (a checkpointed variable, only with
+        # id dropout): the masks' stateless seed, as the sampled negatives' step is theirs.
+        self._dropout_draws = step_counter("id_dropout_draws") if id_dropout else None
         self._output_dim = output_dim
         # Encoding each distinct item once pays where an item costs an MLP pass; with no
         # hidden layer an item is a few row gathers (and a projection), cheaper than the
@@ -395,7 +403,11 @@ class CandidateTower(tf.keras.Model):
             # DropoutNet (Volkovs et al. 2017): training sometimes hides an item's id, so
             # the tower learns to place an item from its content alone, as it must place
             # an item nobody has clicked yet (whose id row never trained).
-            keep = tf.random.uniform(tf.shape(rows)) >= self._id_dropout
+            # Stateless from (seed, count of training encodes, replica): every replica
+            # masks its own items, and a resumed run continues the masks where its backup
+            # left off (a stateful draw gave every worker the same masks and replayed them).
+            seed = draw_seed(self._seed, self._dropout_draws.assign_add(1), "item_id_dropout")
+            keep = tf.random.stateless_uniform(tf.shape(rows), seed) >= self._id_dropout
             item_id *= tf.cast(keep, item_id.dtype)[:, tf.newaxis]
         parts = [item_id]
         if self._use_cluster:

@@ -1,4 +1,5 @@
-"""Two real MultiWorkerMirroredStrategy workers draw their own sampled negatives.
+"""Two real MultiWorkerMirroredStrategy workers draw their own sampled negatives and
+their own id dropout masks.
 
 Every worker sets the same global seed, so stateful draws gave them the same negatives;
 the sources' stateless seeds fold in the replica's id, which counts over the cluster.
@@ -22,9 +23,25 @@ tf.keras.utils.set_random_seed(3)  # as `train` does: the same on every worker
 strategy = tf.distribute.MultiWorkerMirroredStrategy()
 from trainer.negatives.candidates import Batch
 from trainer.negatives.corpus import CorpusNegatives
+from trainer.towers import CandidateTower
 
 with strategy.scope():
     source = CorpusNegatives(6, per_row=True, group="C", seed=3, name="space_c")
+    # Id dropout on a tower whose id rows are all ones: an encoded row is ones where its
+    # id was kept, zeros where it was hidden.
+    tower = CandidateTower(
+        item_ids=[f"i{i}" for i in range(64)],
+        item_clusters=["c"] * 64,
+        item_features={},
+        embedding_dim=4,
+        hidden_units=[],
+        output_dim=4,
+        projection=False,
+        cluster=False,
+        item_id_init="ones",
+        id_dropout=0.5,
+        seed=3,
+    )
 
 
 def batch():  # two rows per worker over a catalog of 10,000
@@ -46,7 +63,12 @@ def step():
 first, second = step(), step()
 local = lambda values: strategy.experimental_local_results(values)[0].numpy().tolist()
 step_count = int(source._step.numpy())
-print(json.dumps({"first": local(first), "second": local(second), "step": step_count}))
+masks = tf.function(
+    lambda: strategy.run(lambda: tower.encode_indices(tf.range(64, dtype=tf.int64), True)[:, 0])
+)()
+print(json.dumps({
+    "first": local(first), "second": local(second), "step": step_count, "masks": local(masks)
+}))
 """
 
 
@@ -75,3 +97,7 @@ def test_each_worker_draws_its_own_negatives():
     assert zero["first"] != one["first"] and zero["second"] != one["second"]
     assert zero["first"] != zero["second"] and one["first"] != one["second"]
     assert all(0 <= i < 10_000 for draws in outs for row in draws["first"] for i in row)
+    # The item tower's id dropout: each worker hides its own items' ids (a stateful draw
+    # hid the same ones on every worker).
+    assert set(zero["masks"]) | set(one["masks"]) == {0.0, 1.0}
+    assert zero["masks"] != one["masks"]

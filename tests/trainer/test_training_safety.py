@@ -132,12 +132,17 @@ def test_a_backup_of_the_same_config_resumes_without_overwrite(tiny_dataset, tmp
     assert run["distribution"]["resumed_at_step"] > 0
 
 
-@pytest.mark.parametrize("negatives", [[], ["negatives.corpus=4", "negatives.space_c=3"]])
+@pytest.mark.parametrize(
+    "negatives",
+    [[], ["negatives.corpus=4", "negatives.space_c=3"], ["model.item_id_dropout=0.5"]],
+    ids=["none", "sampled", "id_dropout"],
+)
 def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
     tiny_dataset, tmp_path, negatives
 ):
-    # The sampled sources draw from (seed, step), the step saved in the backup: the
-    # resumed run continues their stream (stateful draws would start it again).
+    # The sampled sources draw from (seed, step), the step saved in the backup, and the
+    # item tower's id dropout from (seed, its count of draws): the resumed run continues
+    # their streams (stateful draws would start them again).
     config = _config("training.backup=always", "training.backup_every_steps=1", *negatives)
     train(config, tiny_dataset, str(tmp_path / "whole"), verbose=0)
     run_dir = str(tmp_path / "run")
@@ -146,7 +151,9 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
     assert train(config, tiny_dataset, run_dir, verbose=0)["distribution"]["resumed_at_step"] > 0
     whole, resumed = _weights(str(tmp_path / "whole")), _weights(run_dir)
     assert whole.keys() == resumed.keys()
-    assert any(n.startswith("sources/") and "_step" in n for n in whole) == bool(negatives)
+    sampled = any(n.startswith("negatives.") for n in negatives)
+    assert any(n.startswith("sources/") and "_step" in n for n in whole) == sampled
+    assert any("_dropout_draws" in n for n in whole) == ("id_dropout" in str(negatives))
     for name, value in whole.items():
         np.testing.assert_allclose(resumed[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
 

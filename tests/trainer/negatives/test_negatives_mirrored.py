@@ -25,6 +25,7 @@ from trainer.negatives.corpus import CorpusNegatives
 from trainer.negatives.frequency_estimator import StreamingFrequencyEstimator
 from trainer.negatives.item_queue import ItemQueue
 from trainer.negatives.queue import gather_across_replicas
+from trainer.towers import CandidateTower
 
 strategy = tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
 with strategy.scope():
@@ -33,6 +34,19 @@ with strategy.scope():
     index_queue = ItemQueue(4, mode="indices")
     pool = ClusterPool(num_items=6, num_clusters=2, max_pool_size=4)
     corpus = CorpusNegatives(6, per_row=True, group="C", seed=3, name="space_c")
+    tower = CandidateTower(
+        item_ids=[f"i{i}" for i in range(6)],
+        item_clusters=["c"] * 6,
+        item_features={},
+        embedding_dim=64,
+        hidden_units=[],
+        output_dim=64,
+        projection=False,
+        cluster=False,
+        item_id_init="ones",
+        id_dropout=0.5,
+        seed=3,
+    )
 pool.assign(np.array([0, 1, 0, 1, 0, 1]))  # cross-replica context, e.g. from a callback
 
 
@@ -71,6 +85,11 @@ def train_step(ids, embeddings):
 
 draws, corpus_first = train_step(ids, embeddings)
 corpus_second = tf.function(lambda: strategy.run(corpus_step))()
+# The item id dropout's masks: every row of the id table is ones, so an encoded row is
+# ones where the id was kept, zeros where it was dropped.
+masks = tf.function(
+    lambda: strategy.run(lambda: tower.encode_indices(tf.range(6, dtype=tf.int64), True))
+)()
 alone = CorpusNegatives(6, per_row=True, group="C", seed=3, name="space_c")  # no strategy
 alone_first = alone.sample(batch()).ids
 local = lambda values: [v.numpy().tolist() for v in strategy.experimental_local_results(values)]
@@ -81,6 +100,8 @@ print(json.dumps({
     "corpus": [local(corpus_first), local(corpus_second)],
     "corpus_alone": alone_first.numpy().tolist(),
     "corpus_step": copies(corpus._step),
+    "masks": [v[:, 0].numpy().tolist() for v in strategy.experimental_local_results(masks)],
+    "mask_draws": copies(tower._dropout_draws),
     "step": copies(estimator.step),
     "last_step": [tf.gather(v, buckets).numpy().tolist() for v in estimator._last_step.values],
     "queue": copies(queue._values),
@@ -129,3 +150,12 @@ def test_each_replica_draws_its_own_negatives_from_a_resumable_step(mirrored):
     # The step (the seed's other half) moved on once, on both copies: new draws.
     assert mirrored["corpus_step"] == [2, 2]
     assert second[0] != first[0] and second[1] != first[1] and second[0] != second[1]
+
+
+def test_each_replica_masks_its_own_item_ids(mirrored):
+    # The item tower's id dropout (DropoutNet), seeded as the sampled negatives are: a
+    # plain global seed gave every worker the same masks.
+    first, second = mirrored["masks"]
+    assert set(first) | set(second) <= {0.0, 1.0}
+    assert first != second
+    assert mirrored["mask_draws"] == [1, 1]
