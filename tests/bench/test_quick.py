@@ -258,3 +258,8 @@ def test_content(tmp_path):
         assert 0 < cold["slot_share@100"]["mean"] < 1
     assert "content+cluster_content" in result["table"]
     assert (tmp_path / "content.png").exists()
+
+
+def test_train_without_its_vocabulary_part_needs_no_brands(tmp_path):
+    result = _run(tmp_path, "train", "--parts=input", "--brands=")
+    assert "vocabulary" not in result and result["input"]["ratio"] > 0

@@ -408,7 +408,7 @@ def run_cpu(settings: TrainBench, output_dir: str, log: Callable[[str], Any] = p
         if "cluster" in parts:
             cell(f"cluster/catalog/{size}", directory, RECIPES["cluster"])
             cell(f"cluster/kmeans/{size}", directory, [*RECIPES["cluster"], *kmeans])
-    brand_catalog = max(smallest, *settings.brands)
+    brand_catalog = max([smallest, *settings.brands])  # brands may be empty when not timed
     for brands in settings.brands if "vocabulary" in parts else []:
         directory = _prepare(
             work, f"{brand_catalog}-brands{brands}", settings, brand_catalog, log=log, brands=brands
