@@ -30,6 +30,7 @@ from typing import Any
 import tensorflow as tf
 
 from trainer.negatives.candidates import Batch
+from trainer.negatives.draws import step_counter
 from trainer.negatives.item_queue import ItemQueue
 from trainer.negatives.queue import gather_across_replicas
 from trainer.negatives.source import NegativeSource
@@ -70,9 +71,7 @@ class MomentumQueueNegatives(NegativeSource):
         self._embeddings = ItemQueue(size, dim, mode="embeddings", name="embeddings")
         self._tower = None  # the momentum copy, made by `attach`
         self._encoded = None  # this step's positives through it (`extra_loss`)
-        self._step = tf.Variable(
-            0, dtype=tf.int64, trainable=False, name="step", aggregation=_ONLY_FIRST
-        )
+        self._step = step_counter()
 
     def bind(self, candidate_tower: tf.keras.Model) -> None:
         """Makes the momentum copy of the model's item tower (both built first)."""
@@ -90,11 +89,13 @@ class MomentumQueueNegatives(NegativeSource):
         tower.trainable = False
         self._tower = tower
         probe = tf.constant([0], tf.int64)
-        tables = {id(v) for v, _ in candidate_tower.table_rows(probe).values()}
+        trained = {name: table for name, (table, _) in candidate_tower.table_rows(probe).items()}
+        tables = {id(v) for v in trained.values()}
         pairs = list(zip(tower.weights, candidate_tower.weights, strict=True))
         self._follow(
             candidate_tower.table_rows,
             [(mine, theirs) for mine, theirs in pairs if id(theirs) not in tables],
+            {name: table for name, (table, _) in tower.table_rows(probe).items()},
         )
         self._last_moved = {
             name: self.add_weight(
@@ -105,18 +106,26 @@ class MomentumQueueNegatives(NegativeSource):
                 trainable=False,
                 aggregation=_ONLY_FIRST,
             )
-            for name, (table, _) in candidate_tower.table_rows(probe).items()
+            for name, table in trained.items()
         }
         for mine, theirs in pairs:
             mine.assign(theirs)
 
     @tf.__internal__.tracking.no_automatic_dependency_tracking
-    def _follow(self, trained_rows: Any, dense: list[tuple[tf.Variable, tf.Variable]]) -> None:
+    def _follow(
+        self,
+        trained_rows: Any,
+        dense: list[tuple[tf.Variable, tf.Variable]],
+        tables: dict[str, tf.Variable],
+    ) -> None:
         """Keeps what the momentum tower follows without tracking it: the trained tower's
         variables belong to the model, and a source that tracked them would list them as
-        its own trainable weights and save them twice."""
+        its own trainable weights and save them twice. `tables`: the momentum tower's
+        own tables by name (tracked through the tower), which read the trained tables'
+        rows: a step gathers the rows once, for both."""
         self._trained_rows = trained_rows
         self._dense = dense
+        self._tables = tables
 
     def _encode(self, item_ids: tf.Tensor) -> tf.Tensor:
         embeddings = tf.stop_gradient(self._tower(item_ids))
@@ -148,11 +157,10 @@ class MomentumQueueNegatives(NegativeSource):
         step = self._step + 1
         for mine, theirs in self._dense:
             mine.assign(self._momentum * mine + (1.0 - self._momentum) * theirs)
-        trained = self._trained_rows(indices)
-        for name, (table, rows) in self._tower.table_rows(indices).items():
+        for name, (trained, rows) in self._trained_rows(indices).items():
+            table, last = self._tables[name], self._last_moved[name]
             rows, _ = tf.unique(rows)
-            last = self._last_moved[name]
-            current = tf.gather(trained[name][0], rows)
+            current = tf.gather(trained, rows)
             steps = tf.cast(step - tf.gather(last, rows), tf.float32)[:, tf.newaxis]
             moved = current + tf.pow(self._momentum, steps) * (tf.gather(table, rows) - current)
             table.scatter_update(tf.IndexedSlices(moved, rows))
