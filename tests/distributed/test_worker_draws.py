@@ -23,25 +23,11 @@ tf.keras.utils.set_random_seed(3)  # as `train` does: the same on every worker
 strategy = tf.distribute.MultiWorkerMirroredStrategy()
 from trainer.negatives.candidates import Batch
 from trainer.negatives.corpus import CorpusNegatives
-from trainer.towers import CandidateTower
+from tests.id_dropout_tower import mask_tower
 
 with strategy.scope():
     source = CorpusNegatives(6, per_row=True, group="C", seed=3, name="space_c")
-    # Id dropout on a tower whose id rows are all ones: an encoded row is ones where its
-    # id was kept, zeros where it was hidden.
-    tower = CandidateTower(
-        item_ids=[f"i{i}" for i in range(64)],
-        item_clusters=["c"] * 64,
-        item_features={},
-        embedding_dim=4,
-        hidden_units=[],
-        output_dim=4,
-        projection=False,
-        cluster=False,
-        item_id_init="ones",
-        id_dropout=0.5,
-        seed=3,
-    )
+    tower = mask_tower(64)  # an encoded item: ones where its id was kept, zeros if hidden
 
 
 def batch():  # two rows per worker over a catalog of 10,000

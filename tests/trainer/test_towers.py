@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.id_dropout_tower import mask_tower
 from trainer.towers import CandidateTower
 
 
@@ -30,20 +31,8 @@ def test_repeated_items_encode_alike_with_and_without_the_dedupe(hidden):
 
 
 def test_id_dropout_masks_are_drawn_per_encode_from_the_seed_and_a_saved_count():
-    def tower(seed):
-        return CandidateTower(
-            item_ids=[f"i{i}" for i in range(200)],
-            item_clusters=["c"] * 200,
-            item_features={},
-            embedding_dim=8,
-            hidden_units=[],
-            output_dim=8,
-            projection=False,
-            cluster=False,
-            item_id_init="ones",  # an encoded row: ones if its id was kept, zeros if hidden
-            id_dropout=0.25,
-            seed=seed,
-        )
+    def tower(seed):  # an encoded item: ones if its id was kept, zeros if hidden
+        return mask_tower(200, dim=8, id_dropout=0.25, seed=seed)
 
     rows = tf.range(200, dtype=tf.int64)
 

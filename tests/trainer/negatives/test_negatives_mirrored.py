@@ -25,7 +25,7 @@ from trainer.negatives.corpus import CorpusNegatives
 from trainer.negatives.frequency_estimator import StreamingFrequencyEstimator
 from trainer.negatives.item_queue import ItemQueue
 from trainer.negatives.queue import gather_across_replicas
-from trainer.towers import CandidateTower
+from tests.id_dropout_tower import mask_tower
 
 strategy = tf.distribute.MirroredStrategy(["CPU:0", "CPU:1"])
 with strategy.scope():
@@ -34,19 +34,7 @@ with strategy.scope():
     index_queue = ItemQueue(4, mode="indices")
     pool = ClusterPool(num_items=6, num_clusters=2, max_pool_size=4)
     corpus = CorpusNegatives(6, per_row=True, group="C", seed=3, name="space_c")
-    tower = CandidateTower(
-        item_ids=[f"i{i}" for i in range(6)],
-        item_clusters=["c"] * 6,
-        item_features={},
-        embedding_dim=64,
-        hidden_units=[],
-        output_dim=64,
-        projection=False,
-        cluster=False,
-        item_id_init="ones",
-        id_dropout=0.5,
-        seed=3,
-    )
+    tower = mask_tower(6, dim=64)
 pool.assign(np.array([0, 1, 0, 1, 0, 1]))  # cross-replica context, e.g. from a callback
 
 
@@ -85,8 +73,8 @@ def train_step(ids, embeddings):
 
 draws, corpus_first = train_step(ids, embeddings)
 corpus_second = tf.function(lambda: strategy.run(corpus_step))()
-# The item id dropout's masks: every row of the id table is ones, so an encoded row is
-# ones where the id was kept, zeros where it was dropped.
+# The item id dropout's masks: an encoded item is ones where its id was kept, zeros
+# where it was hidden.
 masks = tf.function(
     lambda: strategy.run(lambda: tower.encode_indices(tf.range(6, dtype=tf.int64), True))
 )()
