@@ -306,7 +306,10 @@ class NegativesConfig(Settings):
         0.99, "momentum of the item tower copy that fills a momentum queue", min=0, max=0.9999
     )
     intentions: int = _field(
-        0, "Multi-CLRec: H intention queues of queue_size / H items each; 0 = off", min=0
+        0,
+        "Multi-CLRec: H intention queues of queue_size / H items each, kept as queue_mode "
+        "says (momentum: the main queue's momentum tower encodes them); 0 = off",
+        min=0,
     )
     cluster: int = _field(0, "same-cluster hard negatives per positive", min=0)
     cluster_random: int = _field(0, "random out-of-batch negatives mixed with them", min=0)
@@ -357,8 +360,6 @@ class NegativesConfig(Settings):
                 "the batch size)",
                 "intentions",
             )
-        if self.intentions and self.queue_mode == "momentum":
-            raise ConfigError("Multi-CLRec's queues are ids or embeddings", "queue_mode")
         if self.intentions > self.queue_size:
             raise ConfigError(
                 f"{self.intentions} intention queues cannot share a queue of {self.queue_size}",

@@ -15,6 +15,7 @@ from trainer.negatives.in_batch import click_shares
 from trainer.negatives.intention_queue import IntentionQueueNegatives
 from trainer.negatives.logged import FEATURES as LOGGED_FEATURES
 from trainer.negatives.logged import SIZE_FEATURES, LoggedNegatives
+from trainer.negatives.momentum_queue import MomentumQueueNegatives
 from trainer.negatives.source import NegativeSource
 from trainer.propensity_network import PropensityNetwork
 from trainer.towers import CandidateTower, QueryTower
@@ -68,6 +69,7 @@ class TwoTowerModel(tfrs.Model):
         self.sources = list(sources)
         for source in self.sources:
             source.bind(candidate_tower)
+        self._link_momentum_intentions()
         self.exposure = exposure
         self._loss = loss
         self._similarity = similarity
@@ -153,6 +155,21 @@ class TwoTowerModel(tfrs.Model):
     def _intention_source(self) -> IntentionQueueNegatives | None:
         found = [s for s in self.sources if isinstance(s, IntentionQueueNegatives)]
         return found[0] if found else None
+
+    def _link_momentum_intentions(self) -> None:
+        """Momentum intention queues cache what the main momentum queue's tower encodes;
+        that source's `extra_loss` must run first in the step (it comes first)."""
+        intentions = self._intention_source()
+        if intentions is None or intentions.mode != "momentum":
+            return
+        before = self.sources[: self.sources.index(intentions)]
+        queues = [s for s in before if isinstance(s, MomentumQueueNegatives)]
+        if not queues:
+            raise ValueError(
+                f"{intentions.name}: momentum intention queues need a MomentumQueueNegatives "
+                "source before them (negatives.queue_mode=momentum)"
+            )
+        intentions.follow(queues[0])
 
     def intention_vectors(self, query_embeddings: tf.Tensor) -> tf.Tensor:
         """`[batch_size, H, dim]` the users' intention vectors, from their

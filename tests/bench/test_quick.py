@@ -173,6 +173,7 @@ def test_train(tmp_path):
         "cluster_shared",
         "multi_clrec",
         "multi_clrec_cached",
+        "multi_clrec_momentum_1024",
     }
     # An item feature of 10 and 300 values (QUICK), on the smallest catalog (300 items).
     vocabulary = result["vocabulary"]

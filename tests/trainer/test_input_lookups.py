@@ -22,7 +22,10 @@ def _model_and_batches(tiny_dataset, recipe):
     return model, raw, indexed
 
 
-@pytest.mark.parametrize("recipe", ["default", "uma2", "cluster", "clrec_cached", "multi_clrec"])
+@pytest.mark.parametrize(
+    "recipe",
+    ["default", "uma2", "cluster", "clrec_cached", "multi_clrec", "multi_clrec_momentum_1024"],
+)
 def test_the_training_step_holds_no_string_op(tiny_dataset, recipe):
     model, _, indexed = _model_and_batches(tiny_dataset, recipe)
     strings = sorted(k for k, v in indexed.items() if v.dtype == tf.string)

@@ -22,8 +22,10 @@ H = 3
 USER = {"user_id": "u1", "history": ["i1", "i4"], "user.segment": "s1"}
 
 
-@pytest.fixture(scope="module")
-def exported_multi(tiny_dataset, tmp_path_factory):
+# The intention queues cached (the default queue_mode), and cached by the main momentum
+# queue's item tower, whose copy the export must leave behind.
+@pytest.fixture(scope="module", params=["embeddings", "momentum"])
+def exported_multi(tiny_dataset, tmp_path_factory, request):
     config = load_config(
         overrides=[
             "training.epochs=2",
@@ -35,6 +37,7 @@ def exported_multi(tiny_dataset, tmp_path_factory):
             "negatives.queue_size=32",
             "negatives.in_batch_correction=none",
             f"negatives.intentions={H}",
+            f"negatives.queue_mode={request.param}",
         ]
     )
     run_dir = str(tmp_path_factory.mktemp("multi") / "run")

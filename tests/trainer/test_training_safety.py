@@ -134,8 +134,15 @@ def test_a_backup_of_the_same_config_resumes_without_overwrite(tiny_dataset, tmp
 
 @pytest.mark.parametrize(
     "negatives",
-    [[], ["negatives.corpus=4", "negatives.space_c=3"], ["model.item_id_dropout=0.5"]],
-    ids=["none", "sampled", "id_dropout"],
+    [
+        [],
+        ["negatives.corpus=4", "negatives.space_c=3"],
+        ["model.item_id_dropout=0.5"],
+        # The momentum tower, its lazy rows' clocks and the queues it fills (Multi-CLRec's
+        # intention queues included) continue where the backup left them.
+        ["negatives.queue_size=8", "negatives.queue_mode=momentum", "negatives.intentions=2"],
+    ],
+    ids=["none", "sampled", "id_dropout", "momentum_intentions"],
 )
 def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(
     tiny_dataset, tmp_path, negatives

@@ -7,8 +7,11 @@ import tensorflow as tf
 from trainer import losses
 from trainer.negatives.candidates import Batch, Candidates
 from trainer.negatives.item_queue import ItemQueue
+from trainer.negatives.momentum_queue import MomentumQueueNegatives
 from trainer.negatives.queue import gather_across_replicas
 from trainer.negatives.source import NegativeSource
+
+MODES = ("ids", "embeddings", "momentum")
 
 
 @tf.keras.utils.register_keras_serializable(package="twotower")
@@ -22,8 +25,11 @@ class IntentionQueueNegatives(NegativeSource):
     query embedding). For a click on an item of intention h, the source adds its own
     contrastive loss: `u_h · v⁺` against the items of queue h (same intention, harder than
     the main queue), uncorrected like CLRec's queue. The queue holds ids re-encoded each
-    step (`mode="ids"`) or cached embeddings (`mode="embeddings"`, cheaper, and unstable on
-    MovieLens-100K; see docs/negatives.md). It adds no candidates to the shared loss.
+    step (`mode="ids"`), cached embeddings (`mode="embeddings"`, cheaper, and unstable on
+    MovieLens-100K; see docs/negatives.md), or embeddings cached from the main momentum
+    queue's copy of the item tower (`mode="momentum"`, MoCo-style like that queue: the
+    positive is scored by the same copy, so positive and negatives come from one encoder;
+    `follow` names the momentum source). It adds no candidates to the shared loss.
     """
 
     def __init__(
@@ -52,16 +58,37 @@ class IntentionQueueNegatives(NegativeSource):
             tf.random.stateless_normal([intentions, category_dim], seed=[seed, 7])
         )
         self._indices = ItemQueue(size, mode="indices", num_queues=intentions, name="indices")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self._embeddings = (
             ItemQueue(size, dim, num_queues=intentions, name="embeddings")
-            if mode == "embeddings"
+            if mode in ("embeddings", "momentum")
             else None
         )
+        self._momentum = None  # mode "momentum": the main queue's source, set by `follow`
         self._projections = [
             tf.keras.layers.Dense(dim, use_bias=False, name=f"intention_{h}")
             for h in range(intentions)
         ]
         self.category_embedding = None  # set by `bind`: ids -> [.., category_dim]
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @tf.__internal__.tracking.no_automatic_dependency_tracking
+    def follow(self, momentum: MomentumQueueNegatives) -> None:
+        """Mode "momentum": score and enqueue the positives as `momentum` (the main queue,
+        whose `extra_loss` runs first in the step) encodes them. Not tracked: the source
+        and its tower belong to the model."""
+        if self._mode != "momentum":
+            raise ValueError(f"{self.name}: only a momentum-mode queue follows one")
+        self._momentum = momentum
+
+    def _momentum_positives(self) -> tf.Tensor:
+        if self._momentum is None:
+            raise ValueError(f"{self.name}: mode 'momentum' needs `follow(momentum source)`")
+        return self._momentum.encoded_positives
 
     @property
     def num_intentions(self) -> int:
@@ -96,6 +123,7 @@ class IntentionQueueNegatives(NegativeSource):
             all_negatives = self._embeddings.all_contents()[0]
         else:  # each queue item is encoded once, then shared by the rows of its intention
             all_negatives = batch.encode(all_indices)
+        positive = self._momentum_positives() if self._mode == "momentum" else batch.positive
         own = tf.cast(batch.item_index(batch.positive_ids), tf.int64)
         # Each intention's rows against its own queue only: [B_h, size] scores per
         # intention, B × size in all (scoring every row against every queue and keeping
@@ -110,7 +138,7 @@ class IntentionQueueNegatives(NegativeSource):
             )
             per_row = losses.softmax_loss(
                 tf.gather(user, part),
-                tf.gather(batch.positive, part),
+                tf.gather(positive, part),
                 tf.gather(own, part),
                 None,
                 [queue],
@@ -125,8 +153,9 @@ class IntentionQueueNegatives(NegativeSource):
         # `which` is an argmax over the H queues: in range, no host-side check.
         self._indices.enqueue(indices, which, checked=False)
         if self._embeddings is not None:
+            cached = self._momentum_positives() if self._mode == "momentum" else batch.positive
             self._embeddings.enqueue(
-                gather_across_replicas(tf.stop_gradient(batch.positive)), which, checked=False
+                gather_across_replicas(tf.stop_gradient(cached)), which, checked=False
             )
 
     def get_config(self) -> dict[str, Any]:

@@ -152,6 +152,14 @@ class MomentumQueueNegatives(NegativeSource):
     def _remember(self, encoded: tf.Tensor) -> None:
         self._encoded = encoded
 
+    @property
+    def encoded_positives(self) -> tf.Tensor:
+        """`[batch, dim]` this step's positives through the momentum tower (computed by
+        `extra_loss`; Multi-CLRec's momentum intention queues score and enqueue them)."""
+        if self._encoded is None:
+            raise ValueError(f"{self.name}: extra_loss encodes the positives; call it first")
+        return self._encoded
+
     def _move(self, indices: tf.Tensor) -> None:
         """Moves the momentum tower toward the trained one (see the module docstring)."""
         step = self._step + 1

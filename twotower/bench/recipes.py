@@ -36,6 +36,14 @@ RECIPES: dict[str, list[str]] = {
     # The same with a queue of 2x the batch: on CPUs the [batch x queue] scores are the cost.
     "clrec_momentum_1024": [*_CLREC, *_queue(1024), "negatives.queue_mode=momentum"],
     "multi_clrec": [*_CLREC, *_QUEUE, "negatives.queue_mode=ids", "negatives.intentions=4"],
+    # Multi-CLRec on the momentum queue: its intention queues cache the momentum tower's
+    # embeddings too (docs/negatives.md).
+    "multi_clrec_momentum_1024": [
+        *_CLREC,
+        *_queue(1024),
+        "negatives.queue_mode=momentum",
+        "negatives.intentions=4",
+    ],
     "cluster": _CLUSTER,
     "cluster_skip": [*_CLUSTER, "negatives.cluster_skip=true"],
     "ss_abc_random": ["uma2.strategy=SS-ABC-random"],

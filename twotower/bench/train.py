@@ -68,10 +68,12 @@ RELATIVE = ("clrec_cached", "uma2", "cluster", "multi_clrec")  # against "defaul
 # from a pool of 512 catalog items a step (negatives.space_c_pool), its heads learning from 4
 # of each row's 20 (uma2.head_space_c; docs/uma2.md). CLRec's queue as docs/negatives.md
 # advises it: cached by a momentum item tower, 2x the batch (the id queue's quality; the
-# plain cached queue of clrec_cached collapses).
+# plain cached queue of clrec_cached collapses). Multi-CLRec on that queue: its intention
+# queues cache the momentum tower's embeddings too.
 EXTRA = {
     "clrec_momentum_1024": RECIPES["clrec_momentum_1024"],
     "multi_clrec_cached": [*RECIPES["multi_clrec"], "negatives.queue_mode=embeddings"],
+    "multi_clrec_momentum_1024": RECIPES["multi_clrec_momentum_1024"],
     "cluster_shared": [*RECIPES["cluster"], "negatives.cluster_shared=true"],
     "uma2_pool": RECIPES["uma2_pool"],
 }
@@ -88,6 +90,7 @@ RELATIVE_TARGETS = {
     "cluster_shared": 1.5,
     "multi_clrec": 2.0,
     "multi_clrec_cached": 2.0,
+    "multi_clrec_momentum_1024": 2.0,
 }
 TFRS_IDS = [
     "model.inputs=ids",

@@ -149,3 +149,80 @@ def test_model_trains_only_its_own_towers():
         m.compute_loss(features, training=True)
     assert len(with_queue.trainable_weights) == len(plain.trainable_weights)
     assert len(with_queue.weights) > len(plain.weights)  # the copy, its queue, its clock
+
+
+def _intentions(tower, source, size=4):
+    from trainer.negatives.intention_queue import IntentionQueueNegatives
+
+    intentions = IntentionQueueNegatives(
+        intentions=2, size=size, dim=3, category_dim=4, mode="momentum", seed=1
+    )
+    intentions.bind(tower)
+    intentions.follow(source)
+    return intentions
+
+
+def test_momentum_intention_queues_cache_and_score_the_momentum_positives():
+    tower = _tower()
+    source = _source(tower, size=8)
+    intentions = _intentions(tower, source)
+    rng = np.random.default_rng(0)
+    for weight in tower.weights:  # the trained tower moves away from its momentum copy
+        weight.assign_add(tf.constant(rng.normal(0, 0.3, weight.shape), tf.float32))
+    first = _batch(tower, ["i0", "i1", "i2", "i3", "i4"])
+    for step in (source.extra_loss, intentions.extra_loss, source.update, intentions.update):
+        step(first)
+    momentum = source._tower(first.positive_ids).numpy()  # the copy after its first move
+    trained = tower(first.positive_ids).numpy()
+    assert not np.allclose(momentum, trained, atol=1e-3)
+    which = intentions.intention(first.positive_ids).numpy()
+    assert set(which) == {0, 1}  # both queues get items
+    queued, valid = (t.numpy() for t in intentions._embeddings.all_contents())
+    for h in (0, 1):
+        np.testing.assert_allclose(queued[h][valid[h]], momentum[which == h], rtol=1e-6)
+
+    second = _batch(tower, ["i1", "i5", "i2"], training=False)
+    source.extra_loss(second)
+    positive = source.encoded_positives.numpy()
+    users = intentions.intention_vectors(second.query).numpy()
+    own = intentions.intention(second.positive_ids).numpy()
+    expected = 0.0
+    for row, item in enumerate([1, 5, 2]):
+        h = own[row]
+        negatives = [momentum[k] for k in range(5) if which[k] == h and k != item]
+        logits = [users[row, h] @ v for v in [positive[row], *negatives]]
+        expected += np.log(np.exp(logits).sum()) - logits[0]
+    with tf.GradientTape() as tape:
+        loss = intentions.extra_loss(second)
+    np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-5)
+    # Positive and negatives come from the copy: the loss trains the user side only.
+    gradients = tape.gradient(loss, tower.trainable_weights + intentions.trainable_weights)
+    assert all(g is None for g in gradients[: len(tower.trainable_weights)])
+    assert all(g is not None for g in gradients[len(tower.trainable_weights) :])
+
+
+def test_momentum_intention_queues_need_the_momentum_source():
+    from trainer.model import TwoTowerModel
+    from trainer.negatives.intention_queue import IntentionQueueNegatives
+    from trainer.towers import QueryTower
+
+    tower = _tower()
+    unlinked = IntentionQueueNegatives(2, 4, 3, 4, mode="momentum")
+    unlinked.bind(tower)
+    with pytest.raises(ValueError, match="follow"):
+        unlinked.extra_loss(_batch(tower, ["i0"]))
+    with pytest.raises(ValueError, match="only a momentum-mode"):
+        IntentionQueueNegatives(2, 4, 3, 4, mode="ids").follow(_source(tower))
+    with pytest.raises(ValueError, match="mode must be one of"):
+        IntentionQueueNegatives(2, 4, 3, 4, mode="momentums")
+    query = QueryTower(
+        user_vocabulary=["u1"],
+        item_ids=ITEMS,
+        user_feature_vocabularies={},
+        embedding_dim=4,
+        hidden_units=[5],
+        output_dim=3,
+    )
+    intentions = IntentionQueueNegatives(2, 4, 3, 4, mode="momentum", name="intention_queues")
+    with pytest.raises(ValueError, match="MomentumQueueNegatives source before them"):
+        TwoTowerModel(query, tower, sources=[intentions], loss="softmax")
