@@ -119,3 +119,40 @@ def test_killed_worker_resumes_and_finishes_like_an_uninterrupted_run(
             )
         else:
             np.testing.assert_array_equal(value, uninterrupted[name], err_msg=name)
+
+
+# CLRec's queue as docs/negatives.md advises it (momentum-cached), with Multi-CLRec's
+# intention queues cached by the same momentum tower.
+MOMENTUM = ["negatives.queue_mode=momentum", "negatives.intentions=2"]
+
+
+@pytest.fixture(scope="module")
+def momentum_runs(tiny_dataset, tmp_path_factory):
+    """Two workers, then one process on the same global batches."""
+    folder = tmp_path_factory.mktemp("momentum")
+    args = [*TINY, *MOMENTUM]
+    wait_all(
+        start_cluster(lambda i: [tiny_dataset, str(folder / "two"), str(folder / f"w{i}"), *args])
+    )
+    single = [tiny_dataset, str(folder / "one"), str(folder / "one.json"), *args]
+    wait_all([start([*single, "training.backup=always"], None)])
+    return [_read(folder / f"w{i}") for i in range(2)], _read(folder / "one.json")
+
+
+def test_momentum_queues_stay_identical_on_both_workers_and_match_one_worker(momentum_runs):
+    (first, second), single = momentum_runs
+    assert len(first) == len(second) == len(single) == 21
+    keys = ("queue_indices", "queue_embeddings", "intention_indices", "intention_embeddings")
+    for step, (a, b, c) in enumerate(zip(first, second, single, strict=True)):
+        assert a["weights"] == b["weights"] and a["queue_state"] == b["queue_state"], step
+        for key in keys:
+            assert a[key] == b[key], f"step {step}: {key} differ"
+            if key.endswith("indices"):
+                assert a[key] == c[key], f"step {step}: {key} differ from one worker's"
+            else:
+                np.testing.assert_allclose(a[key], c[key], atol=1e-4, err_msg=f"{key} {step}")
+        np.testing.assert_allclose(a["loss"], c["loss"], rtol=1e-4, err_msg=f"step {step}")
+        np.testing.assert_allclose(a["queue_state"], c["queue_state"], rtol=1e-4, atol=1e-4)
+    # Both replicas' positives went into the momentum queue and the intention queues.
+    assert sum(i >= 0 for i in first[0]["queue_indices"]) == 8
+    assert sum(i >= 0 for queue in first[0]["intention_indices"] for i in queue) == 8

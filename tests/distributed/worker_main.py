@@ -16,6 +16,8 @@ import tensorflow as tf
 
 from common.config import load_config
 from common.exit_codes import exit_code
+from trainer.negatives.intention_queue import IntentionQueueNegatives
+from trainer.negatives.momentum_queue import MomentumQueueNegatives
 from trainer.negatives.queue import QueueNegatives
 from trainer.train import train
 from twotower import cli
@@ -29,19 +31,29 @@ class Recorder(tf.keras.callbacks.Callback):
         self._slow = float(os.environ.get("SLOW_STEP_SECONDS", "0"))
 
     def on_train_batch_end(self, batch, logs=None):
-        queue = next(s for s in self.model.sources if isinstance(s, QueueNegatives))
+        queues = (QueueNegatives, MomentumQueueNegatives)
+        queue = next(s for s in self.model.sources if isinstance(s, queues))
         indices, _ = queue._indices.contents(0)
         embeddings, _ = queue._embeddings.contents(0)
+        # The momentum queue's copy of the item tower is state too (not trainable).
         weights = [np.asarray(v.numpy(), np.float64) for v in self.model.trainable_variables]
-        self._steps.append(
-            {
-                "loss": float(logs["loss"]),
-                "weights": [float(w.sum()) for w in weights],
-                "weights_abs": float(sum(np.abs(w).sum() for w in weights)),
-                "queue_indices": indices.numpy().tolist(),
-                "queue_embeddings": embeddings.numpy().round(6).tolist(),
-            }
-        )
+        state = [np.asarray(v.numpy(), np.float64) for v in queue.weights if v.dtype.is_floating]
+        step = {
+            "loss": float(logs["loss"]),
+            "weights": [float(w.sum()) for w in weights],
+            "weights_abs": float(sum(np.abs(w).sum() for w in weights)),
+            "queue_indices": indices.numpy().tolist(),
+            "queue_embeddings": embeddings.numpy().round(6).tolist(),
+            "queue_state": [float(w.sum()) for w in state],
+        }
+        intentions = [s for s in self.model.sources if isinstance(s, IntentionQueueNegatives)]
+        if intentions:
+            indices, _ = intentions[0]._indices.all_contents()
+            step["intention_indices"] = indices.numpy().tolist()
+            if intentions[0]._embeddings is not None:
+                embeddings, _ = intentions[0]._embeddings.all_contents()
+                step["intention_embeddings"] = embeddings.numpy().round(6).tolist()
+        self._steps.append(step)
         with open(self._path, "w") as f:
             json.dump(self._steps, f)
         if self._slow:

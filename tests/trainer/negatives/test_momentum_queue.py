@@ -226,3 +226,38 @@ def test_momentum_intention_queues_need_the_momentum_source():
     intentions = IntentionQueueNegatives(2, 4, 3, 4, mode="momentum", name="intention_queues")
     with pytest.raises(ValueError, match="MomentumQueueNegatives source before them"):
         TwoTowerModel(query, tower, sources=[intentions], loss="softmax")
+
+
+def _weights_after_one_step(dataset_dir, strategy):
+    """The model's weights after one step at learning rate 0: its initial weights."""
+    from common.config import load_config
+    from trainer.build import build_model
+    from trainer.dataset import load_dataset, make_dataset
+    from trainer.optimizers import make_optimizer
+
+    overrides = ["model.hidden_units=[16]", "model.output_dim=8", "model.embedding_dim=8"]
+    queue = ["negatives.queue_size=16", "negatives.queue_mode=momentum"]
+    config = load_config(overrides=[*overrides, *queue])
+    tf.keras.utils.set_random_seed(config.training.seed)
+    dataset = load_dataset(dataset_dir)
+    with strategy.scope():
+        model = build_model(config, dataset)
+        model.compile(optimizer=make_optimizer("adagrad", 0.0))
+    options = {"features": model.input_features, "index": model.index_features}
+    model.fit(make_dataset(dataset, "train", 8, **options).take(1), verbose=0)
+    towers = (model.query_tower, model.candidate_tower)
+    return [[w.numpy() for w in tower.trainable_weights] for tower in towers]
+
+
+def test_a_strategy_builds_the_model_with_the_initial_weights_of_one_process(tiny_dataset):
+    # `bind` builds the item towers in this thread; a strategy builds the query tower in
+    # a replica thread, whose initializers drew the seeds this thread had drawn.
+    alone = _weights_after_one_step(tiny_dataset, tf.distribute.get_strategy())
+    mirrored = _weights_after_one_step(tiny_dataset, tf.distribute.MirroredStrategy(["/cpu:0"]))
+    for tower, tower_alone in zip(mirrored, alone, strict=True):
+        for weight, weight_alone in zip(tower, tower_alone, strict=True):
+            np.testing.assert_array_equal(weight, weight_alone)
+    query_kernels = [w for w in mirrored[0] if w.ndim == 2]
+    item_kernels = [w for w in mirrored[1] if w.ndim == 2]
+    for q in query_kernels:
+        assert not any(q.shape == i.shape and np.array_equal(q, i) for i in item_kernels)
