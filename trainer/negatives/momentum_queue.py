@@ -31,13 +31,13 @@ from typing import Any
 import tensorflow as tf
 from tf_keras.src import backend as keras_backend
 
-from trainer.negatives.candidates import Batch
+from trainer import losses
+from trainer.negatives.candidates import Batch, Candidates
 from trainer.negatives.draws import step_counter
 from trainer.negatives.item_queue import ItemQueue
 from trainer.negatives.queue import gather_across_replicas
 from trainer.negatives.source import NegativeSource
 
-_MASKED = -1e9
 _ONLY_FIRST = tf.VariableAggregation.ONLY_FIRST_REPLICA
 
 
@@ -161,12 +161,20 @@ class MomentumQueueNegatives(NegativeSource):
         indices, _ = self._indices.contents(0)
         encoded = self._encode(batch.positive_ids)
         self._remember(encoded)  # what `update` enqueues: one momentum pass per step
-        positive = tf.reduce_sum(batch.query * encoded, 1, keepdims=True)
-        logits = tf.matmul(batch.query, queued, transpose_b=True)
-        own = tf.expand_dims(self._indices_of(batch), 1)
-        mask = tf.logical_and(valid[tf.newaxis], tf.not_equal(indices[tf.newaxis], own))
-        logits = tf.concat([positive, tf.where(mask, logits, _MASKED)], 1) / self._temperature
-        return tf.reduce_sum(tf.reduce_logsumexp(logits, axis=1) - logits[:, 0])
+        # The shared softmax: the temperature on the query, never-filled slots in an
+        # [n] bias, the row's own item masked, one log-sum-exp that reuses its exponentials
+        # (written inline, the concat, the divisions, the mask and TF's log-sum-exp
+        # gradient were each a pass over the [batch, queue] scores).
+        queue = Candidates(self.name, "other", indices, queued, valid=valid)
+        per_row = losses.softmax_loss(
+            batch.query,
+            encoded,
+            self._indices_of(batch),
+            None,
+            [queue],
+            temperature=self._temperature,
+        )
+        return tf.reduce_sum(per_row)
 
     @tf.__internal__.tracking.no_automatic_dependency_tracking
     def _remember(self, encoded: tf.Tensor) -> None:
