@@ -124,27 +124,29 @@ def test_rejects_a_momentum_outside_zero_one():
         MomentumQueueNegatives(size=4, dim=3, momentum=1.0)
 
 
-def test_model_trains_only_its_own_towers():
+def _model(sources, tower=None):
+    """A two-tower model over `_tower()` (or `tower`) with these negative sources."""
     from trainer.model import TwoTowerModel
     from trainer.towers import QueryTower
 
-    def model(sources):
-        query = QueryTower(
-            user_vocabulary=["u1"],
-            item_ids=ITEMS,
-            user_feature_vocabularies={},
-            embedding_dim=4,
-            hidden_units=[5],
-            output_dim=3,
-        )
-        return TwoTowerModel(query, _tower(), sources=sources, loss="softmax")
+    query = QueryTower(
+        user_vocabulary=["u1"],
+        item_ids=ITEMS,
+        user_feature_vocabularies={},
+        embedding_dim=4,
+        hidden_units=[5],
+        output_dim=3,
+    )
+    return TwoTowerModel(query, tower or _tower(), sources=sources, loss="softmax")
 
+
+def test_model_trains_only_its_own_towers():
     features = {
         "user_id": tf.constant(["u1", "u1"]),
         "history": tf.constant([["i2"], ["i3"]]),
         "item_id": tf.constant(["i0", "i5"]),
     }
-    plain, with_queue = model([]), model([MomentumQueueNegatives(size=4, dim=3)])
+    plain, with_queue = _model([]), _model([MomentumQueueNegatives(size=4, dim=3)])
     for m in (plain, with_queue):
         m.compute_loss(features, training=True)
     assert len(with_queue.trainable_weights) == len(plain.trainable_weights)
@@ -202,9 +204,7 @@ def test_momentum_intention_queues_cache_and_score_the_momentum_positives():
 
 
 def test_momentum_intention_queues_need_the_momentum_source():
-    from trainer.model import TwoTowerModel
     from trainer.negatives.intention_queue import IntentionQueueNegatives
-    from trainer.towers import QueryTower
 
     tower = _tower()
     unlinked = IntentionQueueNegatives(2, 4, 3, 4, mode="momentum")
@@ -215,17 +215,9 @@ def test_momentum_intention_queues_need_the_momentum_source():
         IntentionQueueNegatives(2, 4, 3, 4, mode="ids").follow(_source(tower))
     with pytest.raises(ValueError, match="mode must be one of"):
         IntentionQueueNegatives(2, 4, 3, 4, mode="momentums")
-    query = QueryTower(
-        user_vocabulary=["u1"],
-        item_ids=ITEMS,
-        user_feature_vocabularies={},
-        embedding_dim=4,
-        hidden_units=[5],
-        output_dim=3,
-    )
     intentions = IntentionQueueNegatives(2, 4, 3, 4, mode="momentum", name="intention_queues")
     with pytest.raises(ValueError, match="MomentumQueueNegatives source before them"):
-        TwoTowerModel(query, tower, sources=[intentions], loss="softmax")
+        _model([intentions], tower)
 
 
 def _weights_after_one_step(dataset_dir, strategy):
