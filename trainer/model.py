@@ -18,6 +18,7 @@ from trainer.negatives.logged import SIZE_FEATURES, LoggedNegatives
 from trainer.negatives.momentum_queue import MomentumQueueNegatives
 from trainer.negatives.source import NegativeSource
 from trainer.propensity_network import PropensityNetwork
+from trainer.seed_streams import align_seed_streams
 from trainer.towers import CandidateTower, QueryTower
 
 LOSSES = ("softmax", "bce", "tfrs")
@@ -105,6 +106,9 @@ class TwoTowerModel(tfrs.Model):
             synchronization=tf.VariableSynchronization.ON_READ,
             aggregation=tf.VariableAggregation.SUM,
         )
+        # Layers built above (a source's `bind`) drew seeds in this thread; a strategy's
+        # replica threads, which build the rest, must continue after them.
+        align_seed_streams()
 
     def _track(self, name: str, value: tf.Tensor) -> None:
         if name not in self._trackers:

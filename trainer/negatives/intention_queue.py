@@ -85,7 +85,11 @@ class IntentionQueueNegatives(NegativeSource):
             raise ValueError(f"{self.name}: only a momentum-mode queue follows one")
         self._momentum = momentum
 
-    def _momentum_positives(self) -> tf.Tensor:
+    def _positives(self, batch: Batch) -> tf.Tensor:
+        """The positives the loss scores and the cached queues keep: the momentum
+        tower's in mode "momentum", the trained tower's otherwise."""
+        if self._mode != "momentum":
+            return batch.positive
         if self._momentum is None:
             raise ValueError(f"{self.name}: mode 'momentum' needs `follow(momentum source)`")
         return self._momentum.encoded_positives
@@ -123,7 +127,7 @@ class IntentionQueueNegatives(NegativeSource):
             all_negatives = self._embeddings.all_contents()[0]
         else:  # each queue item is encoded once, then shared by the rows of its intention
             all_negatives = batch.encode(all_indices)
-        positive = self._momentum_positives() if self._mode == "momentum" else batch.positive
+        positive = self._positives(batch)
         own = tf.cast(batch.item_index(batch.positive_ids), tf.int64)
         # Each intention's rows against its own queue only: [B_h, size] scores per
         # intention, B × size in all (scoring every row against every queue and keeping
@@ -153,9 +157,10 @@ class IntentionQueueNegatives(NegativeSource):
         # `which` is an argmax over the H queues: in range, no host-side check.
         self._indices.enqueue(indices, which, checked=False)
         if self._embeddings is not None:
-            cached = self._momentum_positives() if self._mode == "momentum" else batch.positive
             self._embeddings.enqueue(
-                gather_across_replicas(tf.stop_gradient(cached)), which, checked=False
+                gather_across_replicas(tf.stop_gradient(self._positives(batch))),
+                which,
+                checked=False,
             )
 
     def get_config(self) -> dict[str, Any]:

@@ -25,11 +25,9 @@ of the catalog and the vocabularies. The queue holds int64 catalog indices, not 
 (all-gathered as numbers).
 """
 
-import random
 from typing import Any
 
 import tensorflow as tf
-from tf_keras.src import backend as keras_backend
 
 from trainer import losses
 from trainer.negatives.candidates import Batch, Candidates
@@ -39,23 +37,6 @@ from trainer.negatives.queue import gather_across_replicas
 from trainer.negatives.source import NegativeSource
 
 _ONLY_FIRST = tf.VariableAggregation.ONLY_FIRST_REPLICA
-
-
-def _align_seed_streams() -> None:
-    """Brings Python's `random` to where Keras's seed stream of this thread is.
-
-    `bind` builds both item towers here, in the thread that makes the model: their
-    unseeded initializers draw seeds from Keras's per-thread stream, which
-    `tf.keras.utils.set_random_seed` starts equal to Python's `random`. Every other layer
-    is built in the first training step; under a distribution strategy that runs in a
-    replica thread, which has no Keras stream and draws from `random` instead. Unaligned,
-    those layers repeated the seeds drawn here: the query tower's layers started as
-    copies of the item tower's, and two workers trained from other initial weights than
-    one process. (Keras keeps the stream private; no public API moves it.)
-    """
-    generator = getattr(keras_backend._SEED_GENERATOR, "generator", None)  # noqa: SLF001
-    if generator is not None:
-        random.setstate(generator.getstate())
 
 
 @tf.keras.utils.register_keras_serializable(package="twotower")
@@ -129,7 +110,6 @@ class MomentumQueueNegatives(NegativeSource):
         }
         for mine, theirs in pairs:
             mine.assign(theirs)
-        _align_seed_streams()
 
     @tf.__internal__.tracking.no_automatic_dependency_tracking
     def _follow(
