@@ -23,6 +23,31 @@ class PropensityHead(tf.keras.layers.Layer):
         self._layers = [tf.keras.layers.Dense(u, activation="relu") for u in hidden_units]
         self._layers.append(tf.keras.layers.Dense(1))
 
+    def _first_layer(
+        self, users: tf.Tensor, items: tf.Tensor, item_features: tf.Tensor | None
+    ) -> tf.Tensor:
+        """The first Dense layer on [u, v, u·v, f], written as the sum of its kernel's row
+        blocks applied to each part: u·W_u + v·W_v + (u∘v)·W_uv + f·W_f + b. Each term is
+        computed at its own shape and they meet by broadcasting, so a user's term is
+        computed once per row, not once per (row, candidate) pair, and the pairs'
+        `[..., 3d + f]` input is never built (one user row meets 10 candidates a step in
+        UMA², whose heads were the largest part of its step)."""
+        first = self._layers[0]
+        dim = users.shape[-1]
+        if not first.built:  # in its own name scope, as its call would build it
+            width = 3 * dim + (item_features.shape[-1] if item_features is not None else 0)
+            with tf.name_scope(first.name):
+                first.build(tf.TensorShape([None, width]))
+        kernel = tf.cast(first.kernel, self.compute_dtype)
+        parts = [(users, kernel[:dim]), (items, kernel[dim : 2 * dim])]
+        parts.append((users * items, kernel[2 * dim : 3 * dim]))
+        if item_features is not None:
+            parts.append((tf.cast(item_features, users.dtype), kernel[3 * dim :]))
+        x = tf.cast(first.bias, self.compute_dtype)
+        for inputs, block in parts:
+            x = x + _project(inputs, block)
+        return first.activation(x)
+
     def call(
         self, users: tf.Tensor, items: tf.Tensor, item_features: tf.Tensor | None = None
     ) -> tf.Tensor:
@@ -31,19 +56,19 @@ class PropensityHead(tf.keras.layers.Layer):
         Returns `[...]` logits."""
         # Under mixed precision Keras casts only the first input to float16.
         users, items = tf.cast(users, self.compute_dtype), tf.cast(items, self.compute_dtype)
-        shape = tf.broadcast_dynamic_shape(tf.shape(users), tf.shape(items))
-        users, items = tf.broadcast_to(users, shape), tf.broadcast_to(items, shape)
-        parts = [users, items, users * items]
-        if item_features is not None:  # shared candidates `[n, f]` meet rows `[b, n, d]`
-            features_shape = tf.concat([shape[:-1], tf.shape(item_features)[-1:]], 0)
-            parts.append(tf.broadcast_to(tf.cast(item_features, users.dtype), features_shape))
-        x = tf.concat(parts, axis=-1)
-        for layer in self._layers:
+        x = self._first_layer(users, items, item_features)  # u∘v: the broadcast shape
+        for layer in self._layers[1:]:
             x = layer(x)
         return tf.cast(tf.squeeze(x, -1), tf.float32)  # the losses and weights are float32
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "hidden_units": self._hidden_units}
+
+
+def _project(inputs: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+    """`[..., d]` @ `[d, h]` -> `[..., h]`, as one 2-D MatMul (Dense's Tensordot)."""
+    flat = tf.matmul(tf.reshape(inputs, [-1, tf.shape(inputs)[-1]]), kernel)
+    return tf.reshape(flat, tf.concat([tf.shape(inputs)[:-1], tf.shape(kernel)[-1:]], 0))
 
 
 def ipw_weights(

@@ -37,6 +37,7 @@ only seen where the legacy system showed the item, just as an A negative is, and
 one class alone tilts the loss against every item it rarely shows (by log 1/p).
 """
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,6 +49,38 @@ from trainer.negatives.candidates import Batch, Candidates, by_index, catalog_ta
 from trainer.negatives.draws import draw_seed, uniform_indices
 from trainer.propensity import PropensityHead, ipw_weights
 
+_CLICK = "positive"
+# Each head's label for the pairs of each group: the click and the A and B items were
+# recalled (ER 1), C's were not; of the recalled, the click and A were exposed (RE 1).
+_ER_LABELS = {_CLICK: 1.0, "A": 1.0, "B": 1.0, "C": 0.0}
+_RE_LABELS = {_CLICK: 1.0, "A": 1.0, "B": 0.0}
+
+
+@dataclasses.dataclass
+class _RowPairs:
+    """The (row, item) pairs a head scores: each row's items of `groups`, side by side.
+
+    Attributes:
+      groups: the groups in column order.
+      widths: each group's number of columns.
+      items: `[batch, n, dim]` their embeddings.
+      features: `[batch, n, f]` the heads' item features, or None.
+    """
+
+    groups: list[str]
+    widths: list[tf.Tensor]
+    items: tf.Tensor
+    features: tf.Tensor | None
+
+    def before(self, group: str) -> "_RowPairs":
+        """The pairs of the groups before `group` (all of them if it is absent)."""
+        if group not in self.groups:
+            return self
+        count = self.groups.index(group)
+        width = tf.add_n(self.widths[:count])
+        features = None if self.features is None else self.features[:, :width]
+        return _RowPairs(self.groups[:count], self.widths[:count], self.items[:, :width], features)
+
 
 def _weighted_bce(terms: list[tuple[tf.Tensor, float, tf.Tensor]]) -> tf.Tensor:
     """Σ w·bce over (logits, label, weights) terms, weights rescaled to sum to the
@@ -55,7 +88,8 @@ def _weighted_bce(terms: list[tuple[tf.Tensor, float, tf.Tensor]]) -> tf.Tensor:
     total, weight_sum, count = 0.0, 0.0, 0.0
     for logits, label, weights in terms:
         weights = tf.broadcast_to(weights, tf.shape(logits))
-        values = tf.nn.sigmoid_cross_entropy_with_logits(tf.fill(tf.shape(logits), label), logits)
+        labels = tf.broadcast_to(tf.cast(label, logits.dtype), tf.shape(logits))
+        values = tf.nn.sigmoid_cross_entropy_with_logits(labels, logits)
         total += tf.reduce_sum(values * weights)
         weight_sum += tf.reduce_sum(weights)
         count += tf.reduce_sum(tf.cast(weights > 0, tf.float32))
@@ -156,20 +190,21 @@ class PropensityNetwork(tf.keras.layers.Layer):
         return tf.concat([tf.cast(f, tf.float32) for f in features], -1) if features else None
 
     def _logits(
-        self, head: PropensityHead, users: tf.Tensor, items: tf.Tensor, item_ids: tf.Tensor
+        self, head: PropensityHead, users: tf.Tensor, items: tf.Tensor, features: tf.Tensor | None
     ) -> tf.Tensor:
         if not self._train_towers:
             users, items = tf.stop_gradient(users), tf.stop_gradient(items)
-        return head(users, items, self._features(item_ids))
+        return head(users, items, features)
 
     def probabilities(
         self, users: tf.Tensor, items: tf.Tensor, item_ids: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor]:
         """(p1, p2) of user embeddings `[..., d]` and item embeddings `[..., d]` of the
         items `item_ids` `[...]` (the broadcast shape but the last axis)."""
+        features = self._features(item_ids)
         return (
-            tf.sigmoid(self._logits(self.recall_head, users, items, item_ids)),
-            tf.sigmoid(self._logits(self.exposure_head, users, items, item_ids)),
+            tf.sigmoid(self._logits(self.recall_head, users, items, features)),
+            tf.sigmoid(self._logits(self.exposure_head, users, items, features)),
         )
 
     def _own_space_c(self, batch: Batch) -> Candidates:
@@ -213,39 +248,66 @@ class PropensityNetwork(tf.keras.layers.Layer):
         num_items = float(batch.num_items)
         sizes = {"A": num_a, "B": num_b, "C": tf.maximum(num_items - 1.0 - num_a - num_b, 1.0)}
         weights = {g: rate_weight(g, sizes[g]) for g in spaces}
+        weights[_CLICK] = tf.ones_like(num_a)
 
-        def head_logits(head: PropensityHead, group: str) -> tf.Tensor:
-            return self._logits(head, users, spaces[group].embeddings, spaces[group].ids)
-
-        def positive_logits(head: PropensityHead) -> tf.Tensor:
-            return self._logits(head, batch.query, batch.positive, batch.positive_ids)
-
-        logits = {g: head_logits(self.recall_head, g) for g in spaces}
-        ones = tf.ones_like(batch.positive_ids, tf.float32)
-        er_terms = [(positive_logits(self.recall_head), 1.0, ones)]
-        er_terms += [(logits[g], 0.0 if g == "C" else 1.0, weights[g]) for g in spaces]
-        exposure_logits = {g: head_logits(self.exposure_head, g) for g in ("A", "B") if g in spaces}
-        re_terms = [(positive_logits(self.exposure_head), 1.0, ones)]
-        re_terms += [(exposure_logits[g], float(g == "A"), weights[g]) for g in exposure_logits]
+        # Each head scores every row's pairs in one pass: the click (column 0), then the
+        # row's A, B and C candidates, whose item features are looked up once for both
+        # heads. Recall->Exposure reads the click, A and B: the columns before C.
+        row_groups = [_CLICK] + [g for g in "ABC" if g in spaces and not spaces[g].shared]
+        ids = [batch.positive_ids[:, tf.newaxis]] + [spaces[g].ids for g in row_groups[1:]]
+        items = [batch.positive[:, tf.newaxis]] + [spaces[g].embeddings for g in row_groups[1:]]
+        pairs = _RowPairs(
+            row_groups,
+            [tf.shape(i)[1] for i in ids],
+            tf.concat(items, 1),
+            self._features(tf.concat(ids, 1)),
+        )
+        er, er_term = self._head_pass(self.recall_head, users, pairs, _ER_LABELS, weights)
+        er_terms = [er_term]
+        if "C" not in row_groups:  # drawn once for the batch: `[n]`, a pass of its own
+            shared = spaces["C"]
+            logits = self._logits(
+                self.recall_head, users, shared.embeddings, self._features(shared.ids)
+            )
+            er["C"] = logits
+            er_terms.append((logits, 0.0, weights["C"]))
+        re, re_term = self._head_pass(
+            self.exposure_head, users, pairs.before("C"), _RE_LABELS, weights
+        )
         ipw = {}
         for group in ("A", "B"):
             if group in groups:
                 ipw[group] = ipw_weights(
-                    tf.sigmoid(logits[group]),
-                    tf.sigmoid(exposure_logits[group]) if group == "A" else None,
+                    tf.sigmoid(er[group]),
+                    tf.sigmoid(re[group]) if group == "A" else None,
                     self._max_weight,
                     masks[group] > 0,
                     self._self_normalize,
                 )
         if self._weigh_positives:
             ipw["positive"] = ipw_weights(
-                tf.sigmoid(er_terms[0][0]),
-                tf.sigmoid(re_terms[0][0]),
+                tf.sigmoid(er[_CLICK][:, 0]),
+                tf.sigmoid(re[_CLICK][:, 0]),
                 self._max_weight,
                 tf.ones_like(batch.positive_ids, tf.bool),
                 self._self_normalize,
             )
-        return _weighted_bce(er_terms), _weighted_bce(re_terms), ipw
+        return _weighted_bce(er_terms), _weighted_bce([re_term]), ipw
+
+    def _head_pass(
+        self,
+        head: PropensityHead,
+        users: tf.Tensor,
+        pairs: "_RowPairs",
+        labels: dict[str, float],
+        weights: dict[str, tf.Tensor],
+    ) -> tuple[dict[str, tf.Tensor], tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
+        """One head over every row's pairs: (its logits by group, its bce term)."""
+        logits = self._logits(head, users, pairs.items, pairs.features)
+        by_group = dict(zip(pairs.groups, tf.split(logits, pairs.widths, axis=1), strict=True))
+        column_labels = [tf.fill(tf.shape(weights[g]), labels[g]) for g in pairs.groups]
+        column_weights = [weights[g] for g in pairs.groups]
+        return by_group, (logits, tf.concat(column_labels, 1), tf.concat(column_weights, 1))
 
     def get_config(self) -> dict[str, Any]:
         return {

@@ -86,3 +86,24 @@ def test_head_under_mixed_precision_takes_float32_and_returns_it():
         tf.keras.mixed_precision.set_global_policy("float32")
     assert mixed.dtype == tf.float32 and mixed.shape == [3, 2]
     np.testing.assert_allclose(mixed.numpy(), plain.numpy(), atol=0.02)
+
+
+def test_head_is_an_mlp_over_the_concatenated_pair():
+    """The head computes its first layer block by block (a user's block once per row);
+    that is the Dense layer over [u, v, u·v, f] of every (row, candidate) pair."""
+    users, items = tf.random.normal([3, 1, 4], seed=1), tf.random.normal([3, 5, 4], seed=2)
+    features = tf.random.normal([3, 5, 2], seed=3)
+    head = PropensityHead([6, 3])
+    got = head(users, items, features).numpy()
+    (w1, b1), (w2, b2), (w3, b3) = [layer.get_weights() for layer in head._layers]
+    u, v = np.broadcast_to(users.numpy(), items.shape), items.numpy()
+    x = np.concatenate([u, v, u * v, features.numpy()], -1)
+    x = np.maximum(x @ w1 + b1, 0)
+    x = np.maximum(x @ w2 + b2, 0)
+    np.testing.assert_allclose(got, (x @ w3 + b3)[..., 0], rtol=1e-5, atol=1e-5)
+    # The kernel a Dense call would build: its shape and its name (checkpoints, weights).
+    assert w1.shape == (3 * 4 + 2, 6)
+    first = head._layers[0]
+    assert first.kernel.name == f"{head.name}/{first.name}/kernel:0"
+    shared = head(users, items[0], features[0]).numpy()  # `[n]` candidates meet every row
+    np.testing.assert_allclose(shared[0], got[0], rtol=1e-5, atol=1e-5)

@@ -224,7 +224,7 @@ def test_the_heads_use_the_items_exposure_rate():
                     network.recall_head,
                     tf.constant(USERS[rows][:, np.newaxis]),
                     tf.constant(ITEMS[items]),
-                    tf.constant(IDS[items]),
+                    network._features(tf.constant(IDS[items])),
                 )
                 loss = tf.reduce_mean(
                     tf.nn.sigmoid_cross_entropy_with_logits(tf.cast(labels, tf.float32), logits)
@@ -241,3 +241,65 @@ def test_the_heads_use_the_items_exposure_rate():
         PropensityNetwork([8], item_exposure=exposure).get_config()
     )
     assert clone.item_exposure.get_config() == exposure.get_config()
+
+
+def _bce(logits, label):
+    return np.maximum(logits, 0) - logits * label + np.log1p(np.exp(-np.abs(logits)))
+
+
+def test_one_pass_per_head_gives_the_losses_and_weights_of_the_documented_terms():
+    """Each head scores every row's click, A, B and C pairs in one pass; the losses are the
+    module docstring's, computed here group by group from the heads' own probabilities."""
+    from trainer.exposure import ExposurePropensity
+
+    rows = _rows(24, np.random.default_rng(6))
+    batch, groups, masks = _batch(rows)
+    exposure = ExposurePropensity(IDS[:50], np.arange(1, 51), 1000)
+    tf.keras.utils.set_random_seed(3)
+    network = PropensityNetwork(
+        [8], item_exposure=exposure, item_buckets=64, item_dim=3, weigh_positives=True
+    )
+    network.bind(list(IDS))
+    loss_er, loss_re, weights = network(batch, groups, masks)
+
+    def logits(head, items, ids):
+        p1, p2 = network.probabilities(batch.query[:, tf.newaxis], items, ids)
+        p = (p1 if head == "ER" else p2).numpy().astype(np.float64)
+        return np.log(p / (1 - p))
+
+    num_a = batch.features["num_space_a"].numpy()[:, None].astype(np.float64)
+    num_b = batch.features["num_space_b"].numpy()[:, None].astype(np.float64)
+    sizes = {"A": num_a, "B": num_b, "C": np.maximum(NUM_ITEMS - 1 - num_a - num_b, 1)}
+    rate = {}
+    for g in groups:
+        mask = masks[g].numpy().astype(np.float64)
+        rate[g] = mask * sizes[g] / np.maximum(mask.sum(1, keepdims=True), 1)
+
+    def loss(head, labels):
+        total = weight_sum = count = 0.0
+        click = logits(head, batch.positive[:, tf.newaxis], batch.positive_ids[:, tf.newaxis])
+        terms = [(click, 1.0, np.ones_like(click))]
+        terms += [
+            (logits(head, groups[g].embeddings, groups[g].ids), y, rate[g]) for g, y in labels
+        ]
+        for x, y, w in terms:
+            total += (w * _bce(x, y)).sum()
+            weight_sum, count = weight_sum + w.sum(), count + (w > 0).sum()
+        return total * count / weight_sum
+
+    assert loss_er.numpy() == pytest.approx(loss("ER", [("A", 1), ("B", 1), ("C", 0)]), rel=1e-4)
+    assert loss_re.numpy() == pytest.approx(loss("RE", [("A", 1), ("B", 0)]), rel=1e-4)
+    p1, p2 = network.probabilities(
+        batch.query[:, tf.newaxis], groups["A"].embeddings, groups["A"].ids
+    )
+    expected_a = np.clip(1 / (p1.numpy() * p2.numpy()), 1, 20) * masks["A"].numpy()
+    np.testing.assert_allclose(weights["A"].numpy(), expected_a, rtol=1e-4)
+    p1, _ = network.probabilities(
+        batch.query[:, tf.newaxis], groups["B"].embeddings, groups["B"].ids
+    )
+    expected_b = np.clip(1 / p1.numpy(), 1, 20) * masks["B"].numpy()
+    np.testing.assert_allclose(weights["B"].numpy(), expected_b, rtol=1e-4)
+    p1, p2 = network.probabilities(batch.query, batch.positive, batch.positive_ids)
+    expected = np.clip(1 / (p1.numpy() * p2.numpy()), 1, 20)
+    np.testing.assert_allclose(weights["positive"].numpy(), expected, rtol=1e-4)
+    assert (masks["A"].numpy() == 0).any()  # padded slots are in the sample
