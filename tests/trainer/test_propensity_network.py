@@ -247,9 +247,11 @@ def _bce(logits, label):
     return np.maximum(logits, 0) - logits * label + np.log1p(np.exp(-np.abs(logits)))
 
 
-def test_one_pass_per_head_gives_the_losses_and_weights_of_the_documented_terms():
-    """Each head scores every row's click, A, B and C pairs in one pass; the losses are the
-    module docstring's, computed here group by group from the heads' own probabilities."""
+@pytest.mark.parametrize("space_c", ["per_row", "drawn_by_the_head"])
+def test_one_pass_per_head_gives_the_losses_and_weights_of_the_documented_terms(space_c):
+    """Each head scores every row's click, A, B and C pairs in one pass (a C the head draws
+    for the batch, `[n]`, in a pass of its own); the losses are the module docstring's,
+    computed here group by group from the heads' own probabilities."""
     from trainer.exposure import ExposurePropensity
 
     rows = _rows(24, np.random.default_rng(6))
@@ -257,10 +259,23 @@ def test_one_pass_per_head_gives_the_losses_and_weights_of_the_documented_terms(
     exposure = ExposurePropensity(IDS[:50], np.arange(1, 51), 1000)
     tf.keras.utils.set_random_seed(3)
     network = PropensityNetwork(
-        [8], item_exposure=exposure, item_buckets=64, item_dim=3, weigh_positives=True
+        [8],
+        item_exposure=exposure,
+        item_buckets=64,
+        item_dim=3,
+        weigh_positives=True,
+        head_negatives=3,
     )
     network.bind(list(IDS))
-    loss_er, loss_re, weights = network(batch, groups, masks)
+    given = dict(groups), dict(masks)
+    if space_c == "drawn_by_the_head":
+        del given[0]["C"], given[1]["C"]
+        shared = Candidates(
+            "own", "C", tf.constant([3, 70, 150], tf.int64), tf.constant(ITEMS[[3, 70, 150]])
+        )
+        network._own_space_c = lambda batch: shared
+        groups["C"], masks["C"] = shared, tf.ones([24, 3], tf.bool)
+    loss_er, loss_re, weights = network(batch, *given)
 
     def logits(head, items, ids):
         p1, p2 = network.probabilities(batch.query[:, tf.newaxis], items, ids)
