@@ -82,9 +82,10 @@ class _RowPairs:
         return _RowPairs(self.groups[:count], self.widths[:count], self.items[:, :width], features)
 
 
-def _weighted_bce(terms: list[tuple[tf.Tensor, float, tf.Tensor]]) -> tf.Tensor:
-    """Σ w·bce over (logits, label, weights) terms, weights rescaled to sum to the
-    number of terms (weights of 0 are masked slots)."""
+def _weighted_bce(terms: list[tuple[tf.Tensor, float | tf.Tensor, tf.Tensor]]) -> tf.Tensor:
+    """Σ w·bce over (logits, labels, weights) terms, the labels and weights broadcast to
+    the logits, the weights rescaled to sum to the number of terms (weights of 0 are
+    masked slots)."""
     total, weight_sum, count = 0.0, 0.0, 0.0
     for logits, label, weights in terms:
         weights = tf.broadcast_to(weights, tf.shape(logits))
@@ -298,7 +299,7 @@ class PropensityNetwork(tf.keras.layers.Layer):
         self,
         head: PropensityHead,
         users: tf.Tensor,
-        pairs: "_RowPairs",
+        pairs: _RowPairs,
         labels: dict[str, float],
         weights: dict[str, tf.Tensor],
     ) -> tuple[dict[str, tf.Tensor], tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
