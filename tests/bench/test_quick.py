@@ -156,6 +156,11 @@ def test_train(tmp_path):
         assert cell["steps"] in (5, 8) and cell["median_ms"] > 0 and len(cell["rounds"]) == 1
     catalog = result["catalog"]["median_ms"]
     assert result["catalog"]["ratio"] == round(catalog[1] / catalog[0], 3)
+    # UMA² with and without the Space C pool at each catalog size beside the default.
+    assert set(result["catalog"]["recipes"]) == {"uma2", "uma2_pool"}
+    for recipe, values in result["catalog"]["recipes"].items():
+        cells = [timed[f"catalog/{recipe}/{c}"]["median_ms"] for c in (300, 3_000)]
+        assert values == {"median_ms": cells, "ratio": round(cells[1] / cells[0], 3)}
     # The default on the smallest catalog, timed twice (QUICK's history length 20 is the
     # default's): the faster is the relative costs' baseline.
     default = result["default"]

@@ -10,7 +10,9 @@ interleaved, and the fastest round's median is reported (the least disturbed by 
 of the machine), with every round in the JSON.
 
 Measured, in one run:
-  - catalog: the default recipe at each catalog size; `ratio` = largest / smallest.
+  - catalog: the default recipe at each catalog size; `ratio` = largest / smallest. Also
+    the recipes of `CATALOG_RECIPES`, whose uniform draws meet more distinct items on a
+    larger catalog (fewer repeats) until every draw is one.
   - queue: the cached CLRec queue at each `queue_sizes` (0: in-batch alone).
   - cluster: same-cluster hard negatives at each catalog size, catalog clusters and
     k-means clusters recomputed every `kmeans_every_steps` (mean step = refresh included).
@@ -77,6 +79,10 @@ EXTRA = {
     "cluster_shared": [*RECIPES["cluster"], "negatives.cluster_shared=true"],
     "uma2_pool": RECIPES["uma2_pool"],
 }
+# Timed at each catalog size beside the default: UMA²'s per-row uniform Space C draws (batch
+# x 20) meet more distinct items, each through the item tower and its sparse updates, as
+# the catalog grows; with the pool at most 512 (docs/performance.md).
+CATALOG_RECIPES = ("uma2", "uma2_pool")
 # Timed with an item feature of each vocabulary size (`brands`): the default, and the
 # momentum queue, whose copy of the item tower follows every embedding table.
 VOCABULARY_RECIPES = ("default", "clrec_momentum_1024")
@@ -408,6 +414,8 @@ def run_cpu(settings: TrainBench, output_dir: str, log: Callable[[str], Any] = p
         # The smallest catalog's default is also the baseline of "relative" and "input".
         if "catalog" in parts or size == smallest:
             cell(f"catalog/{size}", directory, [])
+        for recipe in CATALOG_RECIPES if "catalog" in parts else ():
+            cell(f"catalog/{recipe}/{size}", directory, RECIPES[recipe])
         if "cluster" in parts:
             cell(f"cluster/catalog/{size}", directory, RECIPES["cluster"])
             cell(f"cluster/kmeans/{size}", directory, [*RECIPES["cluster"], *kmeans])
@@ -459,6 +467,15 @@ def run_cpu(settings: TrainBench, output_dir: str, log: Callable[[str], Any] = p
             "sizes": list(settings.catalogs),
             "median_ms": [ms(f"catalog/{c}") for c in settings.catalogs],
             "ratio": round(ms(f"catalog/{largest}") / ms(f"catalog/{smallest}"), 3),
+            "recipes": {
+                recipe: {
+                    "median_ms": [ms(f"catalog/{recipe}/{c}") for c in settings.catalogs],
+                    "ratio": round(
+                        ms(f"catalog/{recipe}/{largest}") / ms(f"catalog/{recipe}/{smallest}"), 3
+                    ),
+                }
+                for recipe in CATALOG_RECIPES
+            },
         }
     if "cluster" in parts:
         results["cluster"] = {
@@ -638,6 +655,10 @@ def tables(results: dict[str, Any]) -> str:
         for c, m in zip(catalog["sizes"], catalog["median_ms"], strict=True):
             row(f"default, {c:,}-item catalog (ms/step)", m)
         row("largest / smallest catalog", catalog["ratio"], "<= 1.2")
+        for recipe, values in catalog.get("recipes", {}).items():
+            for c, m in zip(catalog["sizes"], values["median_ms"], strict=True):
+                row(f"{recipe}, {c:,}-item catalog (ms/step)", m)
+            row(f"{recipe}: largest / smallest catalog", values["ratio"])
     if "cluster" in results:
         cluster = results["cluster"]
         for source in ("catalog", "kmeans"):
@@ -710,6 +731,8 @@ def plot(results: dict[str, Any], path: str) -> None:
     if "catalog" in results:
         sizes = results["catalog"]["sizes"]
         axes[0].plot(sizes, results["catalog"]["median_ms"], "o-", label="default")
+        for recipe, values in results["catalog"].get("recipes", {}).items():
+            axes[0].plot(sizes, values["median_ms"], "^-.", label=recipe)
     for source in ("catalog", "kmeans") if "cluster" in results else ():
         values, sizes = results["cluster"][source], results["cluster"]["sizes"]
         axes[0].plot(sizes, values["median_ms"], "s--", label=f"cluster ({source})")
