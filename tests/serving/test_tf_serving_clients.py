@@ -88,6 +88,10 @@ def test_service_over_tf_serving_returns_the_in_process_results(exported, standi
 def test_tf_serving_down_is_a_503(exported):
     _, export_dir = exported
     models = Models(os.path.join(export_dir, "query_tower"), "query_tower")
+    # Loaded (and warmed up) before it serves, as TF Serving loads its models: the stand-in
+    # would load on the service's first call, which took longer than its 1 s timeout once
+    # on a loaded CI machine.
+    models.signature("query_tower", None, "serving_default")
     server, url, _ = start_grpc(models)
     service = RetrievalService(
         export_dir, ServiceConfig(tf_serving=url, reload_interval_s=0, tf_serving_timeout_s=1)
