@@ -1,6 +1,7 @@
 """Builds the model a config describes: towers sized by the dataset, negative sources."""
 
 import dataclasses
+import logging
 
 import numpy as np
 import tensorflow as tf
@@ -21,6 +22,13 @@ from trainer.negatives.queue import QueueNegatives
 from trainer.negatives.source import NegativeSource
 from trainer.propensity_network import PropensityNetwork
 from trainer.towers import CandidateTower, QueryTower
+
+_LOG = logging.getLogger("twotower.train")
+# From this catalog size on, per-row uniform Space C draws cost several default steps: each
+# row's draws are nearly all distinct items, each through the item tower and a sparse update
+# of large tables (docs/performance.md: UMA²'s preset 19.2 / 24.9 / 36.1 ms a step on 10k /
+# 100k / 1M items, the default 6.8; with the pool 14.9 / 14.5 / 15.2).
+LARGE_CATALOG = 100_000
 
 # UMA² Table 1 rows. A and B counts are what preprocessing kept per positive
 # (data.num_a, data.num_b; 1 and 4 by default), C completes the paper's 1:4:20.
@@ -56,6 +64,20 @@ def resolve_negatives(config: Config) -> tuple[NegativesConfig, bool]:
         space_c=counts[2],
     )
     return resolved, strategy == "UMA2" or config.uma2.propensity
+
+
+def space_c_advice(negatives: NegativesConfig, num_items: int, batch_size: int) -> str | None:
+    """What to set when per-row Space C draws meet a large catalog; None when they do not."""
+    if not negatives.space_c or negatives.space_c_pool or num_items < LARGE_CATALOG:
+        return None
+    return (
+        f"negatives.space_c={negatives.space_c} uniform draws per row on a {num_items:,}-item "
+        f"catalog: up to {batch_size * negatives.space_c:,} distinct items a step through the "
+        "item tower and the sparse updates, most of the step (UMA²'s preset: 5.3x the "
+        "default's step at 1M items). negatives.space_c_pool=512 with uma2.head_space_c=4 "
+        "keeps the step flat in the catalog (2.2x at 1M), quality unchanged over five "
+        "worlds (docs/uma2.md)"
+    )
 
 
 def build_sources(
@@ -163,6 +185,9 @@ def build_model(config: Config, dataset: Dataset) -> TwoTowerModel:
     """The model that `config` describes, sized by `dataset`'s vocabularies and catalog."""
     model = config.model
     negatives, propensity = resolve_negatives(config)
+    advice = space_c_advice(negatives, len(dataset.item_ids), config.training.batch_size)
+    if advice:
+        _LOG.warning("%s", advice)
     towers = {
         "embedding_dim": model.embedding_dim,
         "hidden_units": model.hidden_units,

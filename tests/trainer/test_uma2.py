@@ -1,11 +1,15 @@
 """UMA² strategies, NSDN weights and DAT towers, trained on the tiny dataset."""
 
+import dataclasses
+import logging
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from common.config import load_config
-from trainer.build import build_model, resolve_negatives
+from trainer import build
+from trainer.build import build_model, resolve_negatives, space_c_advice
 from trainer.dataset import load_dataset, make_dataset
 from trainer.model import TwoTowerModel
 
@@ -32,6 +36,26 @@ def test_strategy_presets(strategy, counts, propensity):
     assert (negatives.space_a, negatives.space_b, negatives.space_c) == counts
     assert negatives.loss == "bce" and not negatives.in_batch
     assert nsdn is propensity
+
+
+def test_per_row_space_c_on_a_large_catalog_is_told_of_the_pool(tiny_dataset, caplog, monkeypatch):
+    """UMA²'s per-row draws on a catalog of 100k items or more: building the model says
+    which settings keep the step flat in the catalog; with the pool, or without Space C
+    or a large catalog, it says nothing."""
+    negatives, _ = resolve_negatives(load_config(overrides=["uma2.strategy=UMA2"]))
+    advice = space_c_advice(negatives, 1_000_000, 512)
+    assert "1,000,000-item catalog: up to 10,240 distinct items a step" in advice
+    assert "negatives.space_c_pool=512 with uma2.head_space_c=4" in advice
+    assert space_c_advice(negatives, 99_999, 512) is None
+    assert space_c_advice(dataclasses.replace(negatives, space_c_pool=512), 10**6, 512) is None
+    assert space_c_advice(resolve_negatives(load_config())[0], 10**6, 512) is None
+    dataset = load_dataset(tiny_dataset)
+    monkeypatch.setattr(build, "LARGE_CATALOG", len(dataset.item_ids))  # the tiny one is large
+    with caplog.at_level(logging.WARNING, logger="twotower.train"):
+        build_model(load_config(overrides=SMALL + ["uma2.strategy=UMA2"]), dataset)
+        build_model(load_config(overrides=SMALL + ["uma2.strategy=SS-AB"]), dataset)
+    said = [r.getMessage() for r in caplog.records if "space_c_pool" in r.getMessage()]
+    assert len(said) == 1 and f"{len(dataset.item_ids):,}-item catalog: up to 320" in said[0]
 
 
 def _train(dataset_dir, overrides, epochs=2):
