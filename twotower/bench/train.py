@@ -450,6 +450,13 @@ def run_cpu(settings: TrainBench, output_dir: str, log: Callable[[str], Any] = p
     def ms(name: str) -> float:
         return timed[name]["median_ms"]
 
+    def curve(prefix: str, values: Sequence[int]) -> dict[str, Any]:
+        """The cells `prefix/value` of each value; `ratio`: largest value's / smallest's."""
+        return {
+            "median_ms": [ms(f"{prefix}/{v}") for v in values],
+            "ratio": round(ms(f"{prefix}/{max(values)}") / ms(f"{prefix}/{min(values)}"), 3),
+        }
+
     # The default on the smallest catalog is timed twice when the history curve holds the
     # default length (the same configuration, the same dataset): the faster is the
     # baseline of the relative costs and the input, as the fastest round is each cell's.
@@ -468,13 +475,7 @@ def run_cpu(settings: TrainBench, output_dir: str, log: Callable[[str], Any] = p
             "median_ms": [ms(f"catalog/{c}") for c in settings.catalogs],
             "ratio": round(ms(f"catalog/{largest}") / ms(f"catalog/{smallest}"), 3),
             "recipes": {
-                recipe: {
-                    "median_ms": [ms(f"catalog/{recipe}/{c}") for c in settings.catalogs],
-                    "ratio": round(
-                        ms(f"catalog/{recipe}/{largest}") / ms(f"catalog/{recipe}/{smallest}"), 3
-                    ),
-                }
-                for recipe in CATALOG_RECIPES
+                recipe: curve(f"catalog/{recipe}", settings.catalogs) for recipe in CATALOG_RECIPES
             },
         }
     if "cluster" in parts:
@@ -500,14 +501,7 @@ def run_cpu(settings: TrainBench, output_dir: str, log: Callable[[str], Any] = p
             "brands": list(settings.brands),
             "catalog": brand_catalog,
             **{
-                recipe: {
-                    "median_ms": [ms(f"vocabulary/{recipe}/{b}") for b in settings.brands],
-                    "ratio": round(
-                        ms(f"vocabulary/{recipe}/{max(settings.brands)}")
-                        / ms(f"vocabulary/{recipe}/{min(settings.brands)}"),
-                        3,
-                    ),
-                }
+                recipe: curve(f"vocabulary/{recipe}", settings.brands)
                 for recipe in VOCABULARY_RECIPES
             },
         }
