@@ -8,8 +8,10 @@ from typing import Any
 
 
 def _cell(value: Any) -> str:
+    """Floats to four decimals (recalls, shares, milliseconds), or one from 100 up
+    (seconds, examples/s), where more digits are noise that widens the column."""
     if isinstance(value, float):
-        return f"{value:.4f}"
+        return f"{value:.1f}" if abs(value) >= 100 else f"{value:.4f}"
     return str(value)
 
 
