@@ -401,7 +401,7 @@ class Uma2Config(Settings):
     head_units: list[int] = _field([64], "hidden layer sizes of each propensity head")
     head_item_dim: int = _field(
         8,
-        "size of the heads' own item-id embedding (hashed into 2x the catalog's buckets), "
+        "size of the heads' own item embedding (a row per catalog item), "
         "trained by the heads alone: what the legacy system learned about each item; 0: none",
         min=0,
     )

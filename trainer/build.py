@@ -288,7 +288,7 @@ def _propensity_network(
         head_space_c=uma2.head_space_c,
         weigh_positives=uma2.weigh_positives and bce,
         train_towers=uma2.heads_train_towers,
-        item_buckets=2 * num_items,
+        num_items=num_items,
         item_dim=uma2.head_item_dim,
         seed=seed,
         item_exposure=exposure,

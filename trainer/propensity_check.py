@@ -70,11 +70,12 @@ def check_propensities(
     items = item_embeddings(model, dataset.item_ids)
     predicted, true_recall, true_expose, recall_counts = [], [], [], []
     for user, row in enumerate(rows):
-        vectors = items[[row_of[i] for i in row["items"]]]
+        indices = [row_of[i] for i in row["items"]]
+        vectors = items[indices]
         p1, p2 = model.propensity_network.probabilities(
             tf.constant(np.broadcast_to(queries[user], vectors.shape)),
             tf.constant(vectors),
-            tf.constant(row["items"]),
+            tf.constant(indices, tf.int64),
         )
         predicted.append(np.stack([p1.numpy(), p2.numpy()], axis=1))
         true_recall += row["p_recall"]

@@ -45,7 +45,7 @@ import tensorflow as tf
 
 from common.contracts import NUM_SPACE_A, NUM_SPACE_B
 from trainer.exposure import ExposurePropensity
-from trainer.negatives.candidates import Batch, Candidates, by_index, catalog_table
+from trainer.negatives.candidates import Batch, Candidates
 from trainer.negatives.draws import draw_seed, uniform_indices
 from trainer.propensity import PropensityHead, ipw_weights
 
@@ -113,7 +113,8 @@ class PropensityNetwork(tf.keras.layers.Layer):
       weigh_positives: also return the clicks' IPW weights (key "positive").
       train_towers: let the heads' losses reach the towers' embeddings; False: the heads
         read them without gradient.
-      item_buckets: hash buckets of the heads' own item-id embedding (0: none).
+      num_items: the catalog's size: the heads' own item embedding has a row per catalog
+        item and row 0 for none (padding); 0: no such embedding.
       item_dim: its size.
     """
 
@@ -127,20 +128,22 @@ class PropensityNetwork(tf.keras.layers.Layer):
         item_exposure: ExposurePropensity | None = None,
         weigh_positives: bool = False,
         train_towers: bool = False,
-        item_buckets: int = 0,
+        num_items: int = 0,
         item_dim: int = 8,
         head_space_c: int = 0,
         **kwargs: Any,
     ):
         super().__init__(**kwargs)
-        self._item_buckets = item_buckets
-        self._buckets = None  # each catalog item's bucket, by index + 1 (`bind`)
+        self._num_items = num_items
         self._item_dim = item_dim
-        # The heads' own item embedding (hashed ids): what the legacy system learned about
-        # an item, which the towers' embeddings, kept free of it, no longer tell them.
+        # The heads' own item embedding: what the legacy system learned about an item,
+        # which the towers' embeddings, kept free of it, no longer tell them. One row per
+        # catalog index (+ 1), read by index: no two items share a row, as they did when
+        # the rows were hash buckets of the id strings (2x the catalog, and still about two
+        # in five items colliding).
         self.item_embedding = (
-            tf.keras.layers.Embedding(item_buckets, item_dim, name="head_item_embedding")
-            if item_buckets > 0 and item_dim > 0
+            tf.keras.layers.Embedding(num_items + 1, item_dim, name="head_item_embedding")
+            if num_items > 0 and item_dim > 0
             else None
         )
         self._weigh_positives = weigh_positives
@@ -166,27 +169,29 @@ class PropensityNetwork(tf.keras.layers.Layer):
 
     def bind(self, catalog: list[str]) -> None:
         """Tables by catalog index (the step's items are indices): the exposure
-        propensities and each item's embedding bucket (its id string's hash, computed
-        once here instead of every step)."""
+        propensities."""
         if self.item_exposure is not None:
             self.item_exposure.bind(catalog)
-        if self.item_embedding is not None:
-            self._buckets = catalog_table(catalog, self._hash_bucket)
-
-    def _hash_bucket(self, item_ids: tf.Tensor) -> tf.Tensor:
-        return tf.strings.to_hash_bucket_fast(item_ids, self._item_buckets)
+        if self.item_embedding is not None and len(catalog) != self._num_items:
+            raise ValueError(
+                f"{self.name}: an item embedding of {self._num_items} catalog rows cannot "
+                f"serve a catalog of {len(catalog)} items"
+            )
 
     def _features(self, item_ids: tf.Tensor) -> tf.Tensor | None:
-        """Item ids (strings) or catalog indices (int64, after `bind`) -> head inputs."""
+        """Catalog indices (int64, -1: none; or id strings when the heads have no item
+        embedding) -> head inputs."""
         features = []
         if self.item_exposure is not None:
             features.append(self.item_exposure(item_ids)[..., tf.newaxis])
         if self.item_embedding is not None:
-            if item_ids.dtype.is_integer:
-                buckets = by_index(self._buckets, item_ids)
-            else:
-                buckets = self._hash_bucket(item_ids)
-            features.append(self.item_embedding(buckets))
+            if not item_ids.dtype.is_integer:
+                raise TypeError(
+                    f"{self.name}: the heads' item embedding is read by catalog index; got "
+                    f"{item_ids.dtype.name} item ids (map them with the item tower's "
+                    "`item_index`)"
+                )
+            features.append(self.item_embedding(tf.cast(item_ids, tf.int64) + 1))
         # float32 throughout: under mixed precision the embedding's output is float16.
         return tf.concat([tf.cast(f, tf.float32) for f in features], -1) if features else None
 
@@ -201,7 +206,8 @@ class PropensityNetwork(tf.keras.layers.Layer):
         self, users: tf.Tensor, items: tf.Tensor, item_ids: tf.Tensor
     ) -> tuple[tf.Tensor, tf.Tensor]:
         """(p1, p2) of user embeddings `[..., d]` and item embeddings `[..., d]` of the
-        items `item_ids` `[...]` (the broadcast shape but the last axis)."""
+        items `item_ids` `[...]` (the broadcast shape but the last axis): int64 catalog
+        indices, or id strings when the heads have no item embedding."""
         features = self._features(item_ids)
         return (
             tf.sigmoid(self._logits(self.recall_head, users, items, features)),
@@ -318,7 +324,7 @@ class PropensityNetwork(tf.keras.layers.Layer):
             "self_normalize": self._self_normalize,
             "weigh_positives": self._weigh_positives,
             "train_towers": self._train_towers,
-            "item_buckets": self._item_buckets,
+            "num_items": self._num_items,
             "item_dim": self._item_dim,
             "head_negatives": self._head_negatives,
             "head_space_c": self._head_space_c,

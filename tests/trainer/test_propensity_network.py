@@ -196,6 +196,24 @@ def test_config_round_trip():
     assert PropensityNetwork.from_config(network.get_config()).get_config() == network.get_config()
 
 
+def test_the_heads_item_embedding_has_one_row_per_catalog_item():
+    """Row i + 1 for catalog index i, row 0 for padding (-1): no two items share a row,
+    as two in five did when the rows were hash buckets of the id strings."""
+    network = PropensityNetwork([4], num_items=NUM_ITEMS, item_dim=3)
+    network.bind(list(IDS))
+    indices = tf.constant([[0, 5, 199, -1]], tf.int64)
+    features = network._features(indices).numpy()[0]
+    table = network.item_embedding.embeddings.numpy()
+    assert table.shape == (NUM_ITEMS + 1, 3)
+    np.testing.assert_array_equal(features, table[[1, 6, 200, 0]])
+    assert np.unique(table, axis=0).shape[0] == NUM_ITEMS + 1  # every row its own
+    with pytest.raises(TypeError, match="by catalog index.*item_index"):
+        network._features(tf.constant(["i5"]))
+    with pytest.raises(ValueError, match="200 catalog rows cannot serve a catalog of 3"):
+        network.bind(["a", "b", "c"])
+    assert PropensityNetwork.from_config(network.get_config()).get_config()["num_items"] == 200
+
+
 def test_the_heads_use_the_items_exposure_rate():
     """A legacy recall that follows item popularity, which the item embeddings don't hold:
     only the head that sees each item's logged exposure rate can learn it."""
@@ -261,7 +279,7 @@ def test_one_pass_per_head_gives_the_losses_and_weights_of_the_documented_terms(
     network = PropensityNetwork(
         [8],
         item_exposure=exposure,
-        item_buckets=64,
+        num_items=NUM_ITEMS,
         item_dim=3,
         weigh_positives=True,
         head_negatives=3,
