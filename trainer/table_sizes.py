@@ -19,20 +19,30 @@ def table_sizes(model: tf.keras.Model, optimizer: str) -> dict[str, Any]:
     before the first step builds them; "other" counts the variables built so far (all of
     them after training: MLPs, queues, frequency estimates)."""
     tables, seen = {}, set()
-    for layer in model._flatten_layers(include_self=False):  # noqa: SLF001 (Keras's walk)
+    layers = list(model._flatten_layers(include_self=False))  # noqa: SLF001 (Keras's walk)
+    # A token bag's own Embedding is its table, listed under the bag's name.
+    inner = {id(layer._embedding) for layer in layers if isinstance(layer, TokenBagEmbedding)}  # noqa: SLF001
+    for layer in layers:
         if isinstance(layer, TokenBagEmbedding):
-            rows, dim = layer.vocabulary_size(), layer.embedding_dim
-            name = f"{layer.name}/embedding"
-            while name in tables:
-                name += "'"
-            tables[name] = {
-                "rows": rows,
-                "dim": dim,
-                "weight_bytes": rows * dim * 4,
-                "slot_bytes": rows * dim * 4 * SLOTS[optimizer],
-            }
-            if layer.built and layer.table is not None:
-                seen.add(id(layer.table))
+            rows, dim, name = layer.vocabulary_size(), layer.embedding_dim, layer.name
+            table = layer.table if layer.built else None
+        elif isinstance(layer, tf.keras.layers.Embedding) and id(layer) not in inner:
+            # Other tables (UMA²'s heads' item embedding: a row per catalog item).
+            rows, dim, name = layer.input_dim, layer.output_dim, layer.name
+            table = layer.embeddings if layer.built else None
+        else:
+            continue
+        name = f"{name}/embedding"
+        while name in tables:
+            name += "'"
+        tables[name] = {
+            "rows": rows,
+            "dim": dim,
+            "weight_bytes": rows * dim * 4,
+            "slot_bytes": rows * dim * 4 * SLOTS[optimizer],
+        }
+        if table is not None:
+            seen.add(id(table))
     other = 0
     variables = {}  # of the layers built so far (Keras refuses `model.variables` before)
     for layer in model._flatten_layers(include_self=True):  # noqa: SLF001

@@ -74,3 +74,22 @@ def test_table_sizes_and_the_memory_budget(tiny_dataset):
     assert check_budget(sizes, 0) is None and check_budget(sizes, 1.0) is None
     warning = check_budget(sizes, 1e-6)
     assert "memory_budget_gb=1e-06" in warning and "max_vocab_size" in warning
+
+
+def test_table_sizes_list_the_propensity_heads_item_table(tiny_dataset):
+    """UMA²'s heads keep an item table of their own (a row per catalog item + none): a
+    catalog-sized table the budget must count before the first step builds it."""
+    config = load_config(overrides=["uma2.strategy=UMA2", "uma2.head_item_dim=8"])
+    dataset = load_dataset(tiny_dataset)
+    model = build_model(config, dataset)
+    sizes = table_sizes(model, "adagrad")
+    rows = len(dataset.item_ids) + 1
+    assert sizes["tables"]["head_item_embedding/embedding"] == {
+        "rows": rows,
+        "dim": 8,
+        "weight_bytes": rows * 8 * 4,
+        "slot_bytes": rows * 8 * 4,
+    }
+    # A token bag's own Embedding is listed once, under the bag's name.
+    assert not any(name.startswith("embedding") for name in sizes["tables"])
+    assert "item_id/embedding" in sizes["tables"]
