@@ -472,8 +472,7 @@ def run_cpu(settings: TrainBench, output_dir: str, log: Callable[[str], Any] = p
     if "catalog" in parts:
         results["catalog"] = {
             "sizes": list(settings.catalogs),
-            "median_ms": [ms(f"catalog/{c}") for c in settings.catalogs],
-            "ratio": round(ms(f"catalog/{largest}") / ms(f"catalog/{smallest}"), 3),
+            **curve("catalog", settings.catalogs),
             "recipes": {
                 recipe: curve(f"catalog/{recipe}", settings.catalogs) for recipe in CATALOG_RECIPES
             },
